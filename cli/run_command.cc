@@ -1,0 +1,242 @@
+// `cohort run`: a whole federation on this machine. Starts one server and K clients as
+// separate processes on loopback, shows live progress, and leaves everything in --out.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "cli/job_loading.h"
+#include "core/atomic_file.h"
+#include "proto/cohort.grpc.pb.h"
+
+namespace cohort::cli {
+namespace {
+
+struct RunFlags {
+  std::string job_file, out = "runs/latest", partition;
+  int clients = 0, rounds = 0, port = 0;
+  int64_t seed = -1;
+  int64_t train_subset = -1;
+};
+
+std::vector<pid_t> g_children;
+
+void KillChildren(int) {
+  for (pid_t pid : g_children) ::kill(pid, SIGTERM);
+  std::_Exit(130);
+}
+
+int FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// Starts `cohort ARGS...` with stdout and stderr going to `log`.
+pid_t Spawn(const std::vector<std::string>& args, const std::filesystem::path& log) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    ::dup2(fd, STDOUT_FILENO);
+    ::dup2(fd, STDERR_FILENO);
+  }
+  std::vector<char*> argv;
+  static std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  argv.push_back(self.data());
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv(self.c_str(), argv.data());
+  std::perror("exec cohort");
+  std::_Exit(127);
+}
+
+// One progress line per change of round state; one summary line per finished round.
+class ProgressPrinter {
+ public:
+  ProgressPrinter(std::shared_ptr<grpc::Channel> channel, int total_rounds)
+      : stub_(v1::Admin::NewStub(channel)), total_rounds_(total_rounds) {}
+
+  void Poll() {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::StatusReply reply;
+    if (!stub_->GetStatus(&context, v1::StatusRequest(), &reply).ok()) return;
+    const nlohmann::json summary = nlohmann::json::parse(reply.summary_json(), nullptr, false);
+    if (summary.is_object() && summary.contains("rounds")) {
+      for (const auto& r : summary["rounds"]) {
+        const uint64_t round = r["round"].get<uint64_t>();
+        if (round <= printed_rounds_) continue;
+        printed_rounds_ = round;
+        std::string test;
+        if (r.contains("test_accuracy")) {
+          test = absl::StrFormat("  test loss %.4f  test accuracy %5.2f%%", r["test_loss"].get<double>(),
+                                 100 * r["test_accuracy"].get<double>());
+        }
+        std::printf("round %3llu/%d  clients %zu  train loss %.4f%s  %5.1f s\n", static_cast<unsigned long long>(round),
+                    total_rounds_, r["clients_reported"].get<size_t>(), r["train_loss"].get<double>(), test.c_str(),
+                    r["wall_seconds"].get<double>());
+        std::fflush(stdout);
+      }
+    }
+    int training = 0, reported = 0, lost = 0;
+    for (const auto& c : reply.clients()) {
+      training += c.state() == "training";
+      reported += c.state() == "reported";
+      lost += c.state() == "lost";
+    }
+    const std::string line = absl::StrCat("  ... round ", reply.round(), "/", reply.total_rounds(), " ", reply.state(),
+                                          ": ", reported, " reported, ", training, " training", lost ? absl::StrCat(", ", lost, " lost") : "",
+                                          ", ", reply.clients_size(), " joined");
+    if (line != last_line_ && reply.state() == "running" && reply.round() > printed_rounds_) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+      last_line_ = line;
+    }
+  }
+
+ private:
+  std::unique_ptr<v1::Admin::Stub> stub_;
+  int total_rounds_;
+  uint64_t printed_rounds_ = 0;
+  std::string last_line_;
+};
+
+int RunFederation(const RunFlags& f) {
+  std::ifstream in(f.job_file);
+  if (!in) {
+    spdlog::error("cannot open job config {}", f.job_file);
+    return 2;
+  }
+  nlohmann::json json = nlohmann::json::parse(in, nullptr, false);
+  if (json.is_discarded()) {
+    spdlog::error("{}: not valid JSON", f.job_file);
+    return 2;
+  }
+  // Command-line overrides, then the same validation the server will apply.
+  absl::StatusOr<LoadedJob> base = CheckJob(json, f.job_file);
+  if (!base.ok()) {
+    spdlog::error("{}", std::string(base.status().message()));
+    return 2;
+  }
+  core::JobConfig config = base->config;
+  if (f.rounds > 0) config.federation.rounds = f.rounds;
+  if (f.clients > 0) {
+    config.federation.clients_per_round = f.clients;
+    config.federation.min_clients = std::min<int64_t>(config.federation.min_clients, f.clients);
+  }
+  if (!f.partition.empty()) config.data.partition = f.partition;
+  if (f.seed >= 0) config.seed = static_cast<uint64_t>(f.seed);
+  if (f.train_subset >= 0) config.data.train_subset = f.train_subset;
+  const nlohmann::json effective = core::ToJson(config);
+  absl::StatusOr<LoadedJob> checked = CheckJob(effective, "command line");
+  if (!checked.ok()) {
+    spdlog::error("{}", std::string(checked.status().message()));
+    return 2;
+  }
+  const int clients = static_cast<int>(config.federation.clients_per_round);
+
+  const std::filesystem::path out = f.out;
+  std::error_code ec;
+  std::filesystem::create_directories(out / "logs", ec);
+  if (ec) {
+    spdlog::error("--out {}: {}", out.string(), ec.message());
+    return 2;
+  }
+  const std::filesystem::path job_path = out / "job.json";
+  if (absl::Status s = core::WriteFileAtomically(job_path, effective.dump(2) + "\n"); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    return 1;
+  }
+  const int port = f.port > 0 ? f.port : FreeLoopbackPort();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  std::printf("cohort run: job %s, %d clients, %lld rounds, partition %s, seed %llu\n", config.name.c_str(), clients,
+              static_cast<long long>(config.federation.rounds), config.data.partition.c_str(),
+              static_cast<unsigned long long>(config.seed));
+  std::printf("  server on %s; logs in %s\n", address.c_str(), (out / "logs").c_str());
+  std::fflush(stdout);
+
+  std::signal(SIGINT, KillChildren);
+  std::signal(SIGTERM, KillChildren);
+  const pid_t server = Spawn({"server", "--config", job_path.string(), "--listen", address, "--out", out.string()},
+                             out / "logs" / "server.log");
+  g_children.push_back(server);
+  for (int i = 0; i < clients; ++i) {
+    const std::string site = absl::StrCat("site-", i);
+    g_children.push_back(Spawn({"client", "--server", address, "--site", site, "--data", config.data.path,
+                                "--dataset", config.data.dataset, "--label-column", config.data.label_column,
+                                "--shard", absl::StrCat(i, "/", clients), "--partition", config.data.partition,
+                                "--seed", absl::StrCat(config.seed), "--eval-fraction",
+                                absl::StrCat(config.data.eval_fraction), "--train-subset",
+                                absl::StrCat(config.data.train_subset), "--connect-timeout", "60"},
+                               out / "logs" / absl::StrCat(site, ".log")));
+  }
+
+  ProgressPrinter progress(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+                           static_cast<int>(config.federation.rounds));
+  const auto started = std::chrono::steady_clock::now();
+  int server_status = 0;
+  for (;;) {
+    const pid_t done = ::waitpid(server, &server_status, WNOHANG);
+    if (done == server) break;
+    progress.Poll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  // Clients learn the job is done on their next poll; give them a moment, then stop them.
+  for (size_t i = 1; i < g_children.size(); ++i) {
+    int status = 0;
+    for (int waited = 0; waited < 100 && ::waitpid(g_children[i], &status, WNOHANG) == 0; ++waited) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ::kill(g_children[i], SIGTERM);
+    ::waitpid(g_children[i], &status, 0);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const bool ok = WIFEXITED(server_status) && WEXITSTATUS(server_status) == 0;
+  std::printf("%s in %.1f s. Outputs: %s/{model.pt,model.json,summary.json}\n", ok ? "finished" : "FAILED", seconds,
+              out.c_str());
+  if (!ok) std::printf("  see %s for the reason\n", (out / "logs" / "server.log").c_str());
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+void AddRunCommand(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("run", "Run a whole federation locally: one server and K clients as processes");
+  auto f = std::make_shared<RunFlags>();
+  cmd->add_option("job", f->job_file, "Job config (JSON)")->required();
+  cmd->add_option("--clients", f->clients, "Number of clients (default: federation.clients_per_round)");
+  cmd->add_option("--rounds", f->rounds, "Rounds (default: federation.rounds)");
+  cmd->add_option("--partition", f->partition, "iid | dirichlet:ALPHA (default: data.partition)");
+  cmd->add_option("--seed", f->seed, "Seed (default: job.seed)");
+  cmd->add_option("--train-subset", f->train_subset, "Use only the first N training rows (default: data.train_subset)");
+  cmd->add_option("--port", f->port, "Server port on 127.0.0.1 (default: a free one)");
+  cmd->add_option("--out", f->out, "Output directory")->capture_default_str();
+  cmd->callback([f, exit_code] { *exit_code = RunFederation(*f); });
+}
+
+}  // namespace cohort::cli

@@ -1,0 +1,243 @@
+#include "client/agent.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/chunking.h"
+#include "core/job_config.h"
+#include "proto/cohort.grpc.pb.h"
+#include "proto/convert.h"
+#include "training/model_spec.h"
+#include "training/trainer.h"
+
+namespace cohort::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
+}
+
+bool Retryable(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+// Sends heartbeats from its own thread so a long local epoch does not look like a crash.
+class HeartbeatLoop {
+ public:
+  HeartbeatLoop(v1::Federation::Stub* stub, std::string job_id, std::string client_id, std::chrono::milliseconds every)
+      : thread_([=, this] {
+          std::unique_lock lock(mu_);
+          while (!cv_.wait_for(lock, every, [this] { return stop_; })) {
+            lock.unlock();
+            grpc::ClientContext context;
+            context.set_deadline(std::chrono::system_clock::now() + every);
+            v1::HeartbeatRequest request;
+            request.set_job_id(job_id);
+            request.set_client_id(client_id);
+            v1::HeartbeatReply reply;
+            (void)stub->Heartbeat(&context, request, &reply);
+            lock.lock();
+          }
+        }) {}
+  ~HeartbeatLoop() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct Session {
+  std::string job_id, client_id;
+  nlohmann::json model_config;
+  std::chrono::milliseconds heartbeat_every{1000};
+};
+
+absl::StatusOr<Session> JoinWithRetry(v1::Federation::Stub& stub, const AgentOptions& options) {
+  const auto give_up = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
+  auto backoff = std::chrono::milliseconds(200);
+  for (;;) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::JoinRequest request;
+    request.set_job_id(options.job_id);
+    request.set_site(options.site);
+    request.set_num_samples(options.train.size());
+    v1::JoinReply reply;
+    const grpc::Status s = stub.Join(&context, request, &reply);
+    if (s.ok()) {
+      Session session{reply.job_id(), reply.client_id(), nlohmann::json::parse(reply.model_config_json(), nullptr, false),
+                      std::chrono::milliseconds(std::max<uint32_t>(100, reply.heartbeat_interval_ms()))};
+      if (session.model_config.is_discarded()) return absl::InvalidArgumentError("server sent an unreadable model_config");
+      return session;
+    }
+    if (!Retryable(s) || Clock::now() > give_up) {
+      return FromGrpc(s, absl::StrCat("joining the job at ", options.server_address));
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+absl::Status PushUpdate(v1::Federation::Stub& stub, const Session& session, const v1::TaskHeader& task,
+                        const training::RoundResult& result, uint64_t num_samples, size_t chunk_bytes) {
+  grpc::ClientContext context;
+  v1::UpdateReceipt receipt;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateMessage>> writer = stub.PushUpdate(&context, &receipt);
+  const std::span<const std::byte> bytes = result.delta.bytes();
+  const uint32_t count = core::ChunkCount(bytes.size(), chunk_bytes);
+  v1::UpdateMessage message;
+  v1::UpdateHeader* header = message.mutable_header();
+  header->set_job_id(session.job_id);
+  header->set_client_id(session.client_id);
+  header->set_round(task.round());
+  header->set_base_model_version(task.model_version());
+  wire::ToProto(result.delta.manifest(), header->mutable_manifest());
+  header->set_num_samples(num_samples);
+  header->set_chunk_count(count);
+  header->set_chunk_bytes(static_cast<uint32_t>(chunk_bytes));
+  wire::ToProto(result.metrics, header->mutable_metrics());
+  bool open = writer->Write(message);
+  v1::UpdateMessage chunk_message;
+  v1::Chunk* chunk = chunk_message.mutable_chunk();
+  for (uint32_t i = 0; open && i < count; ++i) {
+    const std::span<const std::byte> piece = core::ChunkOf(bytes, i, chunk_bytes);
+    chunk->set_index(i);
+    chunk->set_count(count);
+    chunk->set_data(reinterpret_cast<const char*>(piece.data()), piece.size());
+    open = writer->Write(chunk_message);
+  }
+  writer->WritesDone();
+  const grpc::Status s = writer->Finish();
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("pushing the update for round ", task.round()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunAgent(AgentOptions options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(options.server_address, grpc::InsecureChannelCredentials(), args);
+  std::unique_ptr<v1::Federation::Stub> stub = v1::Federation::NewStub(channel);
+
+  absl::StatusOr<Session> session = JoinWithRetry(*stub, options);
+  if (!session.ok()) return session.status();
+  absl::StatusOr<training::ModelSpec> spec = training::ParseModelSpec(session->model_config);
+  if (!spec.ok()) return spec.status();
+  spdlog::info("job={} site={} joined: model {} ({} parameters), {} training and {} held-out examples",
+               session->job_id, options.site, spec->name, spec->num_parameters(), options.train.size(),
+               options.eval.size());
+  const uint64_t num_samples = options.train.size();
+  absl::StatusOr<std::unique_ptr<training::LocalTrainer>> trainer =
+      training::LocalTrainer::Create(*spec, std::move(options.train), std::move(options.eval), options.seed);
+  if (!trainer.ok()) return trainer.status();
+  HeartbeatLoop heartbeat(stub.get(), session->job_id, session->client_id, session->heartbeat_every);
+
+  auto unreachable_since = std::optional<Clock::time_point>();
+  for (;;) {
+    grpc::ClientContext context;
+    v1::TaskRequest request;
+    request.set_job_id(session->job_id);
+    request.set_client_id(session->client_id);
+    request.set_wait_ms(10000);
+    std::unique_ptr<grpc::ClientReader<v1::TaskMessage>> reader = stub->PullTask(&context, request);
+    v1::TaskMessage message;
+    if (!reader->Read(&message) || !message.has_header()) {
+      const grpc::Status s = reader->Finish();
+      if (Retryable(s) || s.ok()) {
+        // The server may be restarting: keep trying for a while, re-joining once it is back.
+        if (!unreachable_since) {
+          unreachable_since = Clock::now();
+          spdlog::warn("job={} site={} server unreachable ({}); retrying", session->job_id, options.site,
+                       s.error_message());
+        }
+        if (Clock::now() - *unreachable_since > std::chrono::duration<double>(options.connect_timeout_s)) {
+          return FromGrpc(s, "server unreachable");
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        continue;
+      }
+      if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+        absl::StatusOr<Session> rejoined = JoinWithRetry(*stub, options);
+        if (!rejoined.ok()) return rejoined.status();
+        continue;
+      }
+      return FromGrpc(s, "pulling a task");
+    }
+    if (unreachable_since) {
+      unreachable_since.reset();
+      spdlog::info("job={} site={} server reachable again", session->job_id, options.site);
+    }
+    const v1::TaskHeader header = message.header();
+    if (header.kind() == v1::TaskHeader::WAIT) {
+      (void)reader->Finish();
+      continue;
+    }
+    if (header.kind() == v1::TaskHeader::DONE) {
+      (void)reader->Finish();
+      if (header.message().find("has not joined") != std::string::npos) {
+        // The server restarted and forgot us: join again.
+        absl::StatusOr<Session> rejoined = JoinWithRetry(*stub, options);
+        if (!rejoined.ok()) return rejoined.status();
+        continue;
+      }
+      spdlog::info("job={} site={} done: {}", session->job_id, options.site, header.message());
+      return header.message().rfind("job failed", 0) == 0 ? absl::AbortedError(header.message()) : absl::OkStatus();
+    }
+    // TRAIN: assemble the global model as its chunks arrive.
+    absl::StatusOr<core::Manifest> manifest = wire::FromProto(header.manifest());
+    if (!manifest.ok()) return manifest.status();
+    core::ParameterSetAssembler assembler(*manifest, header.chunk_count(), header.chunk_bytes());
+    absl::Status download = absl::OkStatus();
+    while (download.ok() && reader->Read(&message)) {
+      const v1::Chunk& chunk = message.chunk();
+      download = assembler.Add(chunk.index(), chunk.count(), std::as_bytes(std::span(chunk.data().data(), chunk.data().size())));
+    }
+    const grpc::Status finished = reader->Finish();
+    if (!finished.ok()) download = FromGrpc(finished, "downloading the global model");
+    absl::StatusOr<core::ParameterSet> global =
+        download.ok() ? std::move(assembler).Finish() : absl::StatusOr<core::ParameterSet>(download);
+    if (!global.ok()) {
+      spdlog::warn("job={} round={} site={} model download failed: {}", session->job_id, header.round(), options.site,
+                   std::string(global.status().message()));
+      continue;
+    }
+    absl::StatusOr<core::TrainingConfig> config =
+        core::ParseTrainingConfig(nlohmann::json::parse(header.training_config_json(), nullptr, false));
+    if (!config.ok()) return config.status();
+    training::SetTrainingThreads(options.threads > 0 ? options.threads : static_cast<int>(config->threads));
+    spdlog::info("job={} round={}/{} site={} training ({} local epochs, lr {})", session->job_id, header.round(),
+                 header.total_rounds(), options.site, config->local_epochs, config->learning_rate);
+    absl::StatusOr<training::RoundResult> result =
+        (*trainer)->TrainRound(*global, *config, header.round(), header.total_rounds());
+    if (!result.ok()) return result.status();
+    const core::TrainMetrics& m = result->metrics;
+    spdlog::info("job={} round={} site={} trained {} steps in {:.1f} s: train loss {:.4f}, held-out accuracy {:.4f}",
+                 session->job_id, header.round(), options.site, m.steps, m.train_seconds, m.train_loss,
+                 m.eval_accuracy);
+    const absl::Status pushed = PushUpdate(*stub, *session, header, *result, num_samples, header.chunk_bytes());
+    if (!pushed.ok()) {
+      spdlog::warn("job={} round={} site={} {}", session->job_id, header.round(), options.site,
+                   std::string(pushed.message()));
+    }
+  }
+}
+
+}  // namespace cohort::client

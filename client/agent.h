@@ -1,0 +1,29 @@
+#pragma once
+// The client agent a data site runs: joins the job, pulls each task, trains on local data
+// through the training layer, and pushes its update back in chunks. It keeps a heartbeat
+// going while it trains, and rides out a server restart by reconnecting.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "training/dataset.h"
+
+namespace cohort::client {
+
+struct AgentOptions {
+  std::string server_address;  // host:port
+  std::string site;
+  std::string job_id;          // empty: whatever job the server runs
+  training::Dataset train;     // this site's training rows
+  training::Dataset eval;      // this site's held-out rows (may be empty)
+  uint64_t seed = 0;
+  int threads = 1;             // overrides training_config.threads when > 0
+  double connect_timeout_s = 120;  // give up when the server stays unreachable this long
+};
+
+// Runs until the server says the job is done (OK), or fails (server unreachable, bad model
+// config, training error).
+absl::Status RunAgent(AgentOptions options);
+
+}  // namespace cohort::client

@@ -1,0 +1,182 @@
+#include "core/job_config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/config_reader.h"
+
+namespace cohort::core {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
+
+absl::Status CheckPartition(const std::string& key, const std::string& partition) {
+  if (partition == "iid") return absl::OkStatus();
+  double alpha = 0;
+  if (partition.rfind("dirichlet:", 0) == 0 && absl::SimpleAtod(partition.substr(10), &alpha) && alpha > 0 &&
+      alpha < kInf) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(key, ": expected \"iid\" or \"dirichlet:ALPHA\" with ALPHA > 0, got \"", partition, "\""));
+}
+
+}  // namespace
+
+absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json) {
+  TrainingConfig c;
+  ConfigReader r("training_config", json);
+  r.String("optimizer", &c.optimizer, {"sgd", "adam", "adamw"});
+  r.Number("learning_rate", &c.learning_rate, 0, 10, /*min_exclusive=*/true);
+  r.Number("momentum", &c.momentum, 0, 0.999999);
+  r.Bool("nesterov", &c.nesterov);
+  r.Number("beta1", &c.beta1, 0, 0.999999);
+  r.Number("beta2", &c.beta2, 0, 0.999999);
+  r.Number("eps", &c.eps, 0, 1, /*min_exclusive=*/true);
+  r.Number("weight_decay", &c.weight_decay, 0, 1);
+  r.String("lr_scheduler", &c.lr_scheduler, {"constant", "cosine", "linear"});
+  r.Integer("warmup_steps", &c.warmup_steps, 0, kMaxInt);
+  r.Number("min_learning_rate", &c.min_learning_rate, 0, 10);
+  r.Number("max_grad_norm", &c.max_grad_norm, 0, kInf);
+  r.Integer("local_epochs", &c.local_epochs, 1, 10000);
+  r.Integer("batch_size", &c.batch_size, 1, 1 << 20);
+  r.Integer("max_steps_per_round", &c.max_steps_per_round, 0, kMaxInt);
+  r.Integer("eval_batch_size", &c.eval_batch_size, 1, 1 << 20);
+  r.Integer("threads", &c.threads, 1, 256);
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  if (c.nesterov && (c.optimizer != "sgd" || c.momentum <= 0)) {
+    return absl::InvalidArgumentError(
+        "training_config.nesterov: true needs optimizer \"sgd\" with momentum > 0");
+  }
+  if (c.min_learning_rate > c.learning_rate) {
+    return absl::InvalidArgumentError(absl::StrCat("training_config.min_learning_rate: expected <= learning_rate (",
+                                                   c.learning_rate, "), got ", c.min_learning_rate));
+  }
+  return c;
+}
+
+absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
+  JobConfig c;
+  ConfigReader top("", json);
+  nlohmann::json job = nlohmann::json::object(), training = nlohmann::json::object();
+  nlohmann::json federation = nlohmann::json::object(), data = nlohmann::json::object();
+  nlohmann::json evaluation = nlohmann::json::object();
+  top.Object("job", &job);
+  top.Object("model_config", &c.model_config);
+  top.Object("training_config", &training);
+  top.Object("federation", &federation);
+  top.Object("data", &data);
+  top.Object("evaluation", &evaluation);
+  if (absl::Status s = top.Finish(); !s.ok()) return s;
+  if (!json.contains("model_config")) {
+    return absl::InvalidArgumentError("model_config: missing; the job must say which model to train");
+  }
+
+  ConfigReader j("job", job);
+  j.String("name", &c.name);
+  j.Unsigned("seed", &c.seed);
+  if (absl::Status s = j.Finish(); !s.ok()) return s;
+  if (c.name.empty() || c.name.find_first_of("/\\ \t\n") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job.name: expected a non-empty name without spaces or slashes, got \"", c.name, "\""));
+  }
+
+  absl::StatusOr<TrainingConfig> t = ParseTrainingConfig(training);
+  if (!t.ok()) return t.status();
+  c.training = *t;
+
+  FederationConfig& f = c.federation;
+  ConfigReader fr("federation", federation);
+  fr.Integer("rounds", &f.rounds, 1, 1000000);
+  fr.Integer("clients_per_round", &f.clients_per_round, 1, 100000);
+  fr.Integer("min_clients", &f.min_clients, 1, 100000);
+  fr.Number("round_timeout_s", &f.round_timeout_s, 0, kInf, /*min_exclusive=*/true);
+  fr.Number("heartbeat_timeout_s", &f.heartbeat_timeout_s, 0, kInf, /*min_exclusive=*/true);
+  fr.Integer("max_round_retries", &f.max_round_retries, 0, 1000);
+  fr.String("strategy", &f.strategy, {"fedavg"});
+  fr.Number("max_update_norm", &f.max_update_norm, 0, kInf);
+  fr.Integer("chunk_bytes", &f.chunk_bytes, 4096, 3 << 20);
+  if (absl::Status s = fr.Finish(); !s.ok()) return s;
+  if (f.min_clients > f.clients_per_round) {
+    return absl::InvalidArgumentError(absl::StrCat("federation.min_clients: expected <= clients_per_round (",
+                                                   f.clients_per_round, "), got ", f.min_clients));
+  }
+  if (f.chunk_bytes % 4 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("federation.chunk_bytes: expected a multiple of 4, got ", f.chunk_bytes));
+  }
+
+  DataConfig& d = c.data;
+  ConfigReader dr("data", data);
+  dr.String("dataset", &d.dataset, {"fashion-mnist", "csv"});
+  dr.String("path", &d.path);
+  dr.String("partition", &d.partition);
+  dr.Number("eval_fraction", &d.eval_fraction, 0, 0.9);
+  dr.Integer("train_subset", &d.train_subset, 0, kMaxInt);
+  dr.String("label_column", &d.label_column);
+  if (absl::Status s = dr.Finish(); !s.ok()) return s;
+  if (absl::Status s = CheckPartition("data.partition", d.partition); !s.ok()) return s;
+
+  ConfigReader er("evaluation", evaluation);
+  er.String("test_data", &c.evaluation.test_data);
+  er.Integer("max_samples", &c.evaluation.max_samples, 0, kMaxInt);
+  if (absl::Status s = er.Finish(); !s.ok()) return s;
+  return c;
+}
+
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open job config ", path));
+  nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  }
+  absl::StatusOr<JobConfig> config = ParseJobConfig(json);
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+nlohmann::json ToJson(const TrainingConfig& c) {
+  return {{"optimizer", c.optimizer},       {"learning_rate", c.learning_rate},
+          {"momentum", c.momentum},         {"nesterov", c.nesterov},
+          {"beta1", c.beta1},               {"beta2", c.beta2},
+          {"eps", c.eps},                   {"weight_decay", c.weight_decay},
+          {"lr_scheduler", c.lr_scheduler}, {"warmup_steps", c.warmup_steps},
+          {"min_learning_rate", c.min_learning_rate},
+          {"max_grad_norm", c.max_grad_norm}, {"local_epochs", c.local_epochs},
+          {"batch_size", c.batch_size},     {"max_steps_per_round", c.max_steps_per_round},
+          {"eval_batch_size", c.eval_batch_size}, {"threads", c.threads}};
+}
+
+nlohmann::json ToJson(const JobConfig& c) {
+  const FederationConfig& f = c.federation;
+  return {{"job", {{"name", c.name}, {"seed", c.seed}}},
+          {"model_config", c.model_config},
+          {"training_config", ToJson(c.training)},
+          {"federation",
+           {{"rounds", f.rounds},
+            {"clients_per_round", f.clients_per_round},
+            {"min_clients", f.min_clients},
+            {"round_timeout_s", f.round_timeout_s},
+            {"heartbeat_timeout_s", f.heartbeat_timeout_s},
+            {"max_round_retries", f.max_round_retries},
+            {"strategy", f.strategy},
+            {"max_update_norm", f.max_update_norm},
+            {"chunk_bytes", f.chunk_bytes}}},
+          {"data",
+           {{"dataset", c.data.dataset},
+            {"path", c.data.path},
+            {"partition", c.data.partition},
+            {"eval_fraction", c.data.eval_fraction},
+            {"train_subset", c.data.train_subset},
+            {"label_column", c.data.label_column}}},
+          {"evaluation", {{"test_data", c.evaluation.test_data}, {"max_samples", c.evaluation.max_samples}}}};
+}
+
+}  // namespace cohort::core

@@ -1,0 +1,82 @@
+#pragma once
+// Job configuration: what an admin submits and what every party validates the same way.
+// Keys follow the names practitioners already write (`model_config`, `training_config`
+// with `batch_size`, `learning_rate`, `warmup_steps`, `weight_decay`, `max_grad_norm`)
+// beside the federation's own section. Every key, its meaning and its default is listed
+// in docs/configuration.md. Unknown keys, wrong types and impossible values are refused
+// with a message naming the key, the value and what is expected.
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+
+namespace cohort::core {
+
+struct TrainingConfig {
+  std::string optimizer = "sgd";        // sgd | adam | adamw
+  double learning_rate = 0.01;
+  double momentum = 0.0;                // sgd only
+  bool nesterov = false;                // sgd only
+  double beta1 = 0.9, beta2 = 0.999;    // adam, adamw
+  double eps = 1e-8;                    // adam, adamw
+  double weight_decay = 0.0;
+  std::string lr_scheduler = "constant";  // constant | cosine | linear (after warmup)
+  int64_t warmup_steps = 0;             // linear warmup from 0, counted over the whole job
+  double min_learning_rate = 0.0;       // floor of cosine / linear decay
+  double max_grad_norm = 0.0;           // 0: no clipping
+  int64_t local_epochs = 1;
+  int64_t batch_size = 64;
+  int64_t max_steps_per_round = 0;      // 0: no cap
+  int64_t eval_batch_size = 1000;
+  int64_t threads = 1;                  // LibTorch intra-op threads per client
+};
+
+struct FederationConfig {
+  int64_t rounds = 20;
+  int64_t clients_per_round = 2;
+  int64_t min_clients = 2;              // needed to start a round and to close it
+  double round_timeout_s = 600;         // a round closes (or is retried) after this long
+  double heartbeat_timeout_s = 30;      // a client silent this long is lost
+  int64_t max_round_retries = 3;
+  std::string strategy = "fedavg";
+  double max_update_norm = 0.0;         // reject updates with a larger L2 norm; 0: off
+  int64_t chunk_bytes = 1 << 20;
+};
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  // fashion-mnist | csv
+  std::string path = "/usr/share/datasets/fashion-mnist";
+  std::string partition = "iid";        // iid | dirichlet:ALPHA
+  double eval_fraction = 0.1;           // per client held-out share
+  int64_t train_subset = 0;             // use only the first N training rows; 0: all
+  std::string label_column = "label";   // csv only
+};
+
+struct EvaluationConfig {
+  std::string test_data;                // server-side test set; empty: no server evaluation
+  int64_t max_samples = 0;              // 0: the whole test set
+};
+
+struct JobConfig {
+  std::string name = "job";
+  uint64_t seed = 42;
+  nlohmann::json model_config = nlohmann::json::object();  // validated by the training layer
+  TrainingConfig training;
+  FederationConfig federation;
+  DataConfig data;
+  EvaluationConfig evaluation;
+};
+
+// Strict parse of a whole job file. The error names the key: `federation.rounds: expected
+// an integer >= 1, got "ten"`.
+absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json);
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
+
+absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json);
+nlohmann::json ToJson(const TrainingConfig& config);
+nlohmann::json ToJson(const JobConfig& config);
+
+}  // namespace cohort::core

@@ -1,0 +1,44 @@
+#include "server/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_services.h"
+
+namespace cohort::server {
+
+absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
+  FederationService federation(&job);
+  AdminService admin(&job);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&federation);
+  builder.RegisterService(&admin);
+  // Chunks are at most 3 MiB; leave room for framing and headers.
+  builder.SetMaxReceiveMessageSize(8 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address, " (address in use or not local?)"));
+  }
+  spdlog::info("job={} serving on port {} ({} rounds, {} clients per round, minimum {})", job.job_id(), port,
+               job.config().federation.rounds, job.config().federation.clients_per_round,
+               job.config().federation.min_clients);
+  if (options.on_listening) options.on_listening(port);
+
+  const absl::Status result = job.Run();
+  if (result.ok()) {
+    spdlog::info("job={} finished", job.job_id());
+  } else {
+    spdlog::error("job={} failed: {}", job.job_id(), std::string(result.message()));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(options.linger_seconds * 1000)));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return result;
+}
+
+}  // namespace cohort::server

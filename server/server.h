@@ -1,0 +1,23 @@
+#pragma once
+// The aggregation server process: serves one FederatedJob over gRPC until it ends.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "server/federated_job.h"
+
+namespace cohort::server {
+
+struct ServerOptions {
+  std::string listen_address = "0.0.0.0:7878";
+  // Seconds to keep answering after the job ends, so every client learns it is done.
+  double linger_seconds = 3;
+  // Called once the port is bound, with the port actually bound (for ":0").
+  std::function<void(int port)> on_listening;
+};
+
+// Runs `job` to completion behind a gRPC server. Returns the job's result.
+absl::Status ServeJob(FederatedJob& job, const ServerOptions& options);
+
+}  // namespace cohort::server

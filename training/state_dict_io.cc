@@ -1,0 +1,81 @@
+#include "training/state_dict_io.h"
+
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include <caffe2/serialize/inline_container.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/atomic_file.h"
+
+namespace cohort::training {
+
+absl::Status WriteStateDict(const core::ParameterSet& parameters, const std::string& path) {
+  try {
+    c10::Dict<std::string, at::Tensor> dict;
+    const core::Manifest& manifest = parameters.manifest();
+    for (size_t i = 0; i < manifest.size(); ++i) {
+      const core::TensorSpec& spec = manifest.tensors()[i];
+      if (spec.dtype != core::DType::kFloat32) {
+        return absl::UnimplementedError(absl::StrCat("state_dict export supports float32 tensors; ", spec.name,
+                                                     " is ", std::string(core::DTypeName(spec.dtype))));
+      }
+      const auto bytes = parameters.tensor_bytes(i);
+      torch::Tensor t = torch::empty(spec.shape, torch::kFloat32);
+      std::memcpy(t.data_ptr<float>(), bytes.data(), bytes.size());
+      dict.insert(spec.name, t);
+    }
+    // Untagged pickle: Python's weights_only loader refuses TorchScript type tags.
+    std::vector<char> pickle;
+    torch::jit::Pickler pickler([&](const char* data, size_t size) { pickle.insert(pickle.end(), data, data + size); },
+                                nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+    pickler.protocol();
+    pickler.pushIValue(dict);
+    pickler.stop();
+    std::string container;
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) {
+      container.append(static_cast<const char*>(data), size);
+      return size;
+    });
+    torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+    return core::WriteFileAtomically(path, container);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("writing ", path, ": ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<core::ParameterSet> ReadStateDict(const std::string& path) {
+  absl::StatusOr<std::string> contents = core::ReadFileToString(path);
+  if (!contents.ok()) return contents.status();
+  try {
+    const torch::IValue value = torch::pickle_load(std::vector<char>(contents->begin(), contents->end()));
+    if (!value.isGenericDict()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": expected a dict of tensors (save dict(state_dict))"));
+    }
+    std::vector<core::TensorSpec> specs;
+    std::vector<torch::Tensor> tensors;
+    for (const auto& entry : value.toGenericDict()) {
+      if (!entry.key().isString() || !entry.value().isTensor()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": every entry must map a name to a tensor"));
+      }
+      torch::Tensor t = entry.value().toTensor().to(torch::kFloat32).contiguous();
+      specs.push_back({entry.key().toStringRef(), core::DType::kFloat32, t.sizes().vec()});
+      tensors.push_back(t);
+    }
+    core::ParameterSet out{core::Manifest(std::move(specs))};
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto bytes = out.tensor_bytes(i);
+      std::memcpy(bytes.data(), tensors[i].data_ptr<float>(), bytes.size());
+    }
+    return out;
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a readable state_dict: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace cohort::training

@@ -1,0 +1,17 @@
+#pragma once
+// PyTorch state_dict files. WriteStateDict writes `model.pt` as a plain dict of tensors
+// (pickle without TorchScript type tags, inside PyTorch's zip container), which Python's
+// `torch.load` reads both with and without `weights_only=True`. ReadStateDict reads such
+// a file, or one Python saved with `torch.save(dict(model.state_dict()), path)`.
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/parameter_set.h"
+
+namespace cohort::training {
+
+absl::Status WriteStateDict(const core::ParameterSet& parameters, const std::string& path);
+absl::StatusOr<core::ParameterSet> ReadStateDict(const std::string& path);
+
+}  // namespace cohort::training

@@ -1,0 +1,78 @@
+#include "training/torch_model.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace cohort::training {
+
+CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
+  namespace nn = torch::nn;
+  for (const LayerSpec& l : spec.layers) {
+    if (l.type == "normalize") {
+      const double mean = l.mean, std = l.std;
+      layers_->push_back(nn::Functional([mean, std](torch::Tensor x) { return (x - mean) / std; }));
+    } else if (l.type == "conv2d") {
+      layers_->push_back(nn::Conv2d(nn::Conv2dOptions(l.in_features, l.out_features, l.kernel_size)
+                                        .stride(l.stride)
+                                        .padding(l.padding)
+                                        .bias(l.bias)));
+    } else if (l.type == "max_pool2d") {
+      layers_->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(l.kernel_size).stride(l.stride)));
+    } else if (l.type == "avg_pool2d") {
+      layers_->push_back(nn::AvgPool2d(nn::AvgPool2dOptions(l.kernel_size).stride(l.stride)));
+    } else if (l.type == "flatten") {
+      layers_->push_back(nn::Flatten());
+    } else if (l.type == "linear") {
+      layers_->push_back(nn::Linear(nn::LinearOptions(l.in_features, l.out_features).bias(l.bias)));
+    } else if (l.type == "layer_norm") {
+      layers_->push_back(nn::LayerNorm(nn::LayerNormOptions({l.in_features})));
+    } else if (l.type == "dropout") {
+      layers_->push_back(nn::Dropout(nn::DropoutOptions(l.p)));
+    } else if (l.type == "relu") {
+      layers_->push_back(nn::ReLU());
+    } else if (l.type == "tanh") {
+      layers_->push_back(nn::Tanh());
+    } else if (l.type == "sigmoid") {
+      layers_->push_back(nn::Sigmoid());
+    } else if (l.type == "gelu") {
+      layers_->push_back(nn::GELU());
+    }
+  }
+  register_module("layers", layers_);
+}
+
+absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters) {
+  torch::NoGradGuard no_grad;
+  const auto named = net->named_parameters(/*recurse=*/true);
+  const core::Manifest& manifest = parameters.manifest();
+  if (named.size() != manifest.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model has ", named.size(), " parameter tensors, the set has ",
+                                                   manifest.size()));
+  }
+  for (size_t i = 0; i < named.size(); ++i) {
+    const auto& item = named[i];
+    const core::TensorSpec& spec = manifest.tensors()[i];
+    if (item.key() != spec.name || item.value().sizes().vec() != spec.shape || spec.dtype != core::DType::kFloat32) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", i, ": model expects ", item.key(), " ",
+                                                     c10::str(item.value().sizes()), ", the set has ", spec.name, " ",
+                                                     spec.ShapeString()));
+    }
+    const auto bytes = parameters.tensor_bytes(i);
+    std::memcpy(item.value().data_ptr<float>(), bytes.data(), bytes.size());
+  }
+  return absl::OkStatus();
+}
+
+core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest) {
+  core::ParameterSet out(manifest);
+  const auto named = net->named_parameters(/*recurse=*/true);
+  for (size_t i = 0; i < named.size() && i < manifest.size(); ++i) {
+    const torch::Tensor t = named[i].value().detach().contiguous();
+    const auto bytes = out.tensor_bytes(i);
+    std::memcpy(bytes.data(), t.data_ptr<float>(), bytes.size());
+  }
+  return out;
+}
+
+}  // namespace cohort::training
