@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   cohort::cli::AddServerCommand(app, &exit_code);
   cohort::cli::AddClientCommand(app, &exit_code);
   cohort::cli::AddRunCommand(app, &exit_code);
+  cohort::cli::AddPrivacyCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

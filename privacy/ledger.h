@@ -1,0 +1,122 @@
+#pragma once
+// privacy::Ledger: a site's record of every privacy spend on its data, on
+// disk, append-only and tamper-evident. A site opens its ledger at start-up
+// (refusing to start if it is corrupt), asks CanSpend before accepting a
+// task, and records the spend with RecordSpend *before* it trains: a spend
+// that is not durable on disk never authorises training.
+//
+// File format: privacy/ledger_format.h (one JSON line per entry, a header
+// then one line per spend, each carrying the SHA-256 of the line before).
+//
+// Guarantees:
+//   - Durability: each spend is one write() of the whole line followed by
+//     fsync; RecordSpend returns OK only after both succeed. A failed write
+//     is cut back off the file; a failed fsync poisons the Ledger (every later
+//     call fails) since the file's state is then unknown.
+//   - Restarting never resets the spent budget: Open replays every spend
+//     into the accountant and checks each epsilon_after against the replay.
+//   - Tamper evidence: an edited, deleted, inserted or reordered line breaks
+//     the hash chain (or the seq numbering, or the epsilon replay) and Open
+//     fails with DataLoss naming the line and the reason. The chain cannot
+//     protect the last line on its own (dropping or rewriting it leaves a
+//     valid, shorter chain): anchor head_hash() elsewhere, e.g. in the audit
+//     log, to cover it. The chain detects edits, not a forger who recomputes
+//     every hash after their change; that also needs the external anchor.
+//   - Crash recovery: a trailing line without '\n' is a write torn by a crash
+//     before RecordSpend returned, so no training relied on it. Open drops it
+//     (truncates the file back to the last complete line, fsyncs), logs a
+//     warning and reports the number of bytes dropped in
+//     dropped_partial_bytes(). Any other malformed line is an error.
+//   - Exclusivity: Open takes an exclusive flock on the file; a second Open
+//     of the same file (from any process) fails with FailedPrecondition
+//     until the first Ledger is destroyed.
+//
+// Thread safety: all methods may be called concurrently.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "privacy/budget.h"
+#include "privacy/ledger_format.h"
+#include "privacy/rdp_accountant.h"
+
+namespace cohort::privacy {
+
+struct SpendCheck {
+  double epsilon_after = 0.0;  // epsilon of all past spends plus this one
+  double order = 0.0;          // best RDP order for epsilon_after
+  bool fits = false;           // epsilon_after <= budget.epsilon
+};
+
+class Ledger {
+ public:
+  // Opens the ledger at `path`, creating it (with a header for `site` and
+  // `budget`) if it does not exist or is empty. An existing ledger must
+  // belong to `site` and carry exactly `budget`: a budget is changed by
+  // starting a new ledger, never silently. Errors: InvalidArgument for bad
+  // arguments, DataLoss for a corrupt or edited file (the message names the
+  // line), FailedPrecondition for a ledger of another site or budget, or one
+  // locked by another Ledger, Internal/NotFound for I/O failures.
+  static absl::StatusOr<std::unique_ptr<Ledger>> Open(
+      const std::string& path, std::string_view site,
+      const PrivacyBudget& budget);
+
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // What spending `request` would bring the site's epsilon to. Changes
+  // nothing. InvalidArgument for a bad request.
+  absl::StatusOr<SpendCheck> CanSpend(const SpendRequest& request) const;
+
+  // Appends `request` and makes it durable. ResourceExhausted (and nothing
+  // written or changed) if it would exceed the budget.
+  absl::StatusOr<SpendCheck> RecordSpend(const SpendRequest& request);
+
+  // Epsilon of every recorded spend, composed; 0 for a fresh ledger.
+  double spent_epsilon() const;
+  // budget().epsilon - spent_epsilon(), never negative. Under RDP
+  // composition a phase whose own epsilon equals this may still not fit:
+  // ask CanSpend.
+  double remaining_epsilon() const;
+  const PrivacyBudget& budget() const { return budget_; }
+  const std::string& site() const { return site_; }
+  const std::string& path() const { return path_; }
+  int64_t spend_count() const;
+  // Hex SHA-256 of the last line: the value to anchor outside the file.
+  std::string head_hash() const;
+  // Bytes of a torn trailing line dropped by Open; 0 normally.
+  int64_t dropped_partial_bytes() const { return dropped_partial_bytes_; }
+
+ private:
+  Ledger(std::string path, std::string site, PrivacyBudget budget, int fd);
+
+  absl::Status LoadOrCreate();
+  // Writes line + '\n' and fsyncs; on success head_hash_ covers it.
+  absl::Status AppendLine(const std::string& line);
+  // The outcome of adding `request` to the past spends; the composed
+  // accountant goes to *planned. Requires mu_.
+  absl::StatusOr<SpendCheck> CheckLocked(const SpendRequest& request,
+                                         RdpAccountant* planned) const;
+
+  const std::string path_;
+  const std::string site_;
+  const PrivacyBudget budget_;
+  const int fd_;
+
+  mutable std::mutex mu_;
+  RdpAccountant accountant_;  // guarded by mu_
+  double spent_epsilon_ = 0.0;
+  int64_t spend_count_ = 0;
+  std::string head_hash_;
+  int64_t file_size_ = 0;
+  bool poisoned_ = false;
+  int64_t dropped_partial_bytes_ = 0;
+};
+
+}  // namespace cohort::privacy
