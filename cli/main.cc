@@ -12,8 +12,9 @@ int main(int argc, char** argv) {
   cohort::cli::AddServerCommand(app, &exit_code);
   cohort::cli::AddClientCommand(app, &exit_code);
   cohort::cli::AddRunCommand(app, &exit_code);
-  cohort::cli::AddPrivacyCommand(app, &exit_code);
   cohort::cli::AddProvisionCommand(app, &exit_code);
+  cohort::cli::AddPrivacyCommand(app, &exit_code);
+  cohort::cli::AddAuditCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

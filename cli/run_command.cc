@@ -83,26 +83,12 @@ class ProgressPrinter {
 
   void Poll() {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    // Wait for the server to come up rather than fail fast while the channel backs off.
+    context.set_wait_for_ready(true);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     v1::StatusReply reply;
     if (!stub_->GetStatus(&context, v1::StatusRequest(), &reply).ok()) return;
-    const nlohmann::json summary = nlohmann::json::parse(reply.summary_json(), nullptr, false);
-    if (summary.is_object() && summary.contains("rounds")) {
-      for (const auto& r : summary["rounds"]) {
-        const uint64_t round = r["round"].get<uint64_t>();
-        if (round <= printed_rounds_) continue;
-        printed_rounds_ = round;
-        std::string test;
-        if (r.contains("test_accuracy")) {
-          test = absl::StrFormat("  test loss %.4f  test accuracy %5.2f%%", r["test_loss"].get<double>(),
-                                 100 * r["test_accuracy"].get<double>());
-        }
-        std::printf("round %3llu/%d  clients %zu  train loss %.4f%s  %5.1f s\n", static_cast<unsigned long long>(round),
-                    total_rounds_, r["clients_reported"].get<size_t>(), r["train_loss"].get<double>(), test.c_str(),
-                    r["wall_seconds"].get<double>());
-        std::fflush(stdout);
-      }
-    }
+    PrintRounds(nlohmann::json::parse(reply.summary_json(), nullptr, false));
     int training = 0, reported = 0, lost = 0;
     for (const auto& c : reply.clients()) {
       training += c.state() == "training";
@@ -110,12 +96,32 @@ class ProgressPrinter {
       lost += c.state() == "lost";
     }
     const std::string line = absl::StrCat("  ... round ", reply.round(), "/", reply.total_rounds(), " ", reply.state(),
-                                          ": ", reported, " reported, ", training, " training", lost ? absl::StrCat(", ", lost, " lost") : "",
-                                          ", ", reply.clients_size(), " joined");
+                                          ": ", reported, " reported, ", training, " training",
+                                          lost ? absl::StrCat(", ", lost, " lost") : "", ", ", reply.clients_size(),
+                                          " joined");
     if (line != last_line_ && reply.state() == "running" && reply.round() > printed_rounds_) {
       std::printf("%s\n", line.c_str());
       std::fflush(stdout);
       last_line_ = line;
+    }
+  }
+
+  // Prints the rounds of `summary` not printed yet (from a status reply or summary.json).
+  void PrintRounds(const nlohmann::json& summary) {
+    if (!summary.is_object() || !summary.contains("rounds")) return;
+    for (const auto& r : summary["rounds"]) {
+      const uint64_t round = r["round"].get<uint64_t>();
+      if (round <= printed_rounds_) continue;
+      printed_rounds_ = round;
+      std::string test;
+      if (r.contains("test_accuracy")) {
+        test = absl::StrFormat("  test loss %.4f  test accuracy %5.2f%%", r["test_loss"].get<double>(),
+                               100 * r["test_accuracy"].get<double>());
+      }
+      std::printf("round %3llu/%d  clients %zu  train loss %.4f%s  %5.1f s\n", static_cast<unsigned long long>(round),
+                  total_rounds_, r["clients_reported"].get<size_t>(), r["train_loss"].get<double>(), test.c_str(),
+                  r["wall_seconds"].get<double>());
+      std::fflush(stdout);
     }
   }
 
@@ -182,7 +188,9 @@ int RunFederation(const RunFlags& f) {
 
   std::signal(SIGINT, KillChildren);
   std::signal(SIGTERM, KillChildren);
-  const pid_t server = Spawn({"server", "--config", job_path.string(), "--listen", address, "--out", out.string()},
+  // The server evaluates while clients wait for the next round: give it both cores.
+  const pid_t server = Spawn({"server", "--config", job_path.string(), "--listen", address, "--out", out.string(),
+                              "--threads", "2"},
                              out / "logs" / "server.log");
   g_children.push_back(server);
   for (int i = 0; i < clients; ++i) {
@@ -206,6 +214,9 @@ int RunFederation(const RunFlags& f) {
     progress.Poll();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
+  // Rounds that finished between the last poll and the server's exit.
+  std::ifstream summary_file(out / "summary.json");
+  progress.PrintRounds(nlohmann::json::parse(summary_file, nullptr, /*allow_exceptions=*/false));
   // Clients learn the job is done on their next poll; give them a moment, then stop them.
   for (size_t i = 1; i < g_children.size(); ++i) {
     int status = 0;

@@ -150,7 +150,8 @@ absl::Status RunAgent(AgentOptions options) {
   if (!trainer.ok()) return trainer.status();
   HeartbeatLoop heartbeat(stub.get(), session->job_id, session->client_id, session->heartbeat_every);
 
-  auto unreachable_since = std::optional<Clock::time_point>();
+  // Zero while the server answers; when it first stopped answering otherwise.
+  Clock::time_point unreachable_since{};
   for (;;) {
     grpc::ClientContext context;
     v1::TaskRequest request;
@@ -163,12 +164,12 @@ absl::Status RunAgent(AgentOptions options) {
       const grpc::Status s = reader->Finish();
       if (Retryable(s) || s.ok()) {
         // The server may be restarting: keep trying for a while, re-joining once it is back.
-        if (!unreachable_since) {
+        if (unreachable_since == Clock::time_point{}) {
           unreachable_since = Clock::now();
           spdlog::warn("job={} site={} server unreachable ({}); retrying", session->job_id, options.site,
                        s.error_message());
         }
-        if (Clock::now() - *unreachable_since > std::chrono::duration<double>(options.connect_timeout_s)) {
+        if (Clock::now() - unreachable_since > std::chrono::duration<double>(options.connect_timeout_s)) {
           return FromGrpc(s, "server unreachable");
         }
         std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -181,8 +182,8 @@ absl::Status RunAgent(AgentOptions options) {
       }
       return FromGrpc(s, "pulling a task");
     }
-    if (unreachable_since) {
-      unreachable_since.reset();
+    if (unreachable_since != Clock::time_point{}) {
+      unreachable_since = Clock::time_point{};
       spdlog::info("job={} site={} server reachable again", session->job_id, options.site);
     }
     const v1::TaskHeader header = message.header();

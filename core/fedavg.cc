@@ -229,6 +229,7 @@ absl::Status StreamingFedAvg::ApplyTo(ParameterSet& global) {
   std::span<float> g = global.floats();
   const float scale = static_cast<float>(1.0 / total_weight_);
   for (size_t i = 0; i < g.size(); ++i) g[i] += acc_[i] * scale;
+  Reset();  // applying twice would count every update twice
   return absl::OkStatus();
 }
 

@@ -83,7 +83,7 @@ class StreamingFedAvg {
   // Takes ownership of the spool file (deleted once folded).
   absl::Status Add(SpooledUpdate update);
   absl::Status Flush();
-  // global += acc / total_weight. Fails when nothing was added.
+  // global += acc / total_weight, then starts over empty. Fails when nothing was added.
   absl::Status ApplyTo(ParameterSet& global);
   // Drops everything added (round retried): pending spool files are removed.
   void Reset();

@@ -96,6 +96,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   fr.Integer("min_clients", &f.min_clients, 1, 100000);
   fr.Number("round_timeout_s", &f.round_timeout_s, 0, kInf, /*min_exclusive=*/true);
   fr.Number("heartbeat_timeout_s", &f.heartbeat_timeout_s, 0, kInf, /*min_exclusive=*/true);
+  fr.Number("join_grace_s", &f.join_grace_s, 0, kInf);
   fr.Integer("max_round_retries", &f.max_round_retries, 0, 1000);
   fr.String("strategy", &f.strategy, {"fedavg"});
   fr.Number("max_update_norm", &f.max_update_norm, 0, kInf);
@@ -165,6 +166,7 @@ nlohmann::json ToJson(const JobConfig& c) {
             {"min_clients", f.min_clients},
             {"round_timeout_s", f.round_timeout_s},
             {"heartbeat_timeout_s", f.heartbeat_timeout_s},
+            {"join_grace_s", f.join_grace_s},
             {"max_round_retries", f.max_round_retries},
             {"strategy", f.strategy},
             {"max_update_norm", f.max_update_norm},

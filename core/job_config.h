@@ -40,6 +40,7 @@ struct FederationConfig {
   int64_t min_clients = 2;              // needed to start a round and to close it
   double round_timeout_s = 600;         // a round closes (or is retried) after this long
   double heartbeat_timeout_s = 30;      // a client silent this long is lost
+  double join_grace_s = 3;              // with min_clients live, wait this long for clients_per_round
   int64_t max_round_retries = 3;
   std::string strategy = "fedavg";
   double max_update_norm = 0.0;         // reject updates with a larger L2 norm; 0: off

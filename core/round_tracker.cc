@@ -52,7 +52,8 @@ absl::Status RoundTracker::CheckMayReport(const std::string& client, uint64_t ro
 }
 
 void RoundTracker::MarkReported(const std::string& client) {
-  if (selected_.contains(client)) reported_.insert(client);
+  // A client excluded after a failure stays excluded for the round.
+  if (selected_.contains(client) && !failed_.contains(client)) reported_.insert(client);
 }
 
 void RoundTracker::MarkFailed(const std::string& client) {

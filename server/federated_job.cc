@@ -142,6 +142,7 @@ absl::StatusOr<core::UpdateReceiver> FederatedJob::BeginUpdate(const UpdateHeade
   if (!clients_.contains(header.client_id)) {
     return absl::NotFoundError(absl::StrCat("client ", header.client_id, " has not joined job ", config_.name));
   }
+  clients_[header.client_id].last_seen = core::Clock::now();
   if (absl::Status s = tracker_.CheckMayReport(header.client_id, header.round); !s.ok()) return s;
   if (header.base_model_version != model_version_) {
     return absl::FailedPreconditionError(absl::StrCat("update was trained on model version ",
@@ -240,11 +241,21 @@ absl::Status FederatedJob::Run() {
       std::unique_lock lock(mu_);
       // Wait for enough live clients to start the round.
       auto last_notice = core::Clock::time_point{};
+      std::optional<core::Clock::time_point> minimum_since;
       for (;;) {
         if (cancelled_) return absl::CancelledError("job cancelled");
         const auto now = core::Clock::now();
         MarkLostClientsLocked(now);
-        if (AliveClientsLocked(now).size() >= static_cast<size_t>(fed.min_clients)) break;
+        // Start with a full round when the clients are there; with the minimum once no
+        // further client has shown up for join_grace_s.
+        const size_t alive = AliveClientsLocked(now).size();
+        if (alive >= static_cast<size_t>(fed.clients_per_round)) break;
+        if (alive >= static_cast<size_t>(fed.min_clients)) {
+          if (!minimum_since) minimum_since = now;
+          if (now - *minimum_since >= ToMillis(fed.join_grace_s)) break;
+        } else {
+          minimum_since.reset();
+        }
         if (now - last_notice > std::chrono::seconds(10)) {
           spdlog::info("job={} round={} waiting for clients: {} live, {} needed", config_.name, round,
                        AliveClientsLocked(now).size(), fed.min_clients);

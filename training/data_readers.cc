@@ -77,7 +77,10 @@ absl::StatusOr<Dataset> ReadCsv(const std::string& path, const std::string& labe
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open CSV file ", path));
   std::string line;
   if (!std::getline(in, line)) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file"));
-  std::vector<std::string> header = absl::StrSplit(absl::StripAsciiWhitespace(line), ',');
+  std::vector<std::string> header;
+  for (absl::string_view name : absl::StrSplit(absl::StripAsciiWhitespace(line), ',')) {
+    header.emplace_back(absl::StripAsciiWhitespace(name));
+  }
   auto label_it = std::find(header.begin(), header.end(), label_column);
   if (label_it == header.end()) {
     return absl::InvalidArgumentError(

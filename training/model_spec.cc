@@ -78,6 +78,9 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
       if (layer.out_features == 0 || layer.kernel_size == 0) return fail("needs out_channels and kernel_size");
       if (shape.size() != 3) return fail("expects a C x H x W input");
       layer.in_features = shape[0];
+      if (shape[1] + 2 * layer.padding < layer.kernel_size || shape[2] + 2 * layer.padding < layer.kernel_size) {
+        return fail("kernel larger than its input");
+      }
       const int64_t h = (shape[1] + 2 * layer.padding - layer.kernel_size) / layer.stride + 1;
       const int64_t w = (shape[2] + 2 * layer.padding - layer.kernel_size) / layer.stride + 1;
       if (h < 1 || w < 1) return fail("kernel larger than its input");
@@ -86,6 +89,7 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
       if (layer.kernel_size == 0) return fail("needs kernel_size");
       if (layer.stride == 0) layer.stride = layer.kernel_size;
       if (shape.size() != 3) return fail("expects a C x H x W input");
+      if (shape[1] < layer.kernel_size || shape[2] < layer.kernel_size) return fail("kernel larger than its input");
       const int64_t h = (shape[1] - layer.kernel_size) / layer.stride + 1;
       const int64_t w = (shape[2] - layer.kernel_size) / layer.stride + 1;
       if (h < 1 || w < 1) return fail("kernel larger than its input");
@@ -105,13 +109,14 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
     layer.output_shape = shape;
     spec.layers.push_back(layer);
   }
+  const std::string last = absl::StrCat("model_config.layers[", layers.size() - 1, "]");
   if (shape.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("model_config.layers: the last layer must output class scores [",
+    return absl::InvalidArgumentError(absl::StrCat(last, ": the last layer must output class scores [",
                                                    spec.num_classes, "], got ", ShapeText(shape)));
   }
   if (spec.num_classes == 0) spec.num_classes = shape[0];
   if (shape[0] != spec.num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat("model_config.layers: the last layer outputs ", shape[0],
+    return absl::InvalidArgumentError(absl::StrCat(last, ": the last layer outputs ", shape[0],
                                                    " values but num_classes is ", spec.num_classes));
   }
   return spec;

@@ -1,6 +1,7 @@
 #include "training/partition.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -41,15 +42,20 @@ absl::StatusOr<Shards> PartitionDirichlet(const std::vector<int64_t>& labels, in
     Shards shards(clients);
     for (std::vector<size_t> idx : by_class) {
       std::shuffle(idx.begin(), idx.end(), rng);
-      std::vector<double> p(clients);
+      std::vector<double> draw(clients), p(clients);
       double total = 0;
       for (size_t c = 0; c < clients; ++c) {
-        p[c] = gamma(rng);
+        draw[c] = gamma(rng);
         // Balance: a client already at its fair share takes no more of this class.
-        if (shards[c].size() >= n / clients) p[c] = 0;
+        p[c] = shards[c].size() >= n / clients ? 0 : draw[c];
         total += p[c];
       }
-      if (total <= 0) continue;
+      if (total <= 0) {
+        // Every client is at its fair share: deal this class by the unbalanced draw rather
+        // than drop it.
+        p = draw;
+        for (double x : p) total += x;
+      }
       size_t start = 0;
       double cumulative = 0;
       for (size_t c = 0; c < clients; ++c) {
@@ -79,7 +85,8 @@ absl::StatusOr<Shards> Partition(const std::string& spec, const std::vector<int6
   }
   if (spec == "iid") return PartitionIid(labels.size(), num_clients, seed);
   double alpha = 0;
-  if (spec.rfind("dirichlet:", 0) == 0 && absl::SimpleAtod(spec.substr(10), &alpha) && alpha > 0) {
+  if (spec.rfind("dirichlet:", 0) == 0 && absl::SimpleAtod(spec.substr(10), &alpha) && alpha > 0 &&
+      std::isfinite(alpha)) {
     return PartitionDirichlet(labels, num_classes, num_clients, alpha, seed);
   }
   return absl::InvalidArgumentError(

@@ -1,0 +1,341 @@
+#include "crypto/signing.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace cohort::crypto {
+namespace {
+
+// sodium_init() is idempotent and thread-safe; it fails only when the system has
+// no usable randomness source, in which case no key could be trusted anyway.
+void EnsureSodium() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (sodium_init() < 0) {
+      std::fprintf(stderr, "cohort: libsodium failed to initialise (no randomness source)\n");
+      std::abort();
+    }
+  });
+}
+
+std::string BytesToHex(std::span<const std::uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex(bytes.size() * 2, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    hex[2 * i] = kDigits[bytes[i] >> 4];
+    hex[2 * i + 1] = kDigits[bytes[i] & 0x0f];
+  }
+  return hex;
+}
+
+int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Decodes exactly out.size() bytes from hex; `what` names the value in errors.
+absl::Status HexToBytes(std::string_view hex, std::span<std::uint8_t> out, std::string_view what) {
+  if (hex.size() != out.size() * 2) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: expected %d hex characters, got %d",
+                                                      what, out.size() * 2, hex.size()));
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = HexDigitValue(hex[2 * i]);
+    const int lo = HexDigitValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: expected hex digits, found '%c' at position %d", what,
+                          hi < 0 ? hex[2 * i] : hex[2 * i + 1], hi < 0 ? 2 * i : 2 * i + 1));
+    }
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return absl::OkStatus();
+}
+
+std::string ErrnoText(int err) { return std::strerror(err); }
+
+std::string_view StripWhitespace(std::string_view text) {
+  constexpr std::string_view kWhitespace = " \t\r\n";
+  const std::size_t first = text.find_first_not_of(kWhitespace);
+  if (first == std::string_view::npos) return {};
+  return text.substr(first, text.find_last_not_of(kWhitespace) - first + 1);
+}
+
+class FdCloser {
+ public:
+  explicit FdCloser(int fd) : fd_(fd) {}
+  ~FdCloser() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdCloser(const FdCloser&) = delete;
+  FdCloser& operator=(const FdCloser&) = delete;
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+absl::Status SyncDirectory(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat(dir.string(), ": cannot open directory to sync it: ", ErrnoText(errno)));
+  }
+  FdCloser closer(fd);
+  if (::fsync(fd) != 0) {
+    return absl::InternalError(
+        absl::StrCat(dir.string(), ": fsync of directory failed: ", ErrnoText(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Writes `contents` to `path` so that the file appears complete or not at all,
+// with `mode`, never replacing an existing file.
+absl::Status WriteNewFileAtomically(const std::filesystem::path& path, std::string_view contents,
+                                    mode_t mode) {
+  const std::filesystem::path dir =
+      path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) {
+    return absl::PermissionDeniedError(absl::StrCat(path.string(),
+                                                    ": cannot create a temporary file in ",
+                                                    dir.string(), ": ", ErrnoText(errno)));
+  }
+  FdCloser closer(fd);
+  auto fail = [&](absl::Status status) {
+    ::unlink(tmp.c_str());
+    return status;
+  };
+  if (::fchmod(fd, mode) != 0) {
+    return fail(absl::InternalError(
+        absl::StrCat(path.string(), ": cannot set file mode: ", ErrnoText(errno))));
+  }
+  std::size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return fail(
+          absl::InternalError(absl::StrCat(path.string(), ": write failed: ", ErrnoText(errno))));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    return fail(
+        absl::InternalError(absl::StrCat(path.string(), ": fsync failed: ", ErrnoText(errno))));
+  }
+  ::close(closer.release());
+  // link() fails with EEXIST instead of replacing, which rename() would do.
+  if (::link(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    if (err == EEXIST) {
+      return fail(absl::AlreadyExistsError(
+          absl::StrCat(path.string(), ": file already exists; refusing to overwrite it")));
+    }
+    return fail(
+        absl::InternalError(absl::StrCat(path.string(), ": cannot create file: ", ErrnoText(err))));
+  }
+  ::unlink(tmp.c_str());
+  return SyncDirectory(dir);
+}
+
+// Reads a small text file; `max_bytes` bounds what a key file may hold.
+absl::StatusOr<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t max_bytes,
+                                          struct stat* info) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path.string(), ": no such file"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(path.string(), ": cannot open: ", ErrnoText(err)));
+  }
+  FdCloser closer(fd);
+  if (::fstat(fd, info) != 0) {
+    return absl::InternalError(absl::StrCat(path.string(), ": fstat failed: ", ErrnoText(errno)));
+  }
+  if (!S_ISREG(info->st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a regular file"));
+  }
+  if (static_cast<std::size_t>(info->st_size) > max_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: expected a key file of at most %d bytes, file has %d bytes",
+                        path.string(), max_bytes, info->st_size));
+  }
+  std::string contents(max_bytes, '\0');
+  std::size_t done = 0;
+  while (done < max_bytes) {
+    const ssize_t n = ::read(fd, contents.data() + done, max_bytes - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      sodium_memzero(contents.data(), contents.size());
+      return absl::InternalError(absl::StrCat(path.string(), ": read failed: ", ErrnoText(errno)));
+    }
+    if (n == 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  contents.resize(done);
+  return contents;
+}
+
+constexpr std::size_t kMaxKeyFileBytes = 256;
+
+}  // namespace
+
+std::string SignatureToHex(const Signature& signature) { return BytesToHex(signature); }
+
+absl::StatusOr<Signature> SignatureFromHex(std::string_view hex) {
+  Signature signature;
+  if (absl::Status s = HexToBytes(hex, signature, "Ed25519 signature"); !s.ok()) return s;
+  return signature;
+}
+
+absl::StatusOr<SigningPublicKey> SigningPublicKey::FromBytes(std::span<const std::uint8_t> bytes) {
+  if (bytes.size() != kSigningPublicKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Ed25519 public key: expected %d bytes, got %d", kSigningPublicKeyBytes, bytes.size()));
+  }
+  std::array<std::uint8_t, kSigningPublicKeyBytes> key;
+  std::copy(bytes.begin(), bytes.end(), key.begin());
+  return SigningPublicKey(key);
+}
+
+absl::StatusOr<SigningPublicKey> SigningPublicKey::FromHex(std::string_view hex) {
+  std::array<std::uint8_t, kSigningPublicKeyBytes> key;
+  if (absl::Status s = HexToBytes(hex, key, "Ed25519 public key"); !s.ok()) return s;
+  return SigningPublicKey(key);
+}
+
+bool SigningPublicKey::Verify(std::span<const std::uint8_t> message,
+                              const Signature& signature) const {
+  EnsureSodium();
+  return crypto_sign_verify_detached(signature.data(), message.data(), message.size(),
+                                     bytes_.data()) == 0;
+}
+
+bool SigningPublicKey::Verify(std::string_view message, const Signature& signature) const {
+  return Verify(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(message.data()),
+                                              message.size()),
+                signature);
+}
+
+std::string SigningPublicKey::ToHex() const { return BytesToHex(bytes_); }
+
+SigningKey SigningKey::Generate() {
+  EnsureSodium();
+  SigningKey key;
+  std::array<std::uint8_t, kSigningPublicKeyBytes> public_key;
+  crypto_sign_keypair(public_key.data(), key.secret_.data());
+  key.public_key_ = SigningPublicKey(public_key);
+  return key;
+}
+
+absl::StatusOr<SigningKey> SigningKey::FromSeed(std::span<const std::uint8_t> seed) {
+  if (seed.size() != kSigningSeedBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Ed25519 seed: expected %d bytes, got %d", kSigningSeedBytes, seed.size()));
+  }
+  EnsureSodium();
+  SigningKey key;
+  std::array<std::uint8_t, kSigningPublicKeyBytes> public_key;
+  crypto_sign_seed_keypair(public_key.data(), key.secret_.data(), seed.data());
+  key.public_key_ = SigningPublicKey(public_key);
+  return key;
+}
+
+SigningKey::SigningKey(SigningKey&& other) noexcept
+    : secret_(other.secret_), public_key_(other.public_key_) {
+  other.Wipe();
+}
+
+SigningKey& SigningKey::operator=(SigningKey&& other) noexcept {
+  if (this != &other) {
+    secret_ = other.secret_;
+    public_key_ = other.public_key_;
+    other.Wipe();
+  }
+  return *this;
+}
+
+SigningKey::~SigningKey() { Wipe(); }
+
+void SigningKey::Wipe() { sodium_memzero(secret_.data(), secret_.size()); }
+
+Signature SigningKey::Sign(std::span<const std::uint8_t> message) const {
+  EnsureSodium();
+  Signature signature;
+  crypto_sign_detached(signature.data(), nullptr, message.data(), message.size(), secret_.data());
+  return signature;
+}
+
+Signature SigningKey::Sign(std::string_view message) const {
+  return Sign(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(message.data()),
+                                            message.size()));
+}
+
+absl::Status WriteSigningKeyFile(const std::filesystem::path& path, const SigningKey& key) {
+  // The seed is the first half of libsodium's secret key layout.
+  std::string text =
+      BytesToHex(std::span<const std::uint8_t>(key.secret_.data(), kSigningSeedBytes)) + "\n";
+  absl::Status status = WriteNewFileAtomically(path, text, 0600);
+  sodium_memzero(text.data(), text.size());
+  return status;
+}
+
+absl::StatusOr<SigningKey> ReadSigningKeyFile(const std::filesystem::path& path) {
+  struct stat info;
+  absl::StatusOr<std::string> contents = ReadSmallFile(path, kMaxKeyFileBytes, &info);
+  if (!contents.ok()) return contents.status();
+  if ((info.st_mode & 077) != 0) {
+    sodium_memzero(contents->data(), contents->size());
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s: private key file has mode %04o, which lets other users read it; expected 0600 "
+        "(chmod 600 %s)",
+        path.string(), info.st_mode & 07777, path.string()));
+  }
+  std::array<std::uint8_t, kSigningSeedBytes> seed;
+  const absl::Status decoded =
+      HexToBytes(StripWhitespace(*contents), seed, "Ed25519 private key (seed)");
+  sodium_memzero(contents->data(), contents->size());
+  if (!decoded.ok()) {
+    sodium_memzero(seed.data(), seed.size());
+    // Not decoded.message(): it would quote a character of what may be a secret.
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.string(), ": expected one line of 64 hex characters (an Ed25519 seed)"));
+  }
+  absl::StatusOr<SigningKey> key = SigningKey::FromSeed(seed);
+  sodium_memzero(seed.data(), seed.size());
+  return key;
+}
+
+absl::Status WritePublicKeyFile(const std::filesystem::path& path, const SigningPublicKey& key) {
+  return WriteNewFileAtomically(path, key.ToHex() + "\n", 0644);
+}
+
+absl::StatusOr<SigningPublicKey> ReadPublicKeyFile(const std::filesystem::path& path) {
+  struct stat info;
+  absl::StatusOr<std::string> contents = ReadSmallFile(path, kMaxKeyFileBytes, &info);
+  if (!contents.ok()) return contents.status();
+  absl::StatusOr<SigningPublicKey> key = SigningPublicKey::FromHex(StripWhitespace(*contents));
+  if (!key.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", key.status().message()));
+  }
+  return key;
+}
+
+}  // namespace cohort::crypto

@@ -1,0 +1,226 @@
+#include "core/checkpoint.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "core/atomic_file.h"
+#include "tests/core/temp_dir.h"
+
+namespace cohort::core {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+// Plain overwrite without fsync: the corruption loops below write hundreds of variants.
+void Overwrite(const fs::path& path, std::string_view contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::vector<std::string> EntriesOf(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Checkpoint ExampleCheckpoint() {
+  Checkpoint c;
+  c.job = "fmnist-cnn";
+  c.round = 17;
+  c.model_version = 18;
+  c.summary = {{"eval_accuracy", 0.8812}, {"clients", {"site-1", "site-2"}}, {"loss", 0.33}};
+  c.model = ParameterSet(Manifest({{"layers.1.weight", DType::kFloat32, {6, 1, 2, 2}},
+                                   {"layers.1.bias", DType::kFloat32, {6}},
+                                   {"num_batches_tracked", DType::kInt64, {}}}));
+  std::span<std::byte> b = c.model.bytes();
+  for (size_t i = 0; i < b.size(); ++i) b[i] = std::byte((i * 37 + 11) & 0xff);
+  return c;
+}
+
+TEST(CheckpointTest, RoundTripsJobRoundVersionSummaryAndModel) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  const Checkpoint written = ExampleCheckpoint();
+  ASSERT_TRUE(WriteCheckpoint(path, written).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->job, "fmnist-cnn");
+  EXPECT_EQ(read->round, 17u);
+  EXPECT_EQ(read->model_version, 18u);
+  EXPECT_EQ(read->summary, written.summary);
+  EXPECT_EQ(read->model.manifest(), written.model.manifest());
+  ASSERT_EQ(read->model.bytes().size(), written.model.bytes().size());
+  EXPECT_EQ(std::memcmp(read->model.bytes().data(), written.model.bytes().data(), written.model.bytes().size()), 0);
+  EXPECT_EQ(EntriesOf(dir.path()), std::vector<std::string>{"checkpoint.bin"}) << "a temporary file was left behind";
+}
+
+TEST(CheckpointTest, FileStartsWithTheDocumentedMagicAndVersion) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  absl::StatusOr<std::string> bytes = ReadFileToString(path);
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_GT(bytes->size(), 16u);
+  EXPECT_EQ(bytes->substr(0, 8), "COHORTCK");
+  EXPECT_EQ(bytes->substr(8, 4), std::string("\x01\x00\x00\x00", 4));
+  // Header length, then header, then the model, then a 4-byte CRC.
+  uint32_t header_len = 0;
+  for (int i = 0; i < 4; ++i) header_len |= uint32_t{static_cast<uint8_t>((*bytes)[12 + i])} << (8 * i);
+  EXPECT_EQ(bytes->size(), 16 + header_len + ExampleCheckpoint().model.bytes().size() + 4);
+  EXPECT_EQ((*bytes)[16], '{') << "the header is JSON";
+}
+
+TEST(CheckpointTest, AnEmptyModelRoundTrips) {
+  TempDir dir;
+  Checkpoint c;
+  c.job = "empty";
+  ASSERT_TRUE(WriteCheckpoint(dir.path() / "c", c).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "c");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->job, "empty");
+  EXPECT_EQ(read->model.manifest().size(), 0u);
+}
+
+TEST(CheckpointTest, AFlippedByteAnywhereIsDataLossNamingTheFile) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  const std::string original = *ReadFileToString(path);
+  // Every byte: magic, version, header length, header, model and the CRC trailer.
+  for (size_t i = 0; i < original.size(); ++i) {
+    std::string corrupt = original;
+    corrupt[i] = static_cast<char>(corrupt[i] ^ 0x01);
+    Overwrite(path, corrupt);
+    absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+    ASSERT_FALSE(read.ok()) << "flipping byte " << i << " of " << original.size() << " went unnoticed";
+    ASSERT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << "byte " << i << ": " << read.status();
+    ASSERT_THAT(std::string(read.status().message()), HasSubstr(path.string())) << "byte " << i;
+  }
+}
+
+TEST(CheckpointTest, EachRegionsCorruptionIsExplained) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  const std::string original = *ReadFileToString(path);
+  auto message_after_flip = [&](size_t i) {
+    std::string corrupt = original;
+    corrupt[i] = static_cast<char>(corrupt[i] ^ 0x80);
+    Overwrite(path, corrupt);
+    return std::string(ReadCheckpoint(path).status().message());
+  };
+  EXPECT_THAT(message_after_flip(0), HasSubstr("bad magic"));
+  EXPECT_THAT(message_after_flip(8), HasSubstr("unknown format version"));
+  EXPECT_THAT(message_after_flip(15), HasSubstr("header length past end of file"));
+  EXPECT_THAT(message_after_flip(20), HasSubstr("CRC mismatch"));                    // header
+  EXPECT_THAT(message_after_flip(original.size() - 10), HasSubstr("CRC mismatch"));  // model
+  EXPECT_THAT(message_after_flip(original.size() - 1), HasSubstr("CRC mismatch"));   // trailer
+}
+
+TEST(CheckpointTest, ATruncatedFileIsDataLossAtEveryLength) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  const std::string original = *ReadFileToString(path);
+  for (size_t length = 0; length < original.size(); ++length) {
+    Overwrite(path, std::string_view(original).substr(0, length));
+    absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+    ASSERT_FALSE(read.ok()) << "truncated to " << length << " bytes";
+    ASSERT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << length << ": " << read.status();
+  }
+}
+
+TEST(CheckpointTest, AMissingFileIsNotFoundRatherThanDataLoss) {
+  TempDir dir;
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "absent.bin");
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("absent.bin"));
+}
+
+TEST(CheckpointTest, WritingAgainReplacesTheCheckpoint) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  Checkpoint next = ExampleCheckpoint();
+  next.round = 18;
+  next.model.bytes()[0] = std::byte{0xAB};
+  ASSERT_TRUE(WriteCheckpoint(path, next).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->round, 18u);
+  EXPECT_EQ(read->model.bytes()[0], std::byte{0xAB});
+  EXPECT_EQ(EntriesOf(dir.path()), std::vector<std::string>{"checkpoint.bin"});
+}
+
+TEST(ManifestJsonTest, RoundTripsAndRefusesMalformedEntries) {
+  const Manifest m = ExampleCheckpoint().model.manifest();
+  absl::StatusOr<Manifest> back = ManifestFromJson(ManifestToJson(m));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, m);
+  EXPECT_FALSE(ManifestFromJson(nlohmann::json::object()).ok());
+  EXPECT_FALSE(ManifestFromJson(nlohmann::json::parse(R"([{"name": "w", "shape": [1]}])")).ok());
+  absl::StatusOr<Manifest> bad_dtype =
+      ManifestFromJson(nlohmann::json::parse(R"([{"name": "w", "dtype": "float16", "shape": [1]}])"));
+  ASSERT_FALSE(bad_dtype.ok());
+  EXPECT_THAT(std::string(bad_dtype.status().message()), HasSubstr("float16"));
+}
+
+TEST(CoreAtomicFileTest, ReplacesTheContentsAndLeavesNoTemporaryFile) {
+  TempDir dir;
+  const fs::path path = dir.path() / "state.json";
+  ASSERT_TRUE(WriteFileAtomically(path, "first version, longer than the second").ok());
+  ASSERT_TRUE(WriteFileAtomically(path, "second").ok());
+  EXPECT_EQ(*ReadFileToString(path), "second") << "the old contents must be replaced, not overwritten in place";
+  EXPECT_EQ(EntriesOf(dir.path()), std::vector<std::string>{"state.json"});
+  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+}
+
+TEST(CoreAtomicFileTest, AFailingProducerKeepsTheOldFileAndRemovesTheTemporary) {
+  TempDir dir;
+  const fs::path path = dir.path() / "state.json";
+  ASSERT_TRUE(WriteFileAtomically(path, "old").ok());
+  const absl::Status s = WriteFileAtomically(path, [](const ByteSink& sink) -> absl::Status {
+    const std::string partial = "half of the new";
+    if (absl::Status w = sink(std::as_bytes(std::span(partial))); !w.ok()) return w;
+    return absl::AbortedError("producer gave up");
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(*ReadFileToString(path), "old");
+  EXPECT_EQ(EntriesOf(dir.path()), std::vector<std::string>{"state.json"});
+}
+
+TEST(CoreAtomicFileTest, StreamsSeveralPiecesInOrder) {
+  TempDir dir;
+  const fs::path path = dir.path() / "pieces";
+  ASSERT_TRUE(WriteFileAtomically(path, [](const ByteSink& sink) -> absl::Status {
+                for (const std::string piece : {"ab", "", "cde", "f"}) {
+                  if (absl::Status s = sink(std::as_bytes(std::span(piece))); !s.ok()) return s;
+                }
+                return absl::OkStatus();
+              }).ok());
+  EXPECT_EQ(*ReadFileToString(path), "abcdef");
+}
+
+TEST(CoreAtomicFileTest, FailsNamingThePathWhenTheDirectoryIsMissing) {
+  TempDir dir;
+  const fs::path path = dir.path() / "no-such-dir" / "file";
+  const absl::Status s = WriteFileAtomically(path, "x");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("no-such-dir"));
+}
+
+}  // namespace
+}  // namespace cohort::core

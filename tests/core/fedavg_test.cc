@@ -1,0 +1,427 @@
+#include "core/fedavg.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/core/temp_dir.h"
+
+namespace cohort::core {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+// 1000 floats in three tensors: 4000 bytes, so 1024-byte chunks give 4 chunks, the last short.
+Manifest ModelManifest() {
+  return Manifest({{"layers.1.weight", DType::kFloat32, {20, 40}},
+                   {"layers.1.bias", DType::kFloat32, {20}},
+                   {"layers.3.weight", DType::kFloat32, {4, 45}}});
+}
+constexpr size_t kChunkBytes = 1024;
+
+std::vector<float> RandomValues(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+ParameterSet SetOf(const Manifest& manifest, const std::vector<float>& values) {
+  ParameterSet set(manifest);
+  EXPECT_EQ(set.floats().size(), values.size());
+  std::memcpy(set.bytes().data(), values.data(), set.bytes().size());
+  return set;
+}
+
+std::span<const std::byte> AsBytes(const std::vector<float>& v) { return std::as_bytes(std::span(v)); }
+
+// Streams `values` through an UpdateReceiver the way the server does, chunk by chunk, and
+// finishes it unless a chunk is refused. `chunks_to_send` cuts the stream short.
+absl::StatusOr<SpooledUpdate> Receive(const Manifest& manifest, const std::vector<float>& values,
+                                      const fs::path& spool, double weight, const std::string& client,
+                                      UpdateLimits limits = {}, std::optional<uint32_t> chunks_to_send = {}) {
+  const uint32_t count = ChunkCount(manifest.total_bytes(), kChunkBytes);
+  absl::StatusOr<UpdateReceiver> receiver = UpdateReceiver::Open(manifest, count, kChunkBytes, spool, limits);
+  if (!receiver.ok()) return receiver.status();
+  const uint32_t send = chunks_to_send.value_or(count);
+  for (uint32_t i = 0; i < send; ++i) {
+    if (absl::Status s = receiver->AddChunk(i, count, ChunkOf(AsBytes(values), i, kChunkBytes)); !s.ok()) return s;
+  }
+  return receiver->Finish(weight, client);
+}
+
+// The reference the streaming code must match: global + sum w_k d_k / sum w_k, in double.
+std::vector<double> NaiveFedAvg(const std::vector<float>& global, const std::vector<std::vector<float>>& deltas,
+                                const std::vector<double>& weights) {
+  std::vector<double> out(global.begin(), global.end());
+  double total = 0;
+  for (double w : weights) total += w;
+  for (size_t i = 0; i < out.size(); ++i) {
+    double sum = 0;
+    for (size_t k = 0; k < deltas.size(); ++k) sum += weights[k] * deltas[k][i];
+    out[i] += sum / total;
+  }
+  return out;
+}
+
+TEST(StreamingFedAvgTest, ComputesTheWeightedAverageOfDeltasExactly) {
+  TempDir dir;
+  const Manifest m({{"w", DType::kFloat32, {2, 2}}, {"b", DType::kFloat32, {1}}});
+  // Hand-computed: acc = 1*d1 + 3*d2 = [16, 12, 4, 4, -4]; /4 = [4, 3, 1, 1, -1].
+  const std::vector<float> d1 = {1, 0, -2, 4, 0.5f};
+  const std::vector<float> d2 = {5, 4, 2, 0, -1.5f};
+  StreamingFedAvg avg(m);
+  for (auto [values, weight, name] : {std::tuple{&d1, 1.0, "a"}, std::tuple{&d2, 3.0, "b"}}) {
+    const uint32_t count = ChunkCount(m.total_bytes(), 8);
+    absl::StatusOr<UpdateReceiver> r = UpdateReceiver::Open(m, count, 8, dir.path() / name, {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (uint32_t i = 0; i < count; ++i) ASSERT_TRUE(r->AddChunk(i, count, ChunkOf(AsBytes(*values), i, 8)).ok());
+    absl::StatusOr<SpooledUpdate> u = r->Finish(weight, name);
+    ASSERT_TRUE(u.ok()) << u.status();
+    ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+  }
+  EXPECT_EQ(avg.count(), 2);
+  EXPECT_EQ(avg.total_weight(), 4.0);
+  ParameterSet global = SetOf(m, {1, 2, 3, 4, 5});
+  ASSERT_TRUE(avg.ApplyTo(global).ok());
+  const std::vector<float> expected = {5, 5, 4, 5, 4};
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(global.floats()[i], expected[i]) << "element " << i;
+}
+
+TEST(UpdateReceiverTest, FinishReportsTheUpdatesL2NormAndKeepsItsSpoolFile) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  std::vector<float> v(1000, 0.0f);
+  v[0] = 3;
+  v[999] = 4;
+  const fs::path spool = dir.path() / "u.update";
+  absl::StatusOr<SpooledUpdate> u = Receive(m, v, spool, 12, "site-1");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_DOUBLE_EQ(u->l2_norm, 5.0);
+  EXPECT_EQ(u->weight, 12);
+  EXPECT_EQ(u->client_id, "site-1");
+  EXPECT_EQ(u->path, spool);
+  ASSERT_TRUE(fs::exists(spool));
+  EXPECT_EQ(fs::file_size(spool), m.total_bytes()) << "the spool file holds exactly the update's bytes";
+}
+
+TEST(UpdateReceiverTest, OpenRefusesNonFloatModelsAndChunkSizesThatSplitAFloat) {
+  TempDir dir;
+  const Manifest ints({{"step", DType::kInt64, {1}}});
+  EXPECT_FALSE(UpdateReceiver::Open(ints, 1, 1024, dir.path() / "a", {}).ok());
+  absl::StatusOr<UpdateReceiver> odd = UpdateReceiver::Open(ModelManifest(), 4, 1022, dir.path() / "b", {});
+  ASSERT_FALSE(odd.ok());
+  EXPECT_THAT(std::string(odd.status().message()), HasSubstr("got 1022"));
+  EXPECT_FALSE(UpdateReceiver::Open(ModelManifest(), 4, 0, dir.path() / "c", {}).ok());
+}
+
+TEST(UpdateReceiverTest, ANonPositiveWeightIsRefused) {
+  TempDir dir;
+  absl::StatusOr<SpooledUpdate> u = Receive(ModelManifest(), RandomValues(1000, 1), dir.path() / "u", 0, "a");
+  ASSERT_FALSE(u.ok());
+  EXPECT_THAT(std::string(u.status().message()), HasSubstr("num_samples"));
+  EXPECT_FALSE(fs::exists(dir.path() / "u"));
+}
+
+TEST(UpdateReceiverTest, AChunkHoldingNanIsRefusedAndFinishCannotSucceedAfterIt) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  std::vector<float> v = RandomValues(1000, 2);
+  v[990] = std::numeric_limits<float>::quiet_NaN();
+  v[991] = std::numeric_limits<float>::infinity();
+  const fs::path spool = dir.path() / "bad.update";
+  {
+    const uint32_t count = ChunkCount(m.total_bytes(), kChunkBytes);
+    absl::StatusOr<UpdateReceiver> r = UpdateReceiver::Open(m, count, kChunkBytes, spool, {});
+    ASSERT_TRUE(r.ok());
+    for (uint32_t i = 0; i + 1 < count; ++i) ASSERT_TRUE(r->AddChunk(i, count, ChunkOf(AsBytes(v), i, kChunkBytes)).ok());
+    const absl::Status s = r->AddChunk(count - 1, count, ChunkOf(AsBytes(v), count - 1, kChunkBytes));
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.message()), HasSubstr("chunk 3 holds 2 NaN or Inf values"));
+    // A caller that ignores the refusal still cannot turn the stream into an update.
+    EXPECT_FALSE(r->Finish(10, "bad").ok());
+  }
+  EXPECT_FALSE(fs::exists(spool)) << "a rejected update's spool file must be removed";
+}
+
+TEST(FoldWeightedTest, MatchesANaiveLoopForOneToNineInputsOddLengthsAndOneOrTwoThreads) {
+  // Lengths around the 16384-float block and thread split boundaries.
+  for (size_t n : {size_t{1}, size_t{3}, size_t{1001}, size_t{16383}, size_t{16385}, size_t{3 * 16384 + 7}}) {
+    for (int inputs_count = 1; inputs_count <= 9; ++inputs_count) {
+      std::vector<std::vector<float>> values;
+      std::vector<WeightedInput> inputs;
+      for (int k = 0; k < inputs_count; ++k) {
+        values.push_back(RandomValues(n, 100 + static_cast<uint64_t>(k) * 7 + n));
+      }
+      for (int k = 0; k < inputs_count; ++k) inputs.push_back({0.5f + static_cast<float>(k), values[k].data()});
+      const std::vector<float> start = RandomValues(n, 99);
+      std::vector<double> naive(start.begin(), start.end());
+      for (size_t i = 0; i < n; ++i) {
+        for (int k = 0; k < inputs_count; ++k) naive[i] += double{inputs[k].weight} * values[k][i];
+      }
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(::testing::Message() << "n " << n << ", inputs " << inputs_count << ", threads " << threads);
+        std::vector<float> acc = start;
+        FoldWeighted(acc, inputs, threads);
+        size_t mismatches = 0;
+        for (size_t i = 0; i < n; ++i) {
+          if (std::abs(acc[i] - naive[i]) > 1e-5 * (1 + std::abs(naive[i]))) ++mismatches;
+        }
+        ASSERT_EQ(mismatches, 0u);
+      }
+    }
+  }
+}
+
+TEST(FoldWeightedTest, TwoThreadsGiveTheSameBitsAsOne) {
+  // Each element's arithmetic does not depend on which thread runs it.
+  const size_t n = 5 * 16384 + 3;
+  std::vector<std::vector<float>> values;
+  std::vector<WeightedInput> inputs;
+  for (int k = 0; k < 6; ++k) values.push_back(RandomValues(n, 500 + k));
+  for (int k = 0; k < 6; ++k) inputs.push_back({1.0f / (k + 1), values[k].data()});
+  std::vector<float> one(n, 0.25f), two(n, 0.25f), many(n, 0.25f);
+  FoldWeighted(one, inputs, 1);
+  FoldWeighted(two, inputs, 2);
+  FoldWeighted(many, inputs, 16);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), n * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(one.data(), many.data(), n * sizeof(float)), 0);
+}
+
+TEST(FoldWeightedTest, NoInputsLeaveTheAccumulatorUnchanged) {
+  std::vector<float> acc = {1, 2, 3};
+  FoldWeighted(acc, {}, 2);
+  EXPECT_EQ(acc, (std::vector<float>{1, 2, 3}));
+}
+
+// Seven updates through the whole path (receiver, spool file, streaming fold).
+std::vector<float> AverageOfSeven(int fold_batch, int threads, const fs::path& dir) {
+  const Manifest m = ModelManifest();
+  StreamingFedAvg avg(m, threads, fold_batch);
+  for (int k = 0; k < 7; ++k) {
+    absl::StatusOr<SpooledUpdate> u =
+        Receive(m, RandomValues(1000, 10 + k), dir / ("u" + std::to_string(k)), 10.0 + 13 * k, "c");
+    if (!u.ok()) {
+      ADD_FAILURE() << u.status();
+      return {};
+    }
+    EXPECT_TRUE(avg.Add(std::move(*u)).ok());
+  }
+  ParameterSet global = SetOf(m, RandomValues(1000, 9));
+  EXPECT_TRUE(avg.ApplyTo(global).ok());
+  return std::vector<float>(global.floats().begin(), global.floats().end());
+}
+
+TEST(StreamingFedAvgTest, FoldBatchSizeDoesNotChangeTheResult) {
+  TempDir dir;
+  std::vector<std::vector<float>> deltas;
+  std::vector<double> weights;
+  for (int k = 0; k < 7; ++k) {
+    deltas.push_back(RandomValues(1000, 10 + k));
+    weights.push_back(10.0 + 13 * k);
+  }
+  const std::vector<double> expected = NaiveFedAvg(RandomValues(1000, 9), deltas, weights);
+  for (int fold_batch : {1, 3, 8}) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "fold_batch " << fold_batch << ", threads " << threads);
+      const std::vector<float> got = AverageOfSeven(fold_batch, threads, dir.path());
+      ASSERT_EQ(got.size(), expected.size());
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[i], 1e-5) << "element " << i;
+      EXPECT_TRUE(fs::is_empty(dir.path())) << "every folded spool file is deleted";
+    }
+  }
+}
+
+TEST(StreamingFedAvgTest, AddedSpoolFilesAreDeletedOnceFolded) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  StreamingFedAvg avg(m, 1, /*fold_batch=*/2);
+  absl::StatusOr<SpooledUpdate> a = Receive(m, RandomValues(1000, 1), dir.path() / "a", 1, "a");
+  absl::StatusOr<SpooledUpdate> b = Receive(m, RandomValues(1000, 2), dir.path() / "b", 1, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(avg.Add(std::move(*a)).ok());
+  EXPECT_TRUE(fs::exists(dir.path() / "a")) << "still pending: the batch is not full";
+  ASSERT_TRUE(avg.Add(std::move(*b)).ok());
+  EXPECT_FALSE(fs::exists(dir.path() / "a"));
+  EXPECT_FALSE(fs::exists(dir.path() / "b"));
+}
+
+enum class Rejection { kNanInLastChunk, kStreamEndsAChunkEarly, kNormOverTheBound };
+
+std::string RejectionName(const ::testing::TestParamInfo<Rejection>& param) {
+  switch (param.param) {
+    case Rejection::kNanInLastChunk: return "NanInLastChunk";
+    case Rejection::kStreamEndsAChunkEarly: return "StreamEndsAChunkEarly";
+    case Rejection::kNormOverTheBound: return "NormOverTheBound";
+  }
+  return "Unknown";
+}
+
+class RejectedUpdateTest : public ::testing::TestWithParam<Rejection> {};
+
+// The aggregate after two good updates plus one rejected one must be bit for bit the
+// aggregate of the two good updates alone, and the rejected update's spool file must be gone.
+TEST_P(RejectedUpdateTest, LeavesNoTraceInTheAggregate) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const std::vector<float> good1 = RandomValues(1000, 21, 0.1f), good2 = RandomValues(1000, 22, 0.1f);
+  std::vector<float> bad = RandomValues(1000, 23, 0.1f);
+  std::optional<uint32_t> chunks_to_send;
+  switch (GetParam()) {
+    case Rejection::kNanInLastChunk: bad[999] = std::numeric_limits<float>::quiet_NaN(); break;
+    case Rejection::kStreamEndsAChunkEarly: chunks_to_send = 3; break;
+    case Rejection::kNormOverTheBound:
+      for (float& x : bad) x *= 100;  // norm ~ 100 * 0.1 * sqrt(1000 / 3) ~ 180
+      break;
+  }
+  // Good updates have norm ~ 0.1 * sqrt(1000 / 3) ~ 1.8.
+  const UpdateLimits limits{.max_l2_norm = 10.0};
+
+  StreamingFedAvg with_rejected(m);
+  const fs::path bad_spool = dir.path() / "bad.update";
+  {
+    absl::StatusOr<SpooledUpdate> u1 = Receive(m, good1, dir.path() / "g1.update", 100, "g1", limits);
+    absl::StatusOr<SpooledUpdate> ub = Receive(m, bad, bad_spool, 1000, "bad", limits, chunks_to_send);
+    absl::StatusOr<SpooledUpdate> u2 = Receive(m, good2, dir.path() / "g2.update", 300, "g2", limits);
+    ASSERT_TRUE(u1.ok()) << u1.status();
+    ASSERT_TRUE(u2.ok()) << u2.status();
+    ASSERT_FALSE(ub.ok()) << "the corrupt update was accepted";
+    // Only what Finish accepted reaches the aggregate.
+    for (absl::StatusOr<SpooledUpdate>* u : {&u1, &ub, &u2}) {
+      if (u->ok()) {
+        ASSERT_TRUE(with_rejected.Add(std::move(**u)).ok());
+      }
+    }
+  }
+  EXPECT_FALSE(fs::exists(bad_spool)) << "the rejected update's spool file is still there";
+  EXPECT_EQ(with_rejected.count(), 2);
+  EXPECT_EQ(with_rejected.total_weight(), 400);
+
+  StreamingFedAvg clean(m);
+  {
+    absl::StatusOr<SpooledUpdate> u1 = Receive(m, good1, dir.path() / "c1.update", 100, "g1", limits);
+    absl::StatusOr<SpooledUpdate> u2 = Receive(m, good2, dir.path() / "c2.update", 300, "g2", limits);
+    ASSERT_TRUE(u1.ok() && u2.ok());
+    ASSERT_TRUE(clean.Add(std::move(*u1)).ok());
+    ASSERT_TRUE(clean.Add(std::move(*u2)).ok());
+  }
+
+  const std::vector<float> start = RandomValues(1000, 24);
+  ParameterSet a = SetOf(m, start), b = SetOf(m, start);
+  ASSERT_TRUE(with_rejected.ApplyTo(a).ok());
+  ASSERT_TRUE(clean.ApplyTo(b).ok());
+  EXPECT_EQ(std::memcmp(a.bytes().data(), b.bytes().data(), m.total_bytes()), 0)
+      << "the rejected update changed the aggregate";
+  EXPECT_NE(std::memcmp(a.bytes().data(), start.data(), m.total_bytes()), 0) << "the good updates were not applied";
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "spool files left behind";
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryRejection, RejectedUpdateTest,
+                         ::testing::Values(Rejection::kNanInLastChunk, Rejection::kStreamEndsAChunkEarly,
+                                           Rejection::kNormOverTheBound),
+                         RejectionName);
+
+TEST(UpdateReceiverTest, TheNormBoundMessageGivesTheNormAndTheBound) {
+  TempDir dir;
+  std::vector<float> v(1000, 0.0f);
+  v[5] = 30;
+  v[500] = 40;
+  absl::StatusOr<SpooledUpdate> u =
+      Receive(ModelManifest(), v, dir.path() / "u", 1, "a", UpdateLimits{.max_l2_norm = 49.5});
+  ASSERT_FALSE(u.ok());
+  EXPECT_THAT(std::string(u.status().message()), HasSubstr("update L2 norm 50 exceeds federation.max_update_norm 49.5"));
+  // At the bound exactly is allowed.
+  EXPECT_TRUE(Receive(ModelManifest(), v, dir.path() / "w", 1, "a", UpdateLimits{.max_l2_norm = 50}).ok());
+}
+
+TEST(StreamingFedAvgTest, ResetDropsPendingSpoolFilesAndEverythingFolded) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  StreamingFedAvg avg(m, 2, /*fold_batch=*/3);
+  // Four updates: three folded into the accumulator, one still pending.
+  for (int k = 0; k < 4; ++k) {
+    absl::StatusOr<SpooledUpdate> u =
+        Receive(m, RandomValues(1000, 30 + k), dir.path() / ("u" + std::to_string(k)), 5, "c");
+    ASSERT_TRUE(u.ok());
+    ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+  }
+  ASSERT_TRUE(fs::exists(dir.path() / "u3"));
+  avg.Reset();
+  EXPECT_FALSE(fs::exists(dir.path() / "u3")) << "Reset left a pending spool file";
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+  EXPECT_EQ(avg.count(), 0);
+  EXPECT_EQ(avg.total_weight(), 0);
+  ParameterSet global = SetOf(m, RandomValues(1000, 40));
+  EXPECT_EQ(avg.ApplyTo(global).code(), absl::StatusCode::kFailedPrecondition);
+
+  // The retried round sees only its own update: the result is global + that delta.
+  const std::vector<float> delta = RandomValues(1000, 41);
+  absl::StatusOr<SpooledUpdate> u = Receive(m, delta, dir.path() / "retry", 7, "c");
+  ASSERT_TRUE(u.ok());
+  ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+  const std::vector<float> start(global.floats().begin(), global.floats().end());
+  ASSERT_TRUE(avg.ApplyTo(global).ok());
+  for (size_t i = 0; i < start.size(); ++i) ASSERT_NEAR(global.floats()[i], start[i] + delta[i], 1e-6) << i;
+}
+
+TEST(StreamingFedAvgTest, ApplyToWithNothingAddedFailsAndLeavesTheModelAlone) {
+  const Manifest m = ModelManifest();
+  StreamingFedAvg avg(m);
+  const std::vector<float> start = RandomValues(1000, 50);
+  ParameterSet global = SetOf(m, start);
+  const absl::Status s = avg.ApplyTo(global);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("no accepted updates"));
+  EXPECT_EQ(std::memcmp(global.bytes().data(), start.data(), m.total_bytes()), 0);
+}
+
+TEST(StreamingFedAvgTest, ApplyToAModelOfAnotherLayoutFails) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  StreamingFedAvg avg(m);
+  absl::StatusOr<SpooledUpdate> u = Receive(m, RandomValues(1000, 1), dir.path() / "u", 1, "a");
+  ASSERT_TRUE(u.ok());
+  ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+  // Same tensors and total size, one shape transposed.
+  ParameterSet other(Manifest({{"layers.1.weight", DType::kFloat32, {40, 20}},
+                               {"layers.1.bias", DType::kFloat32, {20}},
+                               {"layers.3.weight", DType::kFloat32, {4, 45}}}));
+  const absl::Status s = avg.ApplyTo(other);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("layers.1.weight"));
+  for (float x : other.floats()) ASSERT_EQ(x, 0.0f) << "a refused model must not be changed";
+}
+
+TEST(StreamingFedAvgTest, AShortSpoolFileFailsTheFoldInsteadOfReadingZeros) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const fs::path path = dir.path() / "short.update";
+  {
+    std::ofstream out(path, std::ios::binary);
+    const std::vector<float> half(500, 1.0f);
+    out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(half.size() * sizeof(float)));
+  }
+  StreamingFedAvg avg(m);
+  ASSERT_TRUE(avg.Add(SpooledUpdate{path, 1, 1, "a"}).ok());
+  ParameterSet global(m);
+  const absl::Status s = avg.ApplyTo(global);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(path.string()));
+}
+
+}  // namespace
+}  // namespace cohort::core

@@ -1,0 +1,350 @@
+#include "core/job_config.h"
+
+#include <fstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/core/temp_dir.h"
+
+namespace cohort::core {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+// Every key of every section, each set to a value other than its default.
+json FullConfig() {
+  return json::parse(R"({
+    "job": {"name": "fmnist-cnn", "seed": 7},
+    "model_config": {"name": "niid_cnn", "input_shape": [1, 28, 28], "num_classes": 10,
+                     "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 10}]},
+    "training_config": {
+      "optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": true,
+      "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.0005,
+      "lr_scheduler": "cosine", "warmup_steps": 100, "min_learning_rate": 0.001,
+      "max_grad_norm": 1.5, "local_epochs": 2, "batch_size": 32, "max_steps_per_round": 50,
+      "eval_batch_size": 500, "threads": 2
+    },
+    "federation": {
+      "rounds": 30, "clients_per_round": 10, "min_clients": 8, "round_timeout_s": 120.5,
+      "heartbeat_timeout_s": 15, "join_grace_s": 7.5, "max_round_retries": 5, "strategy": "fedavg",
+      "max_update_norm": 25.0, "chunk_bytes": 65536
+    },
+    "data": {
+      "dataset": "csv", "path": "/data/adult.csv", "partition": "dirichlet:0.5",
+      "eval_fraction": 0.2, "train_subset": 5000, "label_column": "income"
+    },
+    "evaluation": {"test_data": "/data/adult_test.csv", "max_samples": 2000}
+  })");
+}
+
+// Parses `config` and returns the error message, failing the test when it parses.
+std::string ErrorOf(const json& config) {
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(config);
+  if (parsed.ok()) {
+    ADD_FAILURE() << "parsed, but should have been refused: " << config.dump();
+    return "";
+  }
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(parsed.status().message());
+}
+
+TEST(ParseJobConfigTest, AFullConfigSetsEveryField) {
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(FullConfig());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const JobConfig& c = *parsed;
+  EXPECT_EQ(c.name, "fmnist-cnn");
+  EXPECT_EQ(c.seed, 7u);
+  EXPECT_EQ(c.model_config, FullConfig()["model_config"]);
+
+  const TrainingConfig& t = c.training;
+  EXPECT_EQ(t.optimizer, "sgd");
+  EXPECT_EQ(t.learning_rate, 0.05);
+  EXPECT_EQ(t.momentum, 0.9);
+  EXPECT_TRUE(t.nesterov);
+  EXPECT_EQ(t.beta1, 0.8);
+  EXPECT_EQ(t.beta2, 0.99);
+  EXPECT_EQ(t.eps, 1e-6);
+  EXPECT_EQ(t.weight_decay, 0.0005);
+  EXPECT_EQ(t.lr_scheduler, "cosine");
+  EXPECT_EQ(t.warmup_steps, 100);
+  EXPECT_EQ(t.min_learning_rate, 0.001);
+  EXPECT_EQ(t.max_grad_norm, 1.5);
+  EXPECT_EQ(t.local_epochs, 2);
+  EXPECT_EQ(t.batch_size, 32);
+  EXPECT_EQ(t.max_steps_per_round, 50);
+  EXPECT_EQ(t.eval_batch_size, 500);
+  EXPECT_EQ(t.threads, 2);
+
+  const FederationConfig& f = c.federation;
+  EXPECT_EQ(f.rounds, 30);
+  EXPECT_EQ(f.clients_per_round, 10);
+  EXPECT_EQ(f.min_clients, 8);
+  EXPECT_EQ(f.round_timeout_s, 120.5);
+  EXPECT_EQ(f.heartbeat_timeout_s, 15);
+  EXPECT_EQ(f.join_grace_s, 7.5);
+  EXPECT_EQ(f.max_round_retries, 5);
+  EXPECT_EQ(f.strategy, "fedavg");
+  EXPECT_EQ(f.max_update_norm, 25.0);
+  EXPECT_EQ(f.chunk_bytes, 65536);
+
+  EXPECT_EQ(c.data.dataset, "csv");
+  EXPECT_EQ(c.data.path, "/data/adult.csv");
+  EXPECT_EQ(c.data.partition, "dirichlet:0.5");
+  EXPECT_EQ(c.data.eval_fraction, 0.2);
+  EXPECT_EQ(c.data.train_subset, 5000);
+  EXPECT_EQ(c.data.label_column, "income");
+
+  EXPECT_EQ(c.evaluation.test_data, "/data/adult_test.csv");
+  EXPECT_EQ(c.evaluation.max_samples, 2000);
+}
+
+TEST(ParseJobConfigTest, AbsentSectionsTakeTheDocumentedDefaults) {
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(json{{"model_config", json::object()}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const JobConfig& c = *parsed;
+  EXPECT_EQ(c.name, "job");
+  EXPECT_EQ(c.seed, 42u);
+  EXPECT_EQ(c.training.optimizer, "sgd");
+  EXPECT_EQ(c.training.learning_rate, 0.01);
+  EXPECT_EQ(c.training.momentum, 0.0);
+  EXPECT_FALSE(c.training.nesterov);
+  EXPECT_EQ(c.training.lr_scheduler, "constant");
+  EXPECT_EQ(c.training.warmup_steps, 0);
+  EXPECT_EQ(c.training.max_grad_norm, 0.0);
+  EXPECT_EQ(c.training.local_epochs, 1);
+  EXPECT_EQ(c.training.batch_size, 64);
+  EXPECT_EQ(c.training.max_steps_per_round, 0);
+  EXPECT_EQ(c.training.eval_batch_size, 1000);
+  EXPECT_EQ(c.training.threads, 1);
+  EXPECT_EQ(c.federation.rounds, 20);
+  EXPECT_EQ(c.federation.clients_per_round, 2);
+  EXPECT_EQ(c.federation.min_clients, 2);
+  EXPECT_EQ(c.federation.round_timeout_s, 600);
+  EXPECT_EQ(c.federation.heartbeat_timeout_s, 30);
+  EXPECT_EQ(c.federation.join_grace_s, 3);
+  EXPECT_EQ(c.federation.max_round_retries, 3);
+  EXPECT_EQ(c.federation.strategy, "fedavg");
+  EXPECT_EQ(c.federation.max_update_norm, 0.0);
+  EXPECT_EQ(c.federation.chunk_bytes, 1 << 20);
+  EXPECT_EQ(c.data.dataset, "fashion-mnist");
+  EXPECT_EQ(c.data.path, "/usr/share/datasets/fashion-mnist");
+  EXPECT_EQ(c.data.partition, "iid");
+  EXPECT_EQ(c.data.eval_fraction, 0.1);
+  EXPECT_EQ(c.data.train_subset, 0);
+  EXPECT_EQ(c.data.label_column, "label");
+  EXPECT_EQ(c.evaluation.test_data, "");
+  EXPECT_EQ(c.evaluation.max_samples, 0);
+}
+
+TEST(ParseJobConfigTest, AbsentKeysInAPresentSectionKeepTheirDefaults) {
+  json config = {{"model_config", json::object()}, {"training_config", {{"batch_size", 16}}}};
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(config);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->training.batch_size, 16);
+  EXPECT_EQ(parsed->training.learning_rate, 0.01);
+  EXPECT_EQ(parsed->training.local_epochs, 1);
+}
+
+TEST(ParseJobConfigTest, AnUnknownTopLevelKeyIsNamed) {
+  json config = FullConfig();
+  config["trainng_config"] = json::object();
+  const std::string msg = ErrorOf(config);
+  EXPECT_THAT(msg, HasSubstr("trainng_config: unknown key"));
+  EXPECT_THAT(msg, HasSubstr("training_config")) << "the message lists the known keys";
+}
+
+TEST(ParseJobConfigTest, AnUnknownNestedKeyIsNamedWithItsFullPath) {
+  json config = FullConfig();
+  config["training_config"]["learnin_rate"] = 0.1;
+  const std::string msg = ErrorOf(config);
+  EXPECT_THAT(msg, HasSubstr("training_config.learnin_rate: unknown key"));
+  EXPECT_THAT(msg, HasSubstr("learning_rate")) << "the message lists the known keys";
+
+  json federation = FullConfig();
+  federation["federation"]["round"] = 3;
+  EXPECT_THAT(ErrorOf(federation), HasSubstr("federation.round: unknown key"));
+  json data = FullConfig();
+  data["data"]["partitions"] = "iid";
+  EXPECT_THAT(ErrorOf(data), HasSubstr("data.partitions: unknown key"));
+  json job = FullConfig();
+  job["job"]["owner"] = "alice";
+  EXPECT_THAT(ErrorOf(job), HasSubstr("job.owner: unknown key"));
+  json evaluation = FullConfig();
+  evaluation["evaluation"]["samples"] = 5;
+  EXPECT_THAT(ErrorOf(evaluation), HasSubstr("evaluation.samples: unknown key"));
+}
+
+TEST(ParseJobConfigTest, AWrongTypeNamesTheKeyTheValueAndTheExpectedType) {
+  json config = FullConfig();
+  config["federation"]["rounds"] = "ten";
+  EXPECT_EQ(ErrorOf(config), "federation.rounds: expected an integer in [1, 1000000], got \"ten\"");
+
+  json flag = FullConfig();
+  flag["training_config"]["nesterov"] = "yes";
+  EXPECT_THAT(ErrorOf(flag), HasSubstr("training_config.nesterov: expected true or false, got \"yes\""));
+
+  json rate = FullConfig();
+  rate["training_config"]["learning_rate"] = "0.1";
+  EXPECT_THAT(ErrorOf(rate), HasSubstr("training_config.learning_rate: expected a number in (0, 10], got \"0.1\""));
+
+  json fractional = FullConfig();
+  fractional["training_config"]["batch_size"] = 32.5;
+  EXPECT_THAT(ErrorOf(fractional), HasSubstr("training_config.batch_size: expected an integer"));
+  EXPECT_THAT(ErrorOf(fractional), HasSubstr("got 32.5"));
+
+  json seed = FullConfig();
+  seed["job"]["seed"] = -1;
+  EXPECT_THAT(ErrorOf(seed), HasSubstr("job.seed: expected an integer >= 0, got -1"));
+
+  json section = FullConfig();
+  section["federation"] = json::array({1, 2});
+  EXPECT_THAT(ErrorOf(section), HasSubstr("federation: expected a JSON object, got [1,2]"));
+}
+
+TEST(ParseJobConfigTest, AnOutOfRangeValueNamesTheKeyTheValueAndTheRange) {
+  json batch = FullConfig();
+  batch["training_config"]["batch_size"] = 0;
+  EXPECT_EQ(ErrorOf(batch), "training_config.batch_size: expected an integer in [1, 1048576], got 0");
+
+  json rate = FullConfig();
+  rate["training_config"]["learning_rate"] = -1;
+  EXPECT_EQ(ErrorOf(rate), "training_config.learning_rate: expected a number in (0, 10], got -1");
+
+  json zero_rate = FullConfig();
+  zero_rate["training_config"]["learning_rate"] = 0;
+  EXPECT_THAT(ErrorOf(zero_rate), HasSubstr("training_config.learning_rate: expected a number in (0, 10], got 0"));
+
+  json timeout = FullConfig();
+  timeout["federation"]["round_timeout_s"] = 0;
+  EXPECT_THAT(ErrorOf(timeout), HasSubstr("federation.round_timeout_s: expected a number > 0, got 0"));
+
+  json fraction = FullConfig();
+  fraction["data"]["eval_fraction"] = 0.95;
+  EXPECT_THAT(ErrorOf(fraction), HasSubstr("data.eval_fraction: expected a number in [0, 0.9], got 0.95"));
+
+  json chunk = FullConfig();
+  chunk["federation"]["chunk_bytes"] = 1024;
+  EXPECT_THAT(ErrorOf(chunk), HasSubstr("federation.chunk_bytes: expected an integer in [4096, 3145728], got 1024"));
+
+  json unaligned = FullConfig();
+  unaligned["federation"]["chunk_bytes"] = 65537;
+  EXPECT_THAT(ErrorOf(unaligned), HasSubstr("federation.chunk_bytes: expected a multiple of 4, got 65537"));
+
+  json optimizer = FullConfig();
+  optimizer["training_config"]["optimizer"] = "rmsprop";
+  EXPECT_THAT(ErrorOf(optimizer), HasSubstr("training_config.optimizer: expected one of \"sgd\", \"adam\", \"adamw\", "
+                                            "got \"rmsprop\""));
+}
+
+TEST(ParseJobConfigTest, MinClientsAboveClientsPerRoundIsRefusedWithBothValues) {
+  json config = FullConfig();
+  config["federation"]["clients_per_round"] = 4;
+  config["federation"]["min_clients"] = 5;
+  EXPECT_EQ(ErrorOf(config), "federation.min_clients: expected <= clients_per_round (4), got 5");
+  config["federation"]["min_clients"] = 4;
+  EXPECT_TRUE(ParseJobConfig(config).ok()) << "min_clients == clients_per_round is allowed";
+}
+
+TEST(ParseJobConfigTest, ABadPartitionStringIsQuoted) {
+  for (const char* bad : {"dirichlet", "dirichlet:", "dirichlet:abc", "dirichlet:0", "dirichlet:-1",
+                          "dirichlet:inf", "dirichlet:nan", "IID", "shards:2"}) {
+    json config = FullConfig();
+    config["data"]["partition"] = bad;
+    EXPECT_THAT(ErrorOf(config), HasSubstr(std::string("data.partition: expected \"iid\" or \"dirichlet:ALPHA\" with "
+                                                       "ALPHA > 0, got \"") + bad + "\""));
+  }
+  for (const char* good : {"iid", "dirichlet:0.1", "dirichlet:100"}) {
+    json config = FullConfig();
+    config["data"]["partition"] = good;
+    EXPECT_TRUE(ParseJobConfig(config).ok()) << good;
+  }
+}
+
+TEST(ParseJobConfigTest, AMissingModelConfigIsRefused) {
+  json config = FullConfig();
+  config.erase("model_config");
+  EXPECT_THAT(ErrorOf(config), HasSubstr("model_config: missing"));
+}
+
+TEST(ParseJobConfigTest, NesterovNeedsSgdWithMomentum) {
+  json config = FullConfig();
+  config["training_config"]["momentum"] = 0;
+  EXPECT_THAT(ErrorOf(config), HasSubstr("training_config.nesterov"));
+  config["training_config"]["momentum"] = 0.9;
+  config["training_config"]["optimizer"] = "adam";
+  EXPECT_THAT(ErrorOf(config), HasSubstr("training_config.nesterov"));
+}
+
+TEST(ParseJobConfigTest, MinLearningRateAboveLearningRateIsRefused) {
+  json config = FullConfig();
+  config["training_config"]["min_learning_rate"] = 0.1;
+  EXPECT_EQ(ErrorOf(config), "training_config.min_learning_rate: expected <= learning_rate (0.05), got 0.1");
+}
+
+TEST(ParseJobConfigTest, AJobNameWithSpacesOrSlashesIsRefused) {
+  for (const char* bad : {"", "my job", "a/b", "a\\b"}) {
+    json config = FullConfig();
+    config["job"]["name"] = bad;
+    EXPECT_THAT(ErrorOf(config), HasSubstr("job.name: expected a non-empty name without spaces or slashes"));
+  }
+}
+
+TEST(ParseJobConfigTest, ToJsonThenParseGivesTheSameConfig) {
+  absl::StatusOr<JobConfig> first = ParseJobConfig(FullConfig());
+  ASSERT_TRUE(first.ok()) << first.status();
+  const json written = ToJson(*first);
+  EXPECT_EQ(written, FullConfig()) << "a config with every key set writes back as itself";
+  absl::StatusOr<JobConfig> second = ParseJobConfig(written);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(ToJson(*second), written);
+  EXPECT_EQ(second->training.eps, 1e-6);
+  EXPECT_EQ(second->federation.round_timeout_s, 120.5);
+  EXPECT_EQ(second->data.partition, "dirichlet:0.5");
+
+  // Defaults survive the trip too: a printed default config parses back to the same.
+  absl::StatusOr<JobConfig> defaults = ParseJobConfig(json{{"model_config", json::object()}});
+  ASSERT_TRUE(defaults.ok());
+  absl::StatusOr<JobConfig> reparsed = ParseJobConfig(ToJson(*defaults));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(ToJson(*reparsed), ToJson(*defaults));
+}
+
+TEST(ParseTrainingConfigTest, ParsesTheTrainingSectionAloneWithItsOwnKeyPaths) {
+  absl::StatusOr<TrainingConfig> t = ParseTrainingConfig(FullConfig()["training_config"]);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(ToJson(*t), FullConfig()["training_config"]);
+  absl::StatusOr<TrainingConfig> bad = ParseTrainingConfig(json{{"local_epochs", 0}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("training_config.local_epochs"));
+}
+
+TEST(LoadJobConfigTest, ReadsAFileAndPrefixesErrorsWithItsPath) {
+  testing::TempDir dir;
+  const std::string good = (dir.path() / "job.json").string();
+  std::ofstream(good) << FullConfig().dump(2);
+  absl::StatusOr<JobConfig> loaded = LoadJobConfig(good);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->name, "fmnist-cnn");
+
+  const std::string bad = (dir.path() / "bad.json").string();
+  json config = FullConfig();
+  config["federation"]["rounds"] = 0;
+  std::ofstream(bad) << config.dump();
+  absl::StatusOr<JobConfig> refused = LoadJobConfig(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr(bad + ": federation.rounds"));
+
+  const std::string broken = (dir.path() / "broken.json").string();
+  std::ofstream(broken) << "{\"job\": ";
+  absl::StatusOr<JobConfig> not_json = LoadJobConfig(broken);
+  ASSERT_FALSE(not_json.ok());
+  EXPECT_THAT(std::string(not_json.status().message()), HasSubstr(broken + ": not valid JSON"));
+
+  EXPECT_EQ(LoadJobConfig((dir.path() / "absent.json").string()).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace cohort::core

@@ -1,0 +1,143 @@
+// The whole product as a user runs it: `cohort run` starts a server and three clients as
+// separate processes talking gRPC over loopback, trains on real Fashion-MNIST rows, and
+// leaves a model that Python's torch loads and evaluates independently.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/job_config.h"
+
+namespace {
+
+struct Result {
+  int exit_code;
+  std::string output;
+};
+
+Result RunCommand(const std::string& command) {
+  std::string output;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::filesystem::path TempDir(const char* name) {
+  std::string templ = std::string("/tmp/cohort-") + name + "-XXXXXX";
+  return ::mkdtemp(templ.data());
+}
+
+nlohmann::json ReadJson(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+// A 2-round job on 6,000 training rows, written next to the test's output.
+std::filesystem::path WriteSmallJob(const std::filesystem::path& dir) {
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["job"]["name"] = "integration";
+  job["training_config"]["local_epochs"] = 2;
+  job["federation"]["rounds"] = 2;
+  job["federation"]["clients_per_round"] = 3;
+  job["federation"]["min_clients"] = 3;
+  job["data"]["path"] = COHORT_FASHION_MNIST_DIR;
+  job["data"]["train_subset"] = 6000;
+  job["evaluation"]["test_data"] = COHORT_FASHION_MNIST_DIR;
+  job["evaluation"]["max_samples"] = 2000;
+  const std::filesystem::path path = dir / "small_job.json";
+  std::ofstream(path) << job.dump(2);
+  return path;
+}
+
+TEST(FederationTest, ThreeClientProcessesTrainTheModelWellAboveChanceInTwoRounds) {
+  const std::filesystem::path dir = TempDir("integration");
+  const std::filesystem::path job = WriteSmallJob(dir);
+  const std::filesystem::path out = dir / "out";
+  const Result run = RunCommand(std::string(COHORT_BINARY) + " run " + job.string() + " --out " + out.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("round   2/2"), std::string::npos) << run.output;
+
+  const nlohmann::json summary = ReadJson(out / "summary.json");
+  ASSERT_TRUE(summary.is_object()) << run.output;
+  EXPECT_EQ(summary["status"], "finished");
+  ASSERT_EQ(summary["rounds"].size(), 2u);
+  const nlohmann::json& last = summary["rounds"][1];
+  EXPECT_EQ(last["clients_reported"], 3);
+  EXPECT_EQ(last["samples"], 3 * 1800);  // 6,000 rows in three shards, 10% held out by each
+  const double first_accuracy = summary["rounds"][0]["test_accuracy"].get<double>();
+  const double accuracy = last["test_accuracy"].get<double>();
+  EXPECT_GT(accuracy, 0.5) << "chance is 0.1";
+  EXPECT_GT(accuracy, first_accuracy);
+  EXPECT_TRUE(std::filesystem::exists(out / "model.json"));
+  EXPECT_TRUE(std::filesystem::exists(out / "checkpoint.bin"));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(std::filesystem::exists(out / "logs" / ("site-" + std::to_string(i) + ".log")));
+  }
+
+  // Independent check: Python's torch loads model.pt (weights_only) into the twin model
+  // built from model.json and scores the full test set.
+  if (RunCommand("/usr/bin/python3 -c 'import torch'").exit_code != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch) to check model.pt";
+  }
+  const Result evaluated = RunCommand("/usr/bin/python3 " + std::string(COHORT_SOURCE_DIR) +
+                               "/examples/python/evaluate.py --json --data " + COHORT_FASHION_MNIST_DIR + " " +
+                               out.string());
+  ASSERT_EQ(evaluated.exit_code, 0) << evaluated.output;
+  const nlohmann::json independent = nlohmann::json::parse(evaluated.output, nullptr, false);
+  ASSERT_TRUE(independent.is_object()) << evaluated.output;
+  EXPECT_EQ(independent["parameters"], 44426);
+  EXPECT_GT(independent["test_accuracy"].get<double>(), 0.5);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FederationTest, AConfigWithAnUnknownKeyIsRefusedWithExitCode2NamingTheKey) {
+  const std::filesystem::path dir = TempDir("badconfig");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["training_config"]["learnin_rate"] = 0.1;
+  std::ofstream(dir / "job.json") << job.dump();
+  const Result run = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "job.json").string() + " --out " +
+                         (dir / "out").string());
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find("training_config.learnin_rate: unknown key"), std::string::npos) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "out" / "summary.json"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(FederationTest, AServerConfigWithAWrongTypeIsRefusedWithExitCode2) {
+  const std::filesystem::path dir = TempDir("badtype");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["federation"]["rounds"] = "ten";
+  std::ofstream(dir / "job.json") << job.dump();
+  const Result run = RunCommand(std::string(COHORT_BINARY) + " server --config " + (dir / "job.json").string() +
+                         " --listen 127.0.0.1:0 --out " + (dir / "out").string());
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find("federation.rounds: expected an integer in [1, 1000000], got \"ten\""), std::string::npos)
+      << run.output;
+  std::filesystem::remove_all(dir);
+}
+
+// docs/configuration.md is the user's reference: every key the code reads must be in it.
+TEST(ConfigurationDocTest, EveryJobConfigKeyIsDocumented) {
+  std::ifstream in(std::filesystem::path(COHORT_SOURCE_DIR) / "docs/configuration.md");
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(doc.empty());
+  const nlohmann::json config = cohort::core::ToJson(cohort::core::JobConfig());
+  for (const auto& [section, keys] : config.items()) {
+    EXPECT_NE(doc.find("## `" + section + "`"), std::string::npos) << "section " << section;
+    if (!keys.is_object() || section == "model_config") continue;
+    for (const auto& [key, value] : keys.items()) {
+      EXPECT_NE(doc.find("| `" + key + "` |"), std::string::npos) << section << "." << key << " is not documented";
+    }
+  }
+}
+
+}  // namespace

@@ -1,0 +1,285 @@
+#include "training/data_readers.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/core/temp_dir.h"
+
+namespace cohort::training {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using core::testing::TempDir;
+
+const std::string kFashionMnistDir = COHORT_FASHION_MNIST_DIR;
+
+void WriteFile(const fs::path& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary);
+  out << contents;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// Reading the 60,000 training images takes a moment: read both splits once for the suite.
+class FashionMnistTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<Dataset> train = ReadFashionMnist(kFashionMnistDir, Split::kTrain);
+    absl::StatusOr<Dataset> test = ReadFashionMnist(kFashionMnistDir, Split::kTest);
+    train_status_ = new absl::Status(train.status());
+    test_status_ = new absl::Status(test.status());
+    if (train.ok()) train_ = new Dataset(std::move(*train));
+    if (test.ok()) test_ = new Dataset(std::move(*test));
+  }
+  static void TearDownTestSuite() {
+    delete train_;
+    delete test_;
+    delete train_status_;
+    delete test_status_;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(train_status_->ok()) << *train_status_;
+    ASSERT_TRUE(test_status_->ok()) << *test_status_;
+  }
+
+  static Dataset* train_;
+  static Dataset* test_;
+  static absl::Status* train_status_;
+  static absl::Status* test_status_;
+};
+Dataset* FashionMnistTest::train_ = nullptr;
+Dataset* FashionMnistTest::test_ = nullptr;
+absl::Status* FashionMnistTest::train_status_ = nullptr;
+absl::Status* FashionMnistTest::test_status_ = nullptr;
+
+TEST_F(FashionMnistTest, HasSixtyThousandTrainingAndTenThousandTestExamplesOf1x28x28) {
+  EXPECT_EQ(train_->size(), 60000u);
+  EXPECT_EQ(test_->size(), 10000u);
+  for (const Dataset* d : {train_, test_}) {
+    EXPECT_EQ(d->example_shape, (std::vector<int64_t>{1, 28, 28}));
+    EXPECT_EQ(d->example_size(), 784u);
+    EXPECT_EQ(d->features.size(), d->size() * 784);
+    EXPECT_EQ(d->num_classes, 10);
+  }
+}
+
+TEST_F(FashionMnistTest, PixelsAreScaledToTheUnitInterval) {
+  for (const Dataset* d : {train_, test_}) {
+    const auto [lo, hi] = std::minmax_element(d->features.begin(), d->features.end());
+    EXPECT_EQ(*lo, 0.0f);
+    EXPECT_EQ(*hi, 1.0f) << "255 must map to exactly 1";
+  }
+  // The data set's published mean pixel (used by the models' normalize layer) is 0.286.
+  double sum = 0;
+  for (float p : train_->features) sum += p;
+  EXPECT_NEAR(sum / static_cast<double>(train_->features.size()), 0.286, 0.001);
+}
+
+TEST_F(FashionMnistTest, LabelsAreInRangeAndBalanced) {
+  std::vector<int> train_counts(10, 0), test_counts(10, 0);
+  for (int64_t l : train_->labels) {
+    ASSERT_GE(l, 0);
+    ASSERT_LT(l, 10);
+    ++train_counts[static_cast<size_t>(l)];
+  }
+  for (int64_t l : test_->labels) {
+    ASSERT_GE(l, 0);
+    ASSERT_LT(l, 10);
+    ++test_counts[static_cast<size_t>(l)];
+  }
+  EXPECT_EQ(train_counts, std::vector<int>(10, 6000));
+  EXPECT_EQ(test_counts, std::vector<int>(10, 1000));
+  // The first training label of Fashion-MNIST is 9 (ankle boot); the first test label too.
+  EXPECT_EQ(train_->labels[0], 9);
+  EXPECT_EQ(test_->labels[0], 9);
+}
+
+TEST_F(FashionMnistTest, HeadAndSubsetCopyTheRightRows) {
+  const Dataset head = train_->Head(100);
+  ASSERT_EQ(head.size(), 100u);
+  EXPECT_EQ(head.example_shape, train_->example_shape);
+  EXPECT_TRUE(std::equal(head.features.begin(), head.features.end(), train_->features.begin()));
+  const Dataset subset = train_->Subset({59999, 0});
+  ASSERT_EQ(subset.size(), 2u);
+  EXPECT_EQ(subset.labels[0], train_->labels[59999]);
+  EXPECT_TRUE(std::equal(subset.features.begin(), subset.features.begin() + 784,
+                         train_->features.begin() + 59999 * 784));
+  const Dataset small = test_->Head(3);
+  EXPECT_EQ(small.Head(0).size(), 3u) << "0 means all";
+  EXPECT_EQ(small.Head(10).size(), 3u) << "more than there are means all";
+}
+
+TEST(FashionMnistFilesTest, AMissingDirectoryIsNotFoundNamingTheFile) {
+  absl::StatusOr<Dataset> d = ReadFashionMnist("/nonexistent/fashion", Split::kTrain);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("/nonexistent/fashion/train-images-idx3-ubyte.gz"));
+  absl::StatusOr<Dataset> t = ReadFashionMnist("/nonexistent/fashion", Split::kTest);
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("t10k-images-idx3-ubyte.gz"));
+}
+
+TEST(FashionMnistFilesTest, AMissingLabelFileIsNamed) {
+  TempDir dir;
+  fs::create_symlink(fs::path(kFashionMnistDir) / "t10k-images-idx3-ubyte.gz", dir.path() / "t10k-images-idx3-ubyte.gz");
+  absl::StatusOr<Dataset> d = ReadFashionMnist(dir.path().string(), Split::kTest);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("t10k-labels-idx1-ubyte.gz"));
+}
+
+TEST(FashionMnistFilesTest, GarbageInPlaceOfTheFilesIsAnError) {
+  TempDir dir;
+  WriteFile(dir.path() / "t10k-images-idx3-ubyte.gz", std::string(5000, '\x5a'));
+  WriteFile(dir.path() / "t10k-labels-idx1-ubyte.gz", "not gzip at all");
+  absl::StatusOr<Dataset> d = ReadFashionMnist(dir.path().string(), Split::kTest);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("t10k-images-idx3-ubyte.gz"));
+}
+
+TEST(FashionMnistFilesTest, ATruncatedGzipFileIsAnError) {
+  TempDir dir;
+  std::ifstream in(fs::path(kFashionMnistDir) / "t10k-images-idx3-ubyte.gz", std::ios::binary);
+  std::string head(100000, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  ASSERT_EQ(in.gcount(), 100000);
+  WriteFile(dir.path() / "t10k-images-idx3-ubyte.gz", head);
+  fs::create_symlink(fs::path(kFashionMnistDir) / "t10k-labels-idx1-ubyte.gz", dir.path() / "t10k-labels-idx1-ubyte.gz");
+  absl::StatusOr<Dataset> d = ReadFashionMnist(dir.path().string(), Split::kTest);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(dir.path().string()));
+}
+
+TEST(FashionMnistFilesTest, ACorruptedGzipStreamIsDataLossNamingTheFile) {
+  TempDir dir;
+  std::ifstream in(fs::path(kFashionMnistDir) / "t10k-labels-idx1-ubyte.gz", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 3000u);
+  for (size_t i = 1000; i < 1010; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x55);
+  WriteFile(dir.path() / "t10k-labels-idx1-ubyte.gz", bytes);
+  fs::create_symlink(fs::path(kFashionMnistDir) / "t10k-images-idx3-ubyte.gz", dir.path() / "t10k-images-idx3-ubyte.gz");
+  absl::StatusOr<Dataset> d = ReadFashionMnist(dir.path().string(), Split::kTest);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("t10k-labels-idx1-ubyte.gz"));
+}
+
+TEST(FashionMnistFilesTest, ImageAndLabelFilesOfDifferentSplitsAreRefused) {
+  TempDir dir;
+  fs::create_symlink(fs::path(kFashionMnistDir) / "t10k-images-idx3-ubyte.gz", dir.path() / "t10k-images-idx3-ubyte.gz");
+  fs::create_symlink(fs::path(kFashionMnistDir) / "train-labels-idx1-ubyte.gz",
+                     dir.path() / "t10k-labels-idx1-ubyte.gz");
+  absl::StatusOr<Dataset> d = ReadFashionMnist(dir.path().string(), Split::kTest);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("disagree on size"));
+}
+
+TEST(FashionMnistFilesTest, LabelFileInPlaceOfImagesIsRefusedByItsMagic) {
+  TempDir dir;
+  fs::create_symlink(fs::path(kFashionMnistDir) / "t10k-labels-idx1-ubyte.gz", dir.path() / "t10k-images-idx3-ubyte.gz");
+  fs::create_symlink(fs::path(kFashionMnistDir) / "t10k-labels-idx1-ubyte.gz", dir.path() / "t10k-labels-idx1-ubyte.gz");
+  absl::StatusOr<Dataset> d = ReadFashionMnist(dir.path().string(), Split::kTest);
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("not an IDX3 image file"));
+}
+
+class CsvTest : public ::testing::Test {
+ protected:
+  std::string Write(const std::string& name, const std::string& contents) {
+    const fs::path path = dir_.path() / name;
+    WriteFile(path, contents);
+    return path.string();
+  }
+  TempDir dir_;
+};
+
+TEST_F(CsvTest, ReadsIntegerLabelsAndNumericFeatures) {
+  const std::string path = Write("a.csv",
+                                 "x1,label,x2\n"
+                                 "1.5,0,-2\n"
+                                 "0,2,3e2\n"
+                                 "\n"
+                                 " 4 , 1 , 0.25 \r\n");
+  absl::StatusOr<Dataset> d = ReadCsv(path, "label");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->example_shape, (std::vector<int64_t>{2}));
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{0, 2, 1}));
+  EXPECT_EQ(d->features, (std::vector<float>{1.5f, -2, 0, 300, 4, 0.25f}));
+  EXPECT_EQ(d->num_classes, 3);
+}
+
+TEST_F(CsvTest, MapsStringLabelsToTheirSortedRank) {
+  const std::string path = Write("b.csv",
+                                 "income,age,hours\n"
+                                 ">50K,39,40\n"
+                                 "<=50K,50,13\n"
+                                 "<=50K,38,40\n"
+                                 "unknown,53,40\n");
+  absl::StatusOr<Dataset> d = ReadCsv(path, "income");
+  ASSERT_TRUE(d.ok()) << d.status();
+  // Sorted: "<=50K" < ">50K" < "unknown".
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{1, 0, 0, 2}));
+  EXPECT_EQ(d->num_classes, 3);
+  EXPECT_EQ(d->features, (std::vector<float>{39, 40, 50, 13, 38, 40, 53, 40}));
+}
+
+TEST_F(CsvTest, ANonNumericFeatureNamesTheLineAndColumn) {
+  const std::string path = Write("c.csv",
+                                 "label,x1,x2\n"
+                                 "0,1,2\n"
+                                 "1,3,abc\n");
+  absl::StatusOr<Dataset> d = ReadCsv(path, "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(path + ":3: column \"x2\" is not a number: \"abc\""));
+}
+
+TEST_F(CsvTest, AMissingLabelColumnIsNamed) {
+  const std::string path = Write("d.csv", "target,x1\n0,1\n");
+  absl::StatusOr<Dataset> d = ReadCsv(path, "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("no column named \"label\""));
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(path));
+}
+
+TEST_F(CsvTest, RaggedRowsAreRefusedWithTheLineAndFieldCounts) {
+  const std::string short_row = Write("e.csv", "label,x1,x2\n0,1,2\n1,2\n");
+  absl::StatusOr<Dataset> d = ReadCsv(short_row, "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(short_row + ":3: expected 3 fields, got 2"));
+  const std::string long_row = Write("f.csv", "label,x1\n0,1,2\n");
+  absl::StatusOr<Dataset> l = ReadCsv(long_row, "label");
+  ASSERT_FALSE(l.ok());
+  EXPECT_THAT(std::string(l.status().message()), HasSubstr(long_row + ":2: expected 2 fields, got 3"));
+}
+
+TEST_F(CsvTest, MissingAndEmptyFilesAreRefused) {
+  EXPECT_EQ(ReadCsv((dir_.path() / "absent.csv").string(), "label").status().code(), absl::StatusCode::kNotFound);
+  const std::string empty = Write("g.csv", "");
+  absl::StatusOr<Dataset> d = ReadCsv(empty, "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("empty file"));
+}
+
+TEST_F(CsvTest, ReadDatasetDispatchesOnTheDatasetName) {
+  const std::string path = Write("h.csv", "y,x\n1,2\n0,3\n");
+  absl::StatusOr<Dataset> d = ReadDataset("csv", path, Split::kTrain, "y");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{1, 0}));
+  absl::StatusOr<Dataset> bad = ReadDataset("cifar10", path, Split::kTrain);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("data.dataset: expected \"fashion-mnist\" or \"csv\", got "
+                                                             "\"cifar10\""));
+}
+
+}  // namespace
+}  // namespace cohort::training
