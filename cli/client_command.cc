@@ -13,6 +13,8 @@ namespace cohort::cli {
 namespace {
 
 struct ClientFlags {
+  std::string kit;
+  bool insecure = false;
   std::string server, site, job, data = "/usr/share/datasets/fashion-mnist", dataset = "fashion-mnist";
   std::string label_column = "label", shard, partition = "iid";
   uint64_t seed = 42;
@@ -37,8 +39,10 @@ absl::Status ParseShard(const std::string& text, int* index, int* count) {
 void AddClientCommand(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("client", "Run a site's client agent: train locally, send updates");
   auto f = std::make_shared<ClientFlags>();
-  cmd->add_option("--server", f->server, "Server address HOST:PORT")->required();
-  cmd->add_option("--site", f->site, "This site's name")->required();
+  cmd->add_option("--kit", f->kit, "This site's startup kit (from cohort provision): mutual TLS");
+  cmd->add_flag("--insecure", f->insecure, "Plaintext gRPC without certificates (local experiments only)");
+  cmd->add_option("--server", f->server, "Server address HOST:PORT (default: the kit's)");
+  cmd->add_option("--site", f->site, "This site's name (default: the kit's certificate name)");
   cmd->add_option("--job", f->job, "Job id (default: the server's job)");
   cmd->add_option("--data", f->data, "Data: a directory of IDX files, or a CSV file")->capture_default_str();
   cmd->add_option("--dataset", f->dataset, "fashion-mnist | csv")->capture_default_str();
@@ -58,6 +62,13 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
       spdlog::error("{}", std::string(s.message()));
       *exit_code = 2;
     };
+    if (f->kit.empty() == !f->insecure) {
+      return bad_input(absl::InvalidArgumentError(
+          "pass --kit DIR (mutual TLS with this site's startup kit) or --insecure (plaintext), exactly one"));
+    }
+    if (f->insecure && (f->server.empty() || f->site.empty())) {
+      return bad_input(absl::InvalidArgumentError("--insecure needs --server HOST:PORT and --site NAME"));
+    }
     if (!(f->eval_fraction >= 0 && f->eval_fraction < 1)) {
       return bad_input(absl::InvalidArgumentError(
           absl::StrCat("--eval-fraction: expected a number in [0, 1), got ", f->eval_fraction)));
@@ -81,6 +92,7 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
         training::SplitHoldout(rows, f->eval_fraction, f->seed + static_cast<uint64_t>(shard_index));
     client::AgentOptions options;
     options.server_address = f->server;
+    options.kit_dir = f->kit;
     options.site = f->site;
     options.job_id = f->job;
     options.train = all.Subset(split.train);

@@ -21,6 +21,9 @@
 #include "cli/commands.h"
 #include "cli/job_loading.h"
 #include "core/atomic_file.h"
+#include "crypto/provisioning.h"
+#include "crypto/startup_kit.h"
+#include "proto/credentials.h"
 #include "proto/cohort.grpc.pb.h"
 
 namespace cohort::cli {
@@ -28,6 +31,7 @@ namespace {
 
 struct RunFlags {
   std::string job_file, out = "runs/latest", partition;
+  bool insecure = false;
   int clients = 0, rounds = 0, port = 0;
   int64_t seed = -1;
   int64_t train_subset = -1;
@@ -186,25 +190,66 @@ int RunFederation(const RunFlags& f) {
   std::printf("  server on %s; logs in %s\n", address.c_str(), (out / "logs").c_str());
   std::fflush(stdout);
 
+  // A throwaway federation: a CA, the server's kit, one kit per site and an operator
+  // (admin) kit for the progress display, all under OUT/pki.
+  const std::filesystem::path pki = out / "pki";
+  std::shared_ptr<grpc::ChannelCredentials> operator_credentials = grpc::InsecureChannelCredentials();
+  if (!f.insecure) {
+    std::filesystem::remove_all(pki, ec);
+    crypto::FederationSpec spec;
+    spec.federation = config.name;
+    spec.server_host = "127.0.0.1";
+    spec.server_port = static_cast<uint16_t>(port);
+    for (int i = 0; i < clients; ++i) spec.participants.push_back({absl::StrCat("site-", i), crypto::Role::kSite});
+    spec.participants.push_back({"operator", crypto::Role::kAdmin});
+    absl::StatusOr<std::vector<crypto::ProvisionedKit>> kits = crypto::ProvisionFederation(spec, pki);
+    if (!kits.ok()) {
+      spdlog::error("provisioning the local federation in {}: {}", pki.string(), std::string(kits.status().message()));
+      return 1;
+    }
+    absl::StatusOr<crypto::StartupKit> operator_kit = crypto::LoadStartupKit(pki / "operator");
+    if (!operator_kit.ok()) {
+      spdlog::error("{}", std::string(operator_kit.status().message()));
+      return 1;
+    }
+    operator_credentials = wire::ChannelCredentialsFromKit(*operator_kit);
+    std::printf("  mutual TLS: CA and startup kits in %s\n", pki.c_str());
+  } else {
+    std::printf("  INSECURE: plaintext gRPC without certificates\n");
+  }
+  std::fflush(stdout);
+  auto with_security = [&](std::vector<std::string> args, const std::string& kit) {
+    if (f.insecure) {
+      args.push_back("--insecure");
+    } else {
+      args.push_back("--kit");
+      args.push_back((pki / kit).string());
+    }
+    return args;
+  };
+
   std::signal(SIGINT, KillChildren);
   std::signal(SIGTERM, KillChildren);
   // The server evaluates while clients wait for the next round: give it both cores.
-  const pid_t server = Spawn({"server", "--config", job_path.string(), "--listen", address, "--out", out.string(),
-                              "--threads", "2"},
+  const pid_t server = Spawn(with_security({"server", "--config", job_path.string(), "--listen", address, "--out",
+                                            out.string(), "--threads", "2"},
+                                           "server"),
                              out / "logs" / "server.log");
   g_children.push_back(server);
   for (int i = 0; i < clients; ++i) {
     const std::string site = absl::StrCat("site-", i);
-    g_children.push_back(Spawn({"client", "--server", address, "--site", site, "--data", config.data.path,
-                                "--dataset", config.data.dataset, "--label-column", config.data.label_column,
-                                "--shard", absl::StrCat(i, "/", clients), "--partition", config.data.partition,
-                                "--seed", absl::StrCat(config.seed), "--eval-fraction",
-                                absl::StrCat(config.data.eval_fraction), "--train-subset",
-                                absl::StrCat(config.data.train_subset), "--connect-timeout", "60"},
+    g_children.push_back(Spawn(with_security({"client", "--server", address, "--site", site, "--data", config.data.path,
+                                              "--dataset", config.data.dataset, "--label-column",
+                                              config.data.label_column, "--shard", absl::StrCat(i, "/", clients),
+                                              "--partition", config.data.partition, "--seed",
+                                              absl::StrCat(config.seed), "--eval-fraction",
+                                              absl::StrCat(config.data.eval_fraction), "--train-subset",
+                                              absl::StrCat(config.data.train_subset), "--connect-timeout", "60"},
+                                             site),
                                out / "logs" / absl::StrCat(site, ".log")));
   }
 
-  ProgressPrinter progress(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+  ProgressPrinter progress(grpc::CreateChannel(address, operator_credentials),
                            static_cast<int>(config.federation.rounds));
   const auto started = std::chrono::steady_clock::now();
   int server_status = 0;
@@ -247,6 +292,7 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--train-subset", f->train_subset, "Use only the first N training rows (default: data.train_subset)");
   cmd->add_option("--port", f->port, "Server port on 127.0.0.1 (default: a free one)");
   cmd->add_option("--out", f->out, "Output directory")->capture_default_str();
+  cmd->add_flag("--insecure", f->insecure, "Plaintext gRPC without certificates (default: a throwaway mTLS federation)");
   cmd->callback([f, exit_code] { *exit_code = RunFederation(*f); });
 }
 

@@ -11,7 +11,9 @@
 #include "core/chunking.h"
 #include "core/job_config.h"
 #include "proto/cohort.grpc.pb.h"
+#include "crypto/startup_kit.h"
 #include "proto/convert.h"
+#include "proto/credentials.h"
 #include "training/model_spec.h"
 #include "training/trainer.h"
 
@@ -133,8 +135,26 @@ absl::Status PushUpdate(v1::Federation::Stub& stub, const Session& session, cons
 absl::Status RunAgent(AgentOptions options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(options.server_address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options.kit_dir.empty()) {
+    absl::StatusOr<crypto::StartupKit> kit = crypto::LoadStartupKit(options.kit_dir);
+    if (!kit.ok()) return kit.status();
+    if (kit->role != crypto::Role::kSite) {
+      return absl::InvalidArgumentError(absl::StrCat("--kit ", options.kit_dir, " belongs to ", kit->name, " (role ",
+                                                     std::string(crypto::RoleName(kit->role)),
+                                                     "); a client needs a site kit"));
+    }
+    if (!options.site.empty() && options.site != kit->name) {
+      return absl::InvalidArgumentError(absl::StrCat("--site ", options.site, " differs from the kit's certificate name ",
+                                                     kit->name, "; leave --site out"));
+    }
+    options.site = kit->name;
+    if (options.server_address.empty()) options.server_address = kit->server_address;
+    credentials = wire::ChannelCredentialsFromKit(*kit);
+  } else {
+    spdlog::warn("site={} INSECURE: plaintext gRPC to {}, no certificates", options.site, options.server_address);
+  }
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(options.server_address, credentials, args);
   std::unique_ptr<v1::Federation::Stub> stub = v1::Federation::NewStub(channel);
 
   absl::StatusOr<Session> session = JoinWithRetry(*stub, options);

@@ -13,6 +13,9 @@ namespace cohort::client {
 
 struct AgentOptions {
   std::string server_address;  // host:port
+  // The site's startup kit (crypto/startup_kit.h): mutual TLS, and the site name is the
+  // certificate's. Empty only in --insecure mode (plaintext, self-declared name).
+  std::string kit_dir;
   std::string site;
   std::string job_id;          // empty: whatever job the server runs
   training::Dataset train;     // this site's training rows

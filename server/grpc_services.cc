@@ -1,8 +1,14 @@
 #include "server/grpc_services.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/chunking.h"
+#include "absl/strings/str_join.h"
 #include "proto/convert.h"
+#include "proto/credentials.h"
 
 namespace cohort::server {
 
@@ -10,6 +16,33 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   // absl and gRPC share the canonical code numbering.
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+grpc::Status IdentifyCaller(const grpc::ServerContext& context, bool require_certificate,
+                            std::initializer_list<crypto::Role> roles, const std::string& claimed,
+                            std::string* caller) {
+  if (!require_certificate) {
+    *caller = claimed;
+    return grpc::Status::OK;
+  }
+  absl::StatusOr<crypto::CertificateIdentity> identity = wire::PeerIdentity(context);
+  if (!identity.ok()) return ToGrpcStatus(identity.status());
+  if (std::find(roles.begin(), roles.end(), identity->role) == roles.end()) {
+    std::vector<std::string> allowed;
+    for (crypto::Role r : roles) allowed.emplace_back(crypto::RoleName(r));
+    const std::string message =
+        absl::StrCat(identity->name, " (role ", std::string(crypto::RoleName(identity->role)),
+                     ") may not make this call: it needs role ", absl::StrJoin(allowed, " or "));
+    spdlog::warn("access denied: {}", message);
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, message);
+  }
+  if (!claimed.empty() && claimed != identity->name) {
+    const std::string message = absl::StrCat("the certificate of ", identity->name, " cannot act as ", claimed);
+    spdlog::warn("access denied: {}", message);
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, message);
+  }
+  *caller = identity->name;
+  return grpc::Status::OK;
 }
 
 grpc::Status FederationService::CheckJob(const std::string& job_id) const {
@@ -20,9 +53,14 @@ grpc::Status FederationService::CheckJob(const std::string& job_id) const {
   return grpc::Status::OK;
 }
 
-grpc::Status FederationService::Join(grpc::ServerContext*, const v1::JoinRequest* request, v1::JoinReply* reply) {
+grpc::Status FederationService::Join(grpc::ServerContext* context, const v1::JoinRequest* request, v1::JoinReply* reply) {
   if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
-  absl::StatusOr<std::string> client_id = job_->Join(request->site(), request->num_samples());
+  std::string site;
+  if (grpc::Status s = IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, request->site(), &site);
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::string> client_id = job_->Join(site, request->num_samples());
   if (!client_id.ok()) return ToGrpcStatus(client_id.status());
   reply->set_job_id(job_->job_id());
   reply->set_client_id(*client_id);
@@ -35,8 +73,14 @@ grpc::Status FederationService::Join(grpc::ServerContext*, const v1::JoinRequest
 grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1::TaskRequest* request,
                                          grpc::ServerWriter<v1::TaskMessage>* writer) {
   if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  std::string client;
+  if (grpc::Status s =
+          IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, request->client_id(), &client);
+      !s.ok()) {
+    return s;
+  }
   const auto wait = std::chrono::milliseconds(std::min<uint32_t>(request->wait_ms(), 30000));
-  const Task task = job_->WaitForTask(request->client_id(), wait);
+  const Task task = job_->WaitForTask(client, wait);
   v1::TaskMessage message;
   v1::TaskHeader* header = message.mutable_header();
   header->set_round(task.round);
@@ -73,7 +117,7 @@ grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1:
   return grpc::Status::OK;
 }
 
-grpc::Status FederationService::PushUpdate(grpc::ServerContext*, grpc::ServerReader<v1::UpdateMessage>* reader,
+grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateMessage>* reader,
                                            v1::UpdateReceipt* receipt) {
   v1::UpdateMessage message;
   if (!reader->Read(&message) || !message.has_header()) {
@@ -81,10 +125,15 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext*, grpc::ServerRea
   }
   const v1::UpdateHeader& h = message.header();
   if (grpc::Status s = CheckJob(h.job_id()); !s.ok()) return s;
+  std::string client;
+  if (grpc::Status s = IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, h.client_id(), &client);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<core::Manifest> manifest = wire::FromProto(h.manifest());
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   UpdateHeader header;
-  header.client_id = h.client_id();
+  header.client_id = client;
   header.round = h.round();
   header.base_model_version = h.base_model_version();
   header.manifest = std::move(*manifest);
@@ -126,17 +175,29 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext*, grpc::ServerRea
   return grpc::Status::OK;
 }
 
-grpc::Status FederationService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* request,
+grpc::Status FederationService::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                                           v1::HeartbeatReply* reply) {
   if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
-  if (absl::Status s = job_->Heartbeat(request->client_id()); !s.ok()) return ToGrpcStatus(s);
+  std::string client;
+  if (grpc::Status s =
+          IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, request->client_id(), &client);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = job_->Heartbeat(client); !s.ok()) return ToGrpcStatus(s);
   const nlohmann::json status = job_->Status();
   reply->set_job_state(status["state"].get<std::string>());
   reply->set_round(status["round"].get<uint64_t>());
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetStatus(grpc::ServerContext*, const v1::StatusRequest*, v1::StatusReply* reply) {
+grpc::Status AdminService::GetStatus(grpc::ServerContext* context, const v1::StatusRequest*, v1::StatusReply* reply) {
+  std::string caller;
+  if (grpc::Status s = IdentifyCaller(*context, require_certificate_, {crypto::Role::kAdmin, crypto::Role::kAuditor},
+                                      "", &caller);
+      !s.ok()) {
+    return s;
+  }
   const nlohmann::json status = job_->Status();
   reply->set_job_id(status["job_id"].get<std::string>());
   reply->set_state(status["state"].get<std::string>());

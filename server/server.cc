@@ -11,11 +11,17 @@
 namespace cohort::server {
 
 absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
-  FederationService federation(&job);
-  AdminService admin(&job);
+  const bool tls = options.credentials != nullptr;
+  FederationService federation(&job, /*require_certificate=*/tls);
+  AdminService admin(&job, /*require_certificate=*/tls);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  if (!tls) {
+    spdlog::warn("job={} INSECURE: plaintext gRPC, no certificates; callers are who they say they are. "
+                 "Use only for local experiments.", job.job_id());
+  }
+  builder.AddListeningPort(options.listen_address, tls ? options.credentials : grpc::InsecureServerCredentials(),
+                           &port);
   builder.RegisterService(&federation);
   builder.RegisterService(&admin);
   // Chunks are at most 3 MiB; leave room for framing and headers.
@@ -25,8 +31,8 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen_address, " (address in use or not local?)"));
   }
-  spdlog::info("job={} serving on port {} ({} rounds, {} clients per round, minimum {})", job.job_id(), port,
-               job.config().federation.rounds, job.config().federation.clients_per_round,
+  spdlog::info("job={} serving on port {} over {} ({} rounds, {} clients per round, minimum {})", job.job_id(), port,
+               tls ? "mutual TLS" : "plaintext", job.config().federation.rounds, job.config().federation.clients_per_round,
                job.config().federation.min_clients);
   if (options.on_listening) options.on_listening(port);
 

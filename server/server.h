@@ -1,6 +1,8 @@
 #pragma once
 // The aggregation server process: serves one FederatedJob over gRPC until it ends.
 
+#include <grpcpp/security/server_credentials.h>
+
 #include <memory>
 #include <string>
 
@@ -11,6 +13,9 @@ namespace cohort::server {
 
 struct ServerOptions {
   std::string listen_address = "0.0.0.0:7878";
+  // Mutual TLS (wire::ServerCredentialsFromKit). Null means plaintext with no caller
+  // identities: only for --insecure.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
   // Seconds to keep answering after the job ends, so every client learns it is done.
   double linger_seconds = 3;
   // Called once the port is bound, with the port actually bound (for ":0").

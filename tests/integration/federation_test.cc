@@ -79,6 +79,11 @@ TEST(FederationTest, ThreeClientProcessesTrainTheModelWellAboveChanceInTwoRounds
   EXPECT_GT(accuracy, first_accuracy);
   EXPECT_TRUE(std::filesystem::exists(out / "model.json"));
   EXPECT_TRUE(std::filesystem::exists(out / "checkpoint.bin"));
+  // The processes talked mutual TLS with a throwaway federation's kits.
+  std::ifstream server_log(out / "logs" / "server.log");
+  const std::string log((std::istreambuf_iterator<char>(server_log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("over mutual TLS"), std::string::npos) << log;
+  EXPECT_TRUE(std::filesystem::exists(out / "pki" / "site-0" / "cert.pem"));
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(std::filesystem::exists(out / "logs" / ("site-" + std::to_string(i) + ".log")));
   }
@@ -118,7 +123,7 @@ TEST(FederationTest, AServerConfigWithAWrongTypeIsRefusedWithExitCode2) {
   job["federation"]["rounds"] = "ten";
   std::ofstream(dir / "job.json") << job.dump();
   const Result run = RunCommand(std::string(COHORT_BINARY) + " server --config " + (dir / "job.json").string() +
-                         " --listen 127.0.0.1:0 --out " + (dir / "out").string());
+                         " --insecure --listen 127.0.0.1:0 --out " + (dir / "out").string());
   EXPECT_EQ(run.exit_code, 2) << run.output;
   EXPECT_NE(run.output.find("federation.rounds: expected an integer in [1, 1000000], got \"ten\""), std::string::npos)
       << run.output;

@@ -1,0 +1,156 @@
+// Mutual TLS on the server's RPCs: identities come from verified certificates, roles are
+// enforced, and a wrong CA, a revoked certificate or no certificate is refused.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "crypto/provisioning.h"
+#include "crypto/startup_kit.h"
+#include "proto/cohort.grpc.pb.h"
+#include "proto/credentials.h"
+#include "server/federated_job.h"
+#include "server/server.h"
+
+namespace cohort::server {
+namespace {
+
+std::filesystem::path TempDir() {
+  char dir_template[] = "/tmp/cohort-mtls-test-XXXXXX";
+  return ::mkdtemp(dir_template);
+}
+
+crypto::StartupKit Kit(const std::filesystem::path& dir) {
+  absl::StatusOr<crypto::StartupKit> kit = crypto::LoadStartupKit(dir);
+  EXPECT_TRUE(kit.ok()) << kit.status().message();
+  return std::move(*kit);
+}
+
+class MtlsServer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = TempDir();
+    crypto::FederationSpec spec;
+    spec.federation = "clinic";
+    spec.server_host = "127.0.0.1";
+    spec.participants = {{"hospital-a", crypto::Role::kSite},
+                         {"hospital-b", crypto::Role::kSite},
+                         {"alice", crypto::Role::kAdmin},
+                         {"carol", crypto::Role::kAuditor}};
+    ASSERT_TRUE(crypto::ProvisionFederation(spec, dir_ / "pki").ok());
+    // A second federation whose CA this server does not trust.
+    crypto::FederationSpec other = spec;
+    other.federation = "elsewhere";
+    other.participants = {{"hospital-a", crypto::Role::kSite}};
+    ASSERT_TRUE(crypto::ProvisionFederation(other, dir_ / "other").ok());
+    ASSERT_TRUE(crypto::RevokeParticipant(dir_ / "pki" / "ca", "hospital-b", dir_ / "pki" / "server").ok());
+
+    core::JobConfig config;
+    config.name = "mtls-job";
+    config.federation.rounds = 1;
+    config.federation.clients_per_round = 1;
+    config.federation.min_clients = 1;
+    JobOptions options;
+    options.config = config;
+    options.initial_model = core::ParameterSet(core::Manifest({{"w", core::DType::kFloat32, {16}}}));
+    options.out_dir = dir_ / "out";
+    job_ = std::move(*FederatedJob::Create(std::move(options)));
+    ServerOptions server_options;
+    server_options.listen_address = "127.0.0.1:0";
+    server_options.linger_seconds = 0;
+    server_options.credentials = wire::ServerCredentialsFromKit(Kit(dir_ / "pki" / "server"), dir_ / "pki" / "server");
+    std::promise<int> bound;
+    server_options.on_listening = [&bound](int port) { bound.set_value(port); };
+    serving_ = std::async(std::launch::async, [this, server_options] { return ServeJob(*job_, server_options); });
+    port_ = bound.get_future().get();
+  }
+
+  void TearDown() override {
+    job_->Cancel();
+    serving_.wait();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::shared_ptr<grpc::Channel> Channel(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    return grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), credentials);
+  }
+  std::shared_ptr<grpc::Channel> ChannelAs(const std::string& name) {
+    return Channel(wire::ChannelCredentialsFromKit(Kit(dir_ / "pki" / name)));
+  }
+
+  grpc::Status Join(std::shared_ptr<grpc::Channel> channel, const std::string& site) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::JoinRequest request;
+    request.set_site(site);
+    request.set_num_samples(10);
+    v1::JoinReply reply;
+    grpc::Status s = v1::Federation::NewStub(channel)->Join(&context, request, &reply);
+    if (s.ok()) joined_as_ = reply.client_id();
+    return s;
+  }
+
+  grpc::Status Status(std::shared_ptr<grpc::Channel> channel) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::StatusReply reply;
+    return v1::Admin::NewStub(channel)->GetStatus(&context, v1::StatusRequest(), &reply);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<FederatedJob> job_;
+  std::future<absl::Status> serving_;
+  int port_ = 0;
+  std::string joined_as_;
+};
+
+TEST_F(MtlsServer, ASiteJoinsUnderTheNameInItsCertificate) {
+  const grpc::Status s = Join(ChannelAs("hospital-a"), "");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(joined_as_, "hospital-a");
+}
+
+TEST_F(MtlsServer, ASiteCannotActUnderAnotherSitesName) {
+  const grpc::Status s = Join(ChannelAs("hospital-a"), "hospital-c");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_NE(s.error_message().find("hospital-a cannot act as hospital-c"), std::string::npos) << s.error_message();
+}
+
+TEST_F(MtlsServer, ASiteCertificateIsRefusedOnAnAdminCall) {
+  const grpc::Status s = Status(ChannelAs("hospital-a"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_NE(s.error_message().find("role site"), std::string::npos) << s.error_message();
+}
+
+TEST_F(MtlsServer, AdminAndAuditorMayReadStatusButNotJoinAsSites) {
+  EXPECT_TRUE(Status(ChannelAs("alice")).ok());
+  EXPECT_TRUE(Status(ChannelAs("carol")).ok());
+  const grpc::Status s = Join(ChannelAs("alice"), "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+}
+
+TEST_F(MtlsServer, ACertificateFromAnotherCaFailsTheHandshake) {
+  const grpc::Status s =
+      Join(Channel(wire::ChannelCredentialsFromKit(Kit(dir_ / "other" / "hospital-a"))), "hospital-a");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+TEST_F(MtlsServer, ARevokedCertificateFailsTheHandshake) {
+  const grpc::Status s = Join(ChannelAs("hospital-b"), "hospital-b");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+TEST_F(MtlsServer, AClientWithoutACertificateFailsTheHandshake) {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = Kit(dir_ / "pki" / "hospital-a").ca_pem;
+  const grpc::Status s = Join(Channel(grpc::SslCredentials(options)), "hospital-a");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+TEST_F(MtlsServer, APlaintextClientIsRefused) {
+  const grpc::Status s = Join(Channel(grpc::InsecureChannelCredentials()), "hospital-a");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+}  // namespace
+}  // namespace cohort::server
