@@ -70,7 +70,7 @@ struct Session {
   std::chrono::milliseconds heartbeat_every{1000};
 };
 
-absl::StatusOr<Session> JoinWithRetry(v1::Federation::Stub& stub, const AgentOptions& options) {
+absl::StatusOr<Session> JoinWithRetry(v1::Federation::Stub& stub, const AgentOptions& options, uint64_t num_samples) {
   const auto give_up = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options.connect_timeout_s * 1000));
   auto backoff = std::chrono::milliseconds(200);
   for (;;) {
@@ -79,7 +79,7 @@ absl::StatusOr<Session> JoinWithRetry(v1::Federation::Stub& stub, const AgentOpt
     v1::JoinRequest request;
     request.set_job_id(options.job_id);
     request.set_site(options.site);
-    request.set_num_samples(options.train.size());
+    request.set_num_samples(num_samples);
     v1::JoinReply reply;
     const grpc::Status s = stub.Join(&context, request, &reply);
     if (s.ok()) {
@@ -157,14 +157,16 @@ absl::Status RunAgent(AgentOptions options) {
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(options.server_address, credentials, args);
   std::unique_ptr<v1::Federation::Stub> stub = v1::Federation::NewStub(channel);
 
-  absl::StatusOr<Session> session = JoinWithRetry(*stub, options);
+  // The training rows move into the trainer below; re-joins after a server restart still
+  // announce how many there are.
+  const uint64_t num_samples = options.train.size();
+  absl::StatusOr<Session> session = JoinWithRetry(*stub, options, num_samples);
   if (!session.ok()) return session.status();
   absl::StatusOr<training::ModelSpec> spec = training::ParseModelSpec(session->model_config);
   if (!spec.ok()) return spec.status();
   spdlog::info("job={} site={} joined: model {} ({} parameters), {} training and {} held-out examples",
                session->job_id, options.site, spec->name, spec->num_parameters(), options.train.size(),
                options.eval.size());
-  const uint64_t num_samples = options.train.size();
   absl::StatusOr<std::unique_ptr<training::LocalTrainer>> trainer =
       training::LocalTrainer::Create(*spec, std::move(options.train), std::move(options.eval), options.seed);
   if (!trainer.ok()) return trainer.status();
@@ -196,7 +198,7 @@ absl::Status RunAgent(AgentOptions options) {
         continue;
       }
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-        absl::StatusOr<Session> rejoined = JoinWithRetry(*stub, options);
+        absl::StatusOr<Session> rejoined = JoinWithRetry(*stub, options, num_samples);
         if (!rejoined.ok()) return rejoined.status();
         continue;
       }
@@ -215,7 +217,7 @@ absl::Status RunAgent(AgentOptions options) {
       (void)reader->Finish();
       if (header.message().find("has not joined") != std::string::npos) {
         // The server restarted and forgot us: join again.
-        absl::StatusOr<Session> rejoined = JoinWithRetry(*stub, options);
+        absl::StatusOr<Session> rejoined = JoinWithRetry(*stub, options, num_samples);
         if (!rejoined.ok()) return rejoined.status();
         continue;
       }

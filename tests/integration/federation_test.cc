@@ -2,7 +2,12 @@
 // separate processes talking gRPC over loopback, trains on real Fashion-MNIST rows, and
 // leaves a model that Python's torch loads and evaluates independently.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <array>
 #include <cstdio>
@@ -127,6 +132,84 @@ TEST(FederationTest, AServerConfigWithAWrongTypeIsRefusedWithExitCode2) {
   EXPECT_EQ(run.exit_code, 2) << run.output;
   EXPECT_NE(run.output.find("federation.rounds: expected an integer in [1, 1000000], got \"ten\""), std::string::npos)
       << run.output;
+  std::filesystem::remove_all(dir);
+}
+
+// Starts `cohort ARGS...` with output to `log`; returns its pid.
+pid_t Spawn(const std::vector<std::string>& args, const std::filesystem::path& log) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  FILE* out = std::freopen(log.c_str(), "w", stdout);
+  if (out != nullptr) ::dup2(::fileno(stdout), STDERR_FILENO);
+  std::vector<char*> argv;
+  std::string binary = COHORT_BINARY;
+  argv.push_back(binary.data());
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv(binary.c_str(), argv.data());
+  std::_Exit(127);
+}
+
+std::string ReadText(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+bool WaitForText(const std::filesystem::path& path, const std::string& text, int seconds) {
+  for (int i = 0; i < seconds * 10; ++i) {
+    if (ReadText(path).find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+int WaitExit(pid_t pid, int seconds) {
+  for (int i = 0; i < seconds * 10; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -2;
+}
+
+TEST(FederationTest, AServerKilledMidJobResumesFromItsCheckpointAndTheClientsCarryOn) {
+  const std::filesystem::path dir = TempDir("resume");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["job"]["name"] = "resume";
+  job["federation"]["rounds"] = 3;
+  job["federation"]["clients_per_round"] = 2;
+  job["federation"]["min_clients"] = 2;
+  job["data"]["path"] = COHORT_FASHION_MNIST_DIR;
+  job["evaluation"]["test_data"] = "";
+  std::ofstream(dir / "job.json") << job.dump();
+  const std::string port = std::to_string(20000 + ::getpid() % 20000);
+  const std::vector<std::string> server_args = {"server", "--insecure", "--config", (dir / "job.json").string(),
+                                                "--listen", "127.0.0.1:" + port, "--out", (dir / "out").string()};
+  pid_t server = Spawn(server_args, dir / "server1.log");
+  std::vector<pid_t> clients;
+  for (int i = 0; i < 2; ++i) {
+    clients.push_back(Spawn({"client", "--insecure", "--server", "127.0.0.1:" + port, "--site", "s" + std::to_string(i),
+                             "--data", COHORT_FASHION_MNIST_DIR, "--train-subset", "2000", "--shard",
+                             std::to_string(i) + "/2"},
+                            dir / ("client" + std::to_string(i) + ".log")));
+  }
+  ASSERT_TRUE(WaitForText(dir / "server1.log", "round=1/3 done", 120)) << ReadText(dir / "server1.log");
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+
+  server = Spawn(server_args, dir / "server2.log");
+  EXPECT_EQ(WaitExit(server, 180), 0) << ReadText(dir / "server2.log");
+  for (pid_t c : clients) EXPECT_EQ(WaitExit(c, 30), 0);
+  const std::string log = ReadText(dir / "server2.log");
+  EXPECT_NE(log.find("resuming after round"), std::string::npos) << log;
+  EXPECT_EQ(log.find("round=1/3 done"), std::string::npos) << "round 1 ran again:\n" << log;
+  const nlohmann::json summary = ReadJson(dir / "out" / "summary.json");
+  ASSERT_TRUE(summary.is_object());
+  EXPECT_EQ(summary["status"], "finished");
+  ASSERT_EQ(summary["rounds"].size(), 3u);
+  for (const auto& round : summary["rounds"]) EXPECT_EQ(round["samples"], 1800) << round.dump();
   std::filesystem::remove_all(dir);
 }
 
