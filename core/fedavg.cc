@@ -114,13 +114,30 @@ absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<
   if (absl::Status s = sequence_.CheckNext(index, count, data.size()); !s.ok()) return s;
   // Chunks are float-aligned in size (chunk_bytes is a multiple of 4, tensors are float32).
   const size_t n = data.size() / sizeof(float);
-  double sum = 0;
-  size_t non_finite = 0;
-  for (size_t i = 0; i < n; ++i) {
+  // Eight independent accumulators: one dependent add chain ran at a third of the speed.
+  constexpr size_t kLanes = 8;
+  double sums[kLanes] = {};
+  size_t bad[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    float v[kLanes];
+    std::memcpy(v, data.data() + i * sizeof(float), sizeof(v));
+    for (size_t l = 0; l < kLanes; ++l) {
+      bad[l] += !std::isfinite(v[l]);
+      sums[l] += static_cast<double>(v[l]) * v[l];
+    }
+  }
+  for (; i < n; ++i) {
     float v;
     std::memcpy(&v, data.data() + i * sizeof(float), sizeof(float));
-    non_finite += !std::isfinite(v);
-    sum += static_cast<double>(v) * v;
+    bad[0] += !std::isfinite(v);
+    sums[0] += static_cast<double>(v) * v;
+  }
+  double sum = 0;
+  size_t non_finite = 0;
+  for (size_t l = 0; l < kLanes; ++l) {
+    sum += sums[l];
+    non_finite += bad[l];
   }
   if (non_finite > 0) {
     return absl::InvalidArgumentError(
@@ -182,11 +199,7 @@ absl::Status StreamingFedAvg::Add(SpooledUpdate update) {
 
 absl::Status StreamingFedAvg::Flush() {
   if (pending_.empty()) return absl::OkStatus();
-  struct Source {
-    int fd;
-    std::vector<float> block;
-  };
-  std::vector<Source> sources;
+  std::vector<int> fds;
   absl::Status status = absl::OkStatus();
   for (const SpooledUpdate& u : pending_) {
     const int fd = ::open(u.path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -194,24 +207,25 @@ absl::Status StreamingFedAvg::Flush() {
       status = ErrnoError("opening spooled update", u.path);
       break;
     }
-    sources.push_back({fd, {}});
+    fds.push_back(fd);
   }
   // Stream every spool file through a window of `window` floats each, folding all of them
   // into the accumulator in one pass per window.
   constexpr size_t kWindowFloats = 1 << 20;  // 4 MiB per update
   const size_t n = acc_.size();
-  std::vector<WeightedInput> inputs(sources.size());
+  if (windows_.size() < fds.size()) windows_.resize(fds.size());
+  std::vector<WeightedInput> inputs(fds.size());
   for (size_t begin = 0; status.ok() && begin < n; begin += kWindowFloats) {
     const size_t len = std::min(kWindowFloats, n - begin);
-    for (size_t k = 0; k < sources.size() && status.ok(); ++k) {
-      sources[k].block.resize(len);
-      status = ReadAllAt(sources[k].fd, reinterpret_cast<std::byte*>(sources[k].block.data()),
-                         len * sizeof(float), static_cast<off_t>(begin * sizeof(float)), pending_[k].path);
-      inputs[k] = {static_cast<float>(pending_[k].weight), sources[k].block.data()};
+    for (size_t k = 0; k < fds.size() && status.ok(); ++k) {
+      if (windows_[k].size() < len) windows_[k].resize(std::min(kWindowFloats, n));
+      status = ReadAllAt(fds[k], reinterpret_cast<std::byte*>(windows_[k].data()), len * sizeof(float),
+                         static_cast<off_t>(begin * sizeof(float)), pending_[k].path);
+      inputs[k] = {static_cast<float>(pending_[k].weight), windows_[k].data()};
     }
     if (status.ok()) FoldWeighted(std::span<float>(acc_).subspan(begin, len), inputs, threads_);
   }
-  for (Source& s : sources) ::close(s.fd);
+  for (int fd : fds) ::close(fd);
   for (const SpooledUpdate& u : pending_) {
     std::error_code ignored;
     std::filesystem::remove(u.path, ignored);
