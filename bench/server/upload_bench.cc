@@ -1,0 +1,462 @@
+// Upload throughput of one 100M-parameter update (400 MB of float32) from a client to a
+// real server over loopback gRPC, beside raw loopback TCP measured in the same run.
+//
+// The gRPC path is the one a deployment runs: a server::FederatedJob (one round, one
+// client, 4 tensors of 25M float32) served by server::ServeJob on 127.0.0.1:0; a client
+// (bench/server/wire_client.h) joins, pulls its task (downloading the 400 MB global
+// model), and streams its update exactly as client/agent.cc does, in chunks of the size
+// the server's job config names (1, 2 and 3 MiB here). Plaintext (the --insecure mode)
+// for every chunk size, and once more over mutual TLS with kits from a throwaway
+// federation (bench/server/bench_pki.h), as a provisioned deployment runs. Upload time
+// runs from opening the PushUpdate call to holding the server's receipt, so it covers
+// serialization, HTTP/2, parsing, the server's per-chunk checks (order, NaN/Inf scan, L2
+// norm) and the spool write. The fold happens after the receipt, when the round closes,
+// and is not timed.
+//
+// The raw baseline: one TCP socket on 127.0.0.1, the same 400 MB written with write() in
+// 1 MiB pieces, a receiver thread reading into a 1 MiB buffer and discarding; timed from
+// the first write to the last byte read.
+//
+// Server-side costs alone, on the same bytes in 1 MiB chunks (no network):
+//   AddChunk      core::UpdateReceiver Open + AddChunk per chunk + Finish (scan + spool write)
+//   spool write   write() of the chunks to a file in the same directory
+//   scan          the per-chunk NaN/Inf count and sum of squares as AddChunk does it
+//   scan (proto.) the same result from a loop with 8 independent accumulators (vectorizes)
+//   protobuf      set_data + SerializeToString + ParseFromString of each chunk message
+//
+// --grpc=TUNING[,TUNING...] (no-bdp, window=MiB, quota=MB) adds the same gRPC upload, in
+// chunks of the first --chunk-mib size, against a server with that one setting changed
+// (bench/server/tuned_server.h), to price a memory fix in throughput.
+//
+// Usage: cohort_upload_bench [--params=100000000] [--repeats=3] [--chunk-mib=1,2,3] [--grpc=TUNINGS]
+// Each round of the repeat loop runs every variant once, so load drifts hit all alike;
+// the table gives the median and every run. MB = 10^6 bytes.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/server/bench_pki.h"
+#include "bench/server/bench_support.h"
+#include "bench/server/tuned_server.h"
+#include "bench/server/wire_client.h"
+#include "core/chunking.h"
+#include "core/fedavg.h"
+#include "proto/cohort.pb.h"
+#include "server/federated_job.h"
+#include "server/server.h"
+
+namespace cohort::bench {
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+struct Flags {
+  size_t params = 100'000'000;
+  int repeats = 3;
+  std::vector<size_t> chunk_mib = {1, 2, 3};
+  std::vector<std::string> grpc;  // also run the upload against each of these tuned servers
+};
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    const std::string key = arg.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    bool ok = true;
+    if (key == "--params") {
+      ok = absl::SimpleAtoi(value, &flags.params) && flags.params >= 4 && flags.params % 4 == 0;
+    } else if (key == "--repeats") {
+      ok = absl::SimpleAtoi(value, &flags.repeats) && flags.repeats >= 1;
+    } else if (key == "--chunk-mib") {
+      flags.chunk_mib.clear();
+      for (absl::string_view part : absl::StrSplit(value, ',')) {
+        size_t mib = 0;
+        ok = ok && absl::SimpleAtoi(part, &mib) && mib >= 1 && mib <= 3;
+        flags.chunk_mib.push_back(mib);
+      }
+    } else if (key == "--grpc") {
+      flags.grpc.clear();
+      for (absl::string_view part : absl::StrSplit(value, ',')) {
+        ok = ok && !part.empty() && IsGrpcTuning(std::string(part));
+        flags.grpc.emplace_back(part);
+      }
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad argument \"", arg,
+                       "\": expected --params=N (a multiple of 4), --repeats=N (>= 1), "
+                       "--chunk-mib=1,2,3 (each 1-3) or --grpc=T[,T...] with T no-bdp, window=MiB or quota=MB"));
+    }
+  }
+  return flags;
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+struct GrpcRun {
+  double upload_seconds = 0;
+  double download_seconds = 0;
+};
+
+// One fresh job and server per run (the job has a single round).
+// `pki` null: plaintext; otherwise mutual TLS as site "bench-site".
+absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t chunk_bytes, const std::string& tuning,
+                                       const BenchPki* pki) {
+  std::shared_ptr<grpc::ChannelCredentials> client_credentials;
+  std::shared_ptr<grpc::ServerCredentials> server_credentials;
+  if (pki) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> client = pki->SiteCredentials("bench-site");
+    if (!client.ok()) return client.status();
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server = pki->ServerCredentials();
+    if (!server.ok()) return server.status();
+    client_credentials = *client;
+    server_credentials = *server;
+  }
+  TempDir out("cohort-upload-bench");
+  server::JobOptions options;
+  options.config = OneRoundJob("upload-bench", 1, chunk_bytes);
+  options.initial_model = core::ParameterSet(update.manifest());
+  options.out_dir = out.path();
+  absl::StatusOr<std::unique_ptr<server::FederatedJob>> job = server::FederatedJob::Create(std::move(options));
+  if (!job.ok()) return job.status();
+
+  std::promise<int> port_promise;
+  std::future<int> port_future = port_promise.get_future();
+  absl::Status served;
+  std::thread server_thread([&] {
+    bool listening = false;
+    server::ServerOptions server_options;
+    server_options.listen_address = "127.0.0.1:0";
+    server_options.linger_seconds = 0;
+    server_options.credentials = server_credentials;
+    server_options.on_listening = [&](int port) {
+      listening = true;
+      port_promise.set_value(port);
+    };
+    served = ServeJobTuned(**job, server_options, tuning);
+    if (!listening) port_promise.set_value(0);
+  });
+  auto fail = [&](absl::Status why) {
+    (*job)->Cancel();
+    server_thread.join();
+    return why;
+  };
+  const int port = port_future.get();
+  if (port == 0) return fail(absl::UnavailableError("the server did not start"));
+
+  WireClient client(absl::StrCat("127.0.0.1:", port), client_credentials);
+  absl::StatusOr<WireSession> session = client.Join("bench-site", 1000);
+  if (!session.ok()) return fail(session.status());
+  core::ParameterSet global;
+  absl::StatusOr<PulledTask> task = client.PullTrainTask(*session, &global);
+  if (!task.ok()) return fail(task.status());
+  if (task->header.chunk_bytes() != chunk_bytes) {
+    return fail(absl::InternalError(
+        absl::StrCat("the task's chunk_bytes is ", task->header.chunk_bytes(), ", expected ", chunk_bytes)));
+  }
+  GrpcRun run;
+  run.download_seconds = task->download_seconds;
+  const Clock::time_point start = Clock::now();
+  if (absl::Status s = client.PushUpdate(*session, task->header, update, 1000, chunk_bytes); !s.ok()) return fail(s);
+  run.upload_seconds = SecondsSince(start);
+  server_thread.join();
+  if (!served.ok()) return served;
+  return run;
+}
+
+absl::Status Errno(absl::string_view what) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+absl::Status WriteFully(int fd, const std::byte* data, size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("write");
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Seconds from the first write() to the receiver holding the last byte.
+absl::StatusOr<double> RawTcpOnce(std::span<const std::byte> data, size_t piece) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const absl::Status failed = Errno("loopback listener");
+    if (listener >= 0) ::close(listener);
+    return failed;
+  }
+  size_t received = 0;
+  Clock::time_point received_at;
+  std::thread receiver([&] {
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    std::vector<char> buffer(piece);
+    while (fd >= 0 && received < data.size()) {
+      const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      received += static_cast<size_t>(n);
+    }
+    received_at = Clock::now();
+    if (fd >= 0) ::close(fd);
+  });
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  absl::Status sent = fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0
+                          ? absl::OkStatus()
+                          : Errno("connect");
+  const Clock::time_point start = Clock::now();
+  for (size_t off = 0; sent.ok() && off < data.size(); off += piece) {
+    sent = WriteFully(fd, data.data() + off, std::min(piece, data.size() - off));
+  }
+  if (fd >= 0) ::shutdown(fd, SHUT_WR);
+  if (!sent.ok()) ::shutdown(listener, SHUT_RDWR);  // wakes the receiver if it never got a connection
+  receiver.join();
+  if (fd >= 0) ::close(fd);
+  ::close(listener);
+  if (!sent.ok()) return sent;
+  if (received != data.size()) return absl::DataLossError(absl::StrCat("received ", received, " of ", data.size()));
+  return std::chrono::duration<double>(received_at - start).count();
+}
+
+absl::StatusOr<double> AddChunkOnce(const core::ParameterSet& update, size_t chunk_bytes,
+                                    const std::filesystem::path& dir) {
+  const std::span<const std::byte> bytes = update.bytes();
+  const uint32_t count = core::ChunkCount(bytes.size(), chunk_bytes);
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<core::UpdateReceiver> receiver =
+      core::UpdateReceiver::Open(update.manifest(), count, chunk_bytes, dir / "addchunk.update", {});
+  if (!receiver.ok()) return receiver.status();
+  for (uint32_t i = 0; i < count; ++i) {
+    if (absl::Status s = receiver->AddChunk(i, count, core::ChunkOf(bytes, i, chunk_bytes)); !s.ok()) return s;
+  }
+  absl::StatusOr<core::SpooledUpdate> spooled = receiver->Finish(1000, "bench-site");
+  if (!spooled.ok()) return spooled.status();
+  const double seconds = SecondsSince(start);
+  std::filesystem::remove(spooled->path);
+  return seconds;
+}
+
+absl::StatusOr<double> SpoolWriteOnce(const core::ParameterSet& update, size_t chunk_bytes,
+                                      const std::filesystem::path& dir) {
+  const std::span<const std::byte> bytes = update.bytes();
+  const std::filesystem::path path = dir / "write.update";
+  const Clock::time_point start = Clock::now();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("open");
+  absl::Status s = absl::OkStatus();
+  for (uint32_t i = 0; s.ok() && i < core::ChunkCount(bytes.size(), chunk_bytes); ++i) {
+    const std::span<const std::byte> piece = core::ChunkOf(bytes, i, chunk_bytes);
+    s = WriteFully(fd, piece.data(), piece.size());
+  }
+  if (::close(fd) != 0 && s.ok()) s = Errno("close");
+  const double seconds = SecondsSince(start);
+  std::filesystem::remove(path);
+  if (!s.ok()) return s;
+  return seconds;
+}
+
+volatile double g_sink = 0;
+
+// The loop of UpdateReceiver::AddChunk (core/fedavg.cc), timed on its own.
+double ScanAsAddChunkOnce(const core::ParameterSet& update, size_t chunk_bytes) {
+  const std::span<const std::byte> bytes = update.bytes();
+  const Clock::time_point start = Clock::now();
+  double total = 0;
+  size_t bad = 0;
+  for (uint32_t c = 0; c < core::ChunkCount(bytes.size(), chunk_bytes); ++c) {
+    const std::span<const std::byte> data = core::ChunkOf(bytes, c, chunk_bytes);
+    const size_t n = data.size() / sizeof(float);
+    double sum = 0;
+    size_t non_finite = 0;
+    for (size_t i = 0; i < n; ++i) {
+      float v;
+      std::memcpy(&v, data.data() + i * sizeof(float), sizeof(float));
+      non_finite += !std::isfinite(v);
+      sum += static_cast<double>(v) * v;
+    }
+    total += sum;
+    bad += non_finite;
+  }
+  g_sink = total + static_cast<double>(bad);
+  return SecondsSince(start);
+}
+
+// The same count and sum with 8 independent double accumulators and an exponent-bits test
+// for NaN/Inf: no dependency chain through one accumulator, so it vectorizes. The sum
+// differs from the sequential one only in rounding order.
+double ScanPrototypeOnce(const core::ParameterSet& update, size_t chunk_bytes) {
+  const std::span<const std::byte> bytes = update.bytes();
+  const Clock::time_point start = Clock::now();
+  double total = 0;
+  size_t bad = 0;
+  for (uint32_t c = 0; c < core::ChunkCount(bytes.size(), chunk_bytes); ++c) {
+    const std::span<const std::byte> data = core::ChunkOf(bytes, c, chunk_bytes);
+    const size_t n = data.size() / sizeof(float);
+    const auto* words = reinterpret_cast<const uint32_t*>(data.data());
+    const auto* values = reinterpret_cast<const float*>(data.data());
+    double sums[8] = {};
+    uint32_t non_finite[8] = {};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      for (int j = 0; j < 8; ++j) {
+        non_finite[j] += (words[i + j] & 0x7f800000u) == 0x7f800000u;
+        sums[j] += static_cast<double>(values[i + j]) * values[i + j];
+      }
+    }
+    for (; i < n; ++i) {
+      non_finite[0] += (words[i] & 0x7f800000u) == 0x7f800000u;
+      sums[0] += static_cast<double>(values[i]) * values[i];
+    }
+    for (int j = 0; j < 8; ++j) {
+      total += sums[j];
+      bad += non_finite[j];
+    }
+  }
+  g_sink = total + static_cast<double>(bad);
+  return SecondsSince(start);
+}
+
+// What protobuf adds per chunk on the two ends: the client copies the piece into its
+// message and serializes it; the server parses it (copying the bytes out again).
+double ProtobufOnce(const core::ParameterSet& update, size_t chunk_bytes) {
+  const std::span<const std::byte> bytes = update.bytes();
+  const uint32_t count = core::ChunkCount(bytes.size(), chunk_bytes);
+  v1::UpdateMessage message, parsed;
+  std::string wire;
+  const Clock::time_point start = Clock::now();
+  for (uint32_t i = 0; i < count; ++i) {
+    const std::span<const std::byte> piece = core::ChunkOf(bytes, i, chunk_bytes);
+    v1::Chunk* chunk = message.mutable_chunk();
+    chunk->set_index(i);
+    chunk->set_count(count);
+    chunk->set_data(reinterpret_cast<const char*>(piece.data()), piece.size());
+    message.SerializeToString(&wire);
+    parsed.ParseFromString(wire);
+  }
+  g_sink = static_cast<double>(parsed.chunk().data().size());
+  return SecondsSince(start);
+}
+
+struct Row {
+  std::string name;
+  std::vector<double> seconds;
+};
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Flags> flags = ParseFlags(argc, argv);
+  if (!flags.ok()) {
+    std::cerr << flags.status().message() << "\n";
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::err);  // the plaintext runs would each warn that they are insecure
+  const core::ParameterSet update = FilledUpdate(FloatManifest(flags->params, 4));
+  const size_t total = update.bytes().size();
+  const std::time_t now = std::time(nullptr);
+  std::cout << "cohort_upload_bench: " << flags->params << " float32 parameters (" << total / 1e6 << " MB), "
+            << flags->repeats << " repeats, started " << std::asctime(std::gmtime(&now))
+            << "load average at start: " << LoadAverage() << "\n";
+
+  std::vector<std::string> order;
+  std::map<std::string, Row> rows;
+  std::map<std::string, std::vector<double>> downloads;
+  auto record = [&](const std::string& name, absl::StatusOr<double> seconds) {
+    if (!seconds.ok()) {
+      std::cerr << name << " failed: " << seconds.status() << "\n";
+      std::exit(1);
+    }
+    if (!rows.contains(name)) order.push_back(name);
+    rows[name].name = name;
+    rows[name].seconds.push_back(*seconds);
+  };
+  TempDir scratch("cohort-upload-bench-scratch");
+  absl::StatusOr<BenchPki> pki = BenchPki::Provision(scratch.path() / "pki", {"bench-site"});
+  if (!pki.ok()) {
+    std::cerr << "provisioning the benchmark federation failed: " << pki.status() << "\n";
+    return 1;
+  }
+  for (int r = 0; r < flags->repeats; ++r) {
+    record("raw TCP, 1 MiB writes", RawTcpOnce(update.bytes(), kMiB));
+    struct Variant {
+      size_t mib;
+      std::string tuning;
+      bool tls;
+    };
+    std::vector<Variant> variants;
+    for (size_t mib : flags->chunk_mib) variants.push_back({mib, "", false});
+    variants.push_back({flags->chunk_mib.front(), "", true});
+    for (const std::string& tuning : flags->grpc) variants.push_back({flags->chunk_mib.front(), tuning, false});
+    for (const auto& [mib, tuning, tls] : variants) {
+      absl::StatusOr<GrpcRun> run = GrpcUploadOnce(update, mib * kMiB, tuning, tls ? &*pki : nullptr);
+      if (!run.ok()) {
+        std::cerr << "gRPC upload failed: " << run.status() << "\n";
+        return 1;
+      }
+      const std::string suffix =
+          absl::StrCat(mib, " MiB chunks", tls ? ", mutual TLS" : "", tuning.empty() ? "" : ", server " + tuning);
+      record(absl::StrCat("gRPC upload, ", suffix), run->upload_seconds);
+      downloads[absl::StrCat("gRPC download (global model), ", suffix)].push_back(run->download_seconds);
+    }
+    record("UpdateReceiver::AddChunk alone, 1 MiB", AddChunkOnce(update, kMiB, scratch.path()));
+    record("  spool write() alone", SpoolWriteOnce(update, kMiB, scratch.path()));
+    record("  NaN/norm scan as in AddChunk", ScanAsAddChunkOnce(update, kMiB));
+    record("  NaN/norm scan, 8-accumulator prototype", ScanPrototypeOnce(update, kMiB));
+    record("protobuf set_data+serialize+parse, 1 MiB", ProtobufOnce(update, kMiB));
+    std::cerr << "repeat " << r + 1 << "/" << flags->repeats << " done\n";
+  }
+  for (auto& [name, seconds] : downloads) {
+    order.push_back(name);
+    rows[name] = {name, seconds};
+  }
+
+  const double raw = total / Median(rows["raw TCP, 1 MiB writes"].seconds) / 1e6;
+  std::cout << absl::StrFormat("%-62s %10s %9s  %s\n", "variant", "MB/s (med)", "vs raw", "runs (MB/s)");
+  for (const std::string& name : order) {
+    const Row& row = rows[name];
+    const double mbps = total / Median(row.seconds) / 1e6;
+    std::string runs;
+    for (double s : row.seconds)
+      absl::StrAppend(&runs, runs.empty() ? "" : " ", absl::StrFormat("%.0f", total / s / 1e6));
+    std::cout << absl::StrFormat("%-62s %10.0f %8.0f%%  %s\n", name, mbps, 100 * mbps / raw, runs);
+  }
+  std::cout << "load average at end: " << LoadAverage() << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace cohort::bench
+
+int main(int argc, char** argv) { return cohort::bench::Main(argc, argv); }
