@@ -24,22 +24,11 @@
 // The spool path (what the server runs: updates spooled to files, read back through the
 // page cache by StreamingFedAvg::Flush):
 //
-//   BM_StreamingFedAvgFlush/threads/malloc_keeps
-//                                    8 spooled updates -> Add x8 -> Flush (fold_batch 8).
-//                                    Flush allocates its 8 x 4 MiB windows on every call, so
-//                                    its speed depends on whether that memory is still mapped
-//                                    from the last call, which glibc decides from its history.
-//                                    Both cases are pinned: malloc_keeps 0 hands every free
-//                                    page back before each Flush (malloc_trim), so each Flush
-//                                    maps and faults its 32 MiB afresh, as a fresh server
-//                                    process does (glibc maps blocks >= 128 KiB and unmaps or
-//                                    trims them on free); malloc_keeps 1 makes glibc keep
-//                                    freed memory (mmap threshold 32 MiB, trim threshold 1 GiB).
+//   BM_StreamingFedAvgFlush/threads  8 spooled updates -> Add x8 -> Flush (fold_batch 8), in
+//                                    steady state: one untimed batch first, since the first
+//                                    Flush of a StreamingFedAvg allocates its read windows.
 //   BM_SpoolPread                    baseline: the same preads Flush issues (4 MiB windows
 //                                    of each file, one thread), no fold.
-//   BM_SpoolReusedWindowFold/threads prototype: Flush's loop (same preads, same 4 MiB windows,
-//                                    same FoldWeighted call) with the window buffers
-//                                    allocated once instead of on every Flush.
 //   BM_SpoolMmapFold/threads         prototype: map the spool files and fold straight
 //                                    from the page cache (no copy into window buffers).
 //   BM_SpoolSmallWindowFold/threads  prototype: each thread preads its own 64 KiB windows
@@ -59,7 +48,6 @@
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <immintrin.h>
-#include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -323,42 +311,27 @@ SpoolDir& Spool() {
 
 Manifest ModelManifest() { return Manifest({TensorSpec{"weights", DType::kFloat32, {static_cast<int64_t>(kParams)}}}); }
 
-// glibc's defaults for the two thresholds (mallopt(3)), restored after a malloc_keeps run.
-constexpr int kGlibcDefaultThreshold = 128 * 1024;
-
 void BM_StreamingFedAvgFlush(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
-  const bool malloc_keeps = state.range(1) != 0;
-  if (malloc_keeps) {
-    ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  }
   SpoolDir& spool = Spool();
   StreamingFedAvg fedavg(ModelManifest(), threads, /*fold_batch=*/kMaxUpdates);
-  auto fold_batch = [&]() -> absl::Status {
-    for (int k = 0; k < kMaxUpdates; ++k) {
-      if (absl::Status s = fedavg.Add({spool.Link(k), 1.0 + k, 0.0, "site-" + std::to_string(k)}); !s.ok()) return s;
+  auto spooled_batch = [&spool] {
+    std::vector<SpooledUpdate> updates;
+    for (int k = 0; k < kMaxUpdates; ++k) updates.push_back({spool.Link(k), 1.0 + k, 0.0, "site-" + std::to_string(k)});
+    return updates;
+  };
+  auto fold = [&fedavg](std::vector<SpooledUpdate> updates) -> absl::Status {
+    for (SpooledUpdate& u : updates) {
+      if (absl::Status s = fedavg.Add(std::move(u)); !s.ok()) return s;
     }
     return fedavg.Flush();
   };
-  // One untimed batch first, so that malloc_keeps 1 times the steady state (memory kept
-  // from the previous Flush), not the first call that has to map it.
-  if (absl::Status s = fold_batch(); !s.ok()) return state.SkipWithError(s.ToString().c_str());
+  if (absl::Status s = fold(spooled_batch()); !s.ok()) return state.SkipWithError(s.ToString().c_str());
   for (auto _ : state) {
     state.PauseTiming();
-    std::vector<SpooledUpdate> updates;
-    for (int k = 0; k < kMaxUpdates; ++k) updates.push_back({spool.Link(k), 1.0 + k, 0.0, "site-" + std::to_string(k)});
-    if (!malloc_keeps) ::malloc_trim(0);
+    std::vector<SpooledUpdate> updates = spooled_batch();
     state.ResumeTiming();
-    for (SpooledUpdate& u : updates) {
-      if (absl::Status s = fedavg.Add(std::move(u)); !s.ok()) return state.SkipWithError(s.ToString().c_str());
-    }
-    if (absl::Status s = fedavg.Flush(); !s.ok()) return state.SkipWithError(s.ToString().c_str());
-  }
-  if (malloc_keeps) {
-    ::mallopt(M_MMAP_THRESHOLD, kGlibcDefaultThreshold);
-    ::mallopt(M_TRIM_THRESHOLD, kGlibcDefaultThreshold);
-    ::malloc_trim(0);
+    if (absl::Status s = fold(std::move(updates)); !s.ok()) return state.SkipWithError(s.ToString().c_str());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kMaxUpdates * static_cast<int64_t>(kUpdateBytes));
 }
@@ -390,28 +363,6 @@ void BM_SpoolPread(benchmark::State& state) {
     for (size_t begin = 0; begin < kParams; begin += kWindowFloats) {
       const size_t len = std::min(kWindowFloats, kParams - begin);
       for (int k = 0; k < kMaxUpdates; ++k) ReadAt(fds[k], windows[k].data(), len, begin);
-    }
-    benchmark::ClobberMemory();
-  }
-  for (int fd : fds) ::close(fd);
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kMaxUpdates * static_cast<int64_t>(kUpdateBytes));
-}
-
-void BM_SpoolReusedWindowFold(benchmark::State& state) {
-  constexpr size_t kWindowFloats = 1 << 20;  // Flush's window
-  const int threads = static_cast<int>(state.range(0));
-  const std::vector<int> fds = OpenMasters();
-  std::vector<float>& acc = Data().acc;
-  std::vector<std::vector<float>> windows(kMaxUpdates, std::vector<float>(kWindowFloats));
-  std::vector<WeightedInput> inputs(kMaxUpdates);
-  for (auto _ : state) {
-    for (size_t begin = 0; begin < kParams; begin += kWindowFloats) {
-      const size_t len = std::min(kWindowFloats, kParams - begin);
-      for (int k = 0; k < kMaxUpdates; ++k) {
-        ReadAt(fds[k], windows[k].data(), len, begin);
-        inputs[k] = {WeightOf(k), windows[k].data()};
-      }
-      FoldWeighted(std::span<float>(acc).subspan(begin, len), inputs, threads);
     }
     benchmark::ClobberMemory();
   }
@@ -511,12 +462,7 @@ BENCHMARK(BM_FoldAvx2)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_SpoolPread)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_StreamingFedAvgFlush)
-    ->ArgNames({"threads", "malloc_keeps"})
-    ->ArgsProduct({{1, 2}, {0, 1}})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_SpoolReusedWindowFold)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_StreamingFedAvgFlush)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_SpoolMmapFold)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_SpoolSmallWindowFold)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 

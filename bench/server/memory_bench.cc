@@ -23,7 +23,7 @@
 // bench/server/bench_pki.h), as a provisioned deployment runs; the default is plaintext.
 //
 // --grpc=TUNING swaps server::ServeJob for an equivalent server with one gRPC setting
-// changed (bench/server/tuned_server.h: no-bdp, window=MiB, quota=MB), to show where the
+// changed (bench/server/tuned_server.h: bdp, no-bdp, window=MiB, quota=MB), to show where the
 // per-client memory goes and what a setting would save.
 //
 // Usage: cohort_memory_bench [--clients=4,32] [--repeats=3] [--params=25000000] [--grpc=TUNING] [--tls]
@@ -96,7 +96,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad argument \"", arg,
                        "\": expected --clients=4,32 (each 1-256), --repeats=N (>= 1), "
-                       "--params=N (a multiple of 4), --grpc=no-bdp|window=MiB|quota=MB or --tls"));
+                       "--params=N (a multiple of 4), --grpc=bdp|no-bdp|window=MiB|quota=MB or --tls"));
     }
   }
   return flags;

@@ -21,7 +21,7 @@ bool NumberAfter(const std::string& tuning, const std::string& prefix, int64_t* 
 
 bool IsGrpcTuning(const std::string& tuning) {
   int64_t n = 0;
-  return tuning.empty() || tuning == "no-bdp" || NumberAfter(tuning, "quota=", &n) ||
+  return tuning.empty() || tuning == "bdp" || tuning == "no-bdp" || NumberAfter(tuning, "quota=", &n) ||
          (NumberAfter(tuning, "window=", &n) && n <= 1024);
 }
 
@@ -29,7 +29,7 @@ absl::Status ServeJobTuned(server::FederatedJob& job, const server::ServerOption
   if (tuning.empty()) return server::ServeJob(job, options);
   if (!IsGrpcTuning(tuning)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("gRPC tuning: expected no-bdp, window=MiB or quota=MB, got \"", tuning, "\""));
+        absl::StrCat("gRPC tuning: expected bdp, no-bdp, window=MiB or quota=MB, got \"", tuning, "\""));
   }
   const bool tls = options.credentials != nullptr;
   server::FederationService federation(&job, /*require_certificate=*/tls);
@@ -43,7 +43,9 @@ absl::Status ServeJobTuned(server::FederatedJob& job, const server::ServerOption
   builder.SetMaxReceiveMessageSize(8 << 20);
   grpc::ResourceQuota quota("cohort-bench");
   int64_t n = 0;
-  if (tuning == "no-bdp") {
+  if (tuning == "bdp") {
+    // Nothing to add: gRPC's defaults.
+  } else if (tuning == "no-bdp") {
     builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   } else if (NumberAfter(tuning, "window=", &n)) {
     builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);

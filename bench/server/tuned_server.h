@@ -5,9 +5,10 @@
 // same linger and shutdown. Shows what a setting would change without touching server/.
 //
 // Tunings:
-//   ""          none: call server::ServeJob itself
-//   "no-bdp"    GRPC_ARG_HTTP2_BDP_PROBE = 0: HTTP/2 flow-control windows stay at their
-//               initial size instead of growing with the measured bandwidth-delay product
+//   ""          none: call server::ServeJob itself (a fixed 4 MiB HTTP/2 window per stream)
+//   "bdp"       gRPC's own defaults: BDP probing on, so each stream's window grows with the
+//               measured bandwidth-delay product (ServeJob before it fixed the window)
+//   "no-bdp"    GRPC_ARG_HTTP2_BDP_PROBE = 0 alone: windows stay at gRPC's initial 64 KiB
 //   "window=N"  BDP probing off and a fixed HTTP/2 stream window of N MiB
 //               (GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES), the fixed-window setup gRPC's
 //               Java and Go servers default to, sized for a WAN round trip

@@ -21,10 +21,9 @@
 //   AddChunk      core::UpdateReceiver Open + AddChunk per chunk + Finish (scan + spool write)
 //   spool write   write() of the chunks to a file in the same directory
 //   scan          the per-chunk NaN/Inf count and sum of squares as AddChunk does it
-//   scan (proto.) the same result from a loop with 8 independent accumulators (vectorizes)
 //   protobuf      set_data + SerializeToString + ParseFromString of each chunk message
 //
-// --grpc=TUNING[,TUNING...] (no-bdp, window=MiB, quota=MB) adds the same gRPC upload, in
+// --grpc=TUNING[,TUNING...] (bdp, no-bdp, window=MiB, quota=MB) adds the same gRPC upload, in
 // chunks of the first --chunk-mib size, against a server with that one setting changed
 // (bench/server/tuned_server.h), to price a memory fix in throughput.
 //
@@ -108,7 +107,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad argument \"", arg,
                        "\": expected --params=N (a multiple of 4), --repeats=N (>= 1), "
-                       "--chunk-mib=1,2,3 (each 1-3) or --grpc=T[,T...] with T no-bdp, window=MiB or quota=MB"));
+                       "--chunk-mib=1,2,3 (each 1-3) or --grpc=T[,T...] with T bdp, no-bdp, window=MiB or quota=MB"));
     }
   }
   return flags;
@@ -291,7 +290,8 @@ absl::StatusOr<double> SpoolWriteOnce(const core::ParameterSet& update, size_t c
 
 volatile double g_sink = 0;
 
-// The loop of UpdateReceiver::AddChunk (core/fedavg.cc), timed on its own.
+// The scan of UpdateReceiver::AddChunk (core/fedavg.cc): NaN/Inf count and sum of squares
+// over eight independent lanes, timed on its own.
 double ScanAsAddChunkOnce(const core::ParameterSet& update, size_t chunk_bytes) {
   const std::span<const std::byte> bytes = update.bytes();
   const Clock::time_point start = Clock::now();
@@ -300,50 +300,27 @@ double ScanAsAddChunkOnce(const core::ParameterSet& update, size_t chunk_bytes) 
   for (uint32_t c = 0; c < core::ChunkCount(bytes.size(), chunk_bytes); ++c) {
     const std::span<const std::byte> data = core::ChunkOf(bytes, c, chunk_bytes);
     const size_t n = data.size() / sizeof(float);
-    double sum = 0;
-    size_t non_finite = 0;
-    for (size_t i = 0; i < n; ++i) {
-      float v;
-      std::memcpy(&v, data.data() + i * sizeof(float), sizeof(float));
-      non_finite += !std::isfinite(v);
-      sum += static_cast<double>(v) * v;
-    }
-    total += sum;
-    bad += non_finite;
-  }
-  g_sink = total + static_cast<double>(bad);
-  return SecondsSince(start);
-}
-
-// The same count and sum with 8 independent double accumulators and an exponent-bits test
-// for NaN/Inf: no dependency chain through one accumulator, so it vectorizes. The sum
-// differs from the sequential one only in rounding order.
-double ScanPrototypeOnce(const core::ParameterSet& update, size_t chunk_bytes) {
-  const std::span<const std::byte> bytes = update.bytes();
-  const Clock::time_point start = Clock::now();
-  double total = 0;
-  size_t bad = 0;
-  for (uint32_t c = 0; c < core::ChunkCount(bytes.size(), chunk_bytes); ++c) {
-    const std::span<const std::byte> data = core::ChunkOf(bytes, c, chunk_bytes);
-    const size_t n = data.size() / sizeof(float);
-    const auto* words = reinterpret_cast<const uint32_t*>(data.data());
-    const auto* values = reinterpret_cast<const float*>(data.data());
-    double sums[8] = {};
-    uint32_t non_finite[8] = {};
+    constexpr size_t kLanes = 8;
+    double sums[kLanes] = {};
+    size_t non_finite[kLanes] = {};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      for (int j = 0; j < 8; ++j) {
-        non_finite[j] += (words[i + j] & 0x7f800000u) == 0x7f800000u;
-        sums[j] += static_cast<double>(values[i + j]) * values[i + j];
+    for (; i + kLanes <= n; i += kLanes) {
+      float v[kLanes];
+      std::memcpy(v, data.data() + i * sizeof(float), sizeof(v));
+      for (size_t l = 0; l < kLanes; ++l) {
+        non_finite[l] += !std::isfinite(v[l]);
+        sums[l] += static_cast<double>(v[l]) * v[l];
       }
     }
     for (; i < n; ++i) {
-      non_finite[0] += (words[i] & 0x7f800000u) == 0x7f800000u;
-      sums[0] += static_cast<double>(values[i]) * values[i];
+      float v;
+      std::memcpy(&v, data.data() + i * sizeof(float), sizeof(float));
+      non_finite[0] += !std::isfinite(v);
+      sums[0] += static_cast<double>(v) * v;
     }
-    for (int j = 0; j < 8; ++j) {
-      total += sums[j];
-      bad += non_finite[j];
+    for (size_t l = 0; l < kLanes; ++l) {
+      total += sums[l];
+      bad += non_finite[l];
     }
   }
   g_sink = total + static_cast<double>(bad);
@@ -433,7 +410,6 @@ int Main(int argc, char** argv) {
     record("UpdateReceiver::AddChunk alone, 1 MiB", AddChunkOnce(update, kMiB, scratch.path()));
     record("  spool write() alone", SpoolWriteOnce(update, kMiB, scratch.path()));
     record("  NaN/norm scan as in AddChunk", ScanAsAddChunkOnce(update, kMiB));
-    record("  NaN/norm scan, 8-accumulator prototype", ScanPrototypeOnce(update, kMiB));
     record("protobuf set_data+serialize+parse, 1 MiB", ProtobufOnce(update, kMiB));
     std::cerr << "repeat " << r + 1 << "/" << flags->repeats << " done\n";
   }

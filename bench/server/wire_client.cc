@@ -18,7 +18,10 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
 
 WireClient::WireClient(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(8 << 20);  // as the agent
+  // As the agent: 8 MiB messages, and the same fixed 4 MiB HTTP/2 window as the server.
+  args.SetMaxReceiveMessageSize(8 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
   // Channels with equal arguments share one connection inside a process; each simulated
   // client gets its own, as separate sites would.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
