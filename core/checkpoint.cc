@@ -47,11 +47,17 @@ absl::StatusOr<Manifest> ManifestFromJson(const nlohmann::json& json) {
 }
 
 absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
-  const nlohmann::json header = {{"job", checkpoint.job},
-                                 {"round", checkpoint.round},
-                                 {"model_version", checkpoint.model_version},
-                                 {"manifest", ManifestToJson(checkpoint.model.manifest())},
-                                 {"summary", checkpoint.summary}};
+  return WriteCheckpoint(path, checkpoint.job, checkpoint.round, checkpoint.model_version, checkpoint.summary,
+                         checkpoint.model);
+}
+
+absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::string& job, uint64_t round,
+                             uint64_t model_version, const nlohmann::json& summary, const ParameterSet& model) {
+  const nlohmann::json header = {{"job", job},
+                                 {"round", round},
+                                 {"model_version", model_version},
+                                 {"manifest", ManifestToJson(model.manifest())},
+                                 {"summary", summary}};
   const std::string header_text = header.dump();
   std::string prefix(kMagic, sizeof(kMagic));
   PutU32(prefix, kVersion);
@@ -68,7 +74,7 @@ absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint
       return sink(bytes);
     };
     if (absl::Status s = put(std::as_bytes(std::span(prefix))); !s.ok()) return s;
-    if (absl::Status s = put(checkpoint.model.bytes()); !s.ok()) return s;
+    if (absl::Status s = put(model.bytes()); !s.ok()) return s;
     std::string trailer;
     PutU32(trailer, static_cast<uint32_t>(crc));
     return sink(std::as_bytes(std::span(trailer)));

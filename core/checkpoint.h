@@ -33,6 +33,10 @@ nlohmann::json ManifestToJson(const Manifest& manifest);
 absl::StatusOr<Manifest> ManifestFromJson(const nlohmann::json& json);
 
 absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint& checkpoint);
+// The same file, written from the model where it lies: the server checkpoints after every
+// round and a Checkpoint would cost one extra copy of the model at peak memory.
+absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::string& job, uint64_t round,
+                             uint64_t model_version, const nlohmann::json& summary, const ParameterSet& model);
 // Fails with DataLoss naming the file when the magic, version, lengths or CRC are wrong.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::filesystem::path& path);
 

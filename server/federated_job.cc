@@ -368,8 +368,11 @@ absl::Status FederatedJob::CloseRound(uint64_t round, int attempts, core::Clock:
     entry["test_samples"] = test->samples;
   }
   summary_["rounds"].push_back(entry);
-  core::Checkpoint checkpoint{config_.name, round, model_version_, summary_, *global_};
-  if (absl::Status s = core::WriteCheckpoint(out_dir_ / kCheckpointFile, checkpoint); !s.ok()) return s;
+  if (absl::Status s =
+          core::WriteCheckpoint(out_dir_ / kCheckpointFile, config_.name, round, model_version_, summary_, *global_);
+      !s.ok()) {
+    return s;
+  }
   // Logged once durable: a round reported done survives a crash.
   spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", config_.name, round,
                config_.federation.rounds, reports_.size(), samples, entry["train_loss"].get<double>(),
