@@ -18,13 +18,21 @@ bool ActionMatches(std::string_view pattern, std::string_view action) {
   return action == pattern;
 }
 
+// Parameters are recorded by their full key ("training_config.learning_rate"); a person
+// may ask for the full key or for its last part ("learning_rate").
+bool ParameterMatches(std::string_view recorded, std::string_view wanted) {
+  if (recorded == wanted) return true;
+  return wanted.find('.') == std::string_view::npos && recorded.size() > wanted.size() &&
+         absl::EndsWith(Av(recorded), Av(wanted)) && recorded[recorded.size() - wanted.size() - 1] == '.';
+}
+
 }  // namespace
 
 bool EntryFilter::Matches(const Entry& entry) const {
   if (actor.has_value() && entry.actor != *actor) return false;
   if (action.has_value() && !ActionMatches(*action, entry.action)) return false;
   if (job.has_value() && entry.target.job != *job) return false;
-  if (parameter.has_value() && entry.target.parameter != *parameter) return false;
+  if (parameter.has_value() && !ParameterMatches(entry.target.parameter, *parameter)) return false;
   if (participant.has_value() && entry.target.participant != *participant) return false;
   if (since.has_value() && entry.timestamp < *since) return false;
   if (until.has_value() && entry.timestamp >= *until) return false;

@@ -19,7 +19,9 @@ struct EntryFilter {
   // participant.add and participant.revoke.
   std::optional<std::string> action{};
   std::optional<std::string> job{};          // target.job, exact
-  std::optional<std::string> parameter{};    // target.parameter, exact
+  // target.parameter, exact; a name without a dot also matches a recorded key's last
+  // part: "learning_rate" matches "training_config.learning_rate".
+  std::optional<std::string> parameter{};
   std::optional<std::string> participant{};  // target.participant, exact
   std::optional<absl::Time> since{};         // entry time >= since
   std::optional<absl::Time> until{};         // entry time <  until

@@ -22,6 +22,7 @@ struct ClientFlags {
   int64_t train_subset = 0;
   int threads = 0;
   double connect_timeout = 120;
+  std::string ledger;
 };
 
 // "I/K": this site is shard I (0-based) of K.
@@ -55,6 +56,8 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--train-subset", f->train_subset, "Use only the first N rows before sharding (0: all)")
       ->capture_default_str();
   cmd->add_option("--threads", f->threads, "LibTorch threads (0: the job's training_config.threads)");
+  cmd->add_option("--ledger", f->ledger,
+                  "This site's privacy ledger, kept across jobs (default: ./privacy-ledger-SITE.jsonl)");
   cmd->add_option("--connect-timeout", f->connect_timeout, "Seconds to keep retrying an unreachable server")
       ->capture_default_str();
   cmd->callback([f, exit_code] {
@@ -100,6 +103,7 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
     options.seed = f->seed + static_cast<uint64_t>(shard_index);
     options.threads = f->threads;
     options.connect_timeout_s = f->connect_timeout;
+    options.ledger_path = f->ledger;
     const absl::Status result = client::RunAgent(std::move(options));
     if (!result.ok()) spdlog::error("site={} {}", f->site, std::string(result.message()));
     *exit_code = result.ok() ? 0 : 1;

@@ -14,5 +14,6 @@ void AddRunCommand(CLI::App& app, int* exit_code);
 void AddPrivacyCommand(CLI::App& app, int* exit_code);
 void AddAuditCommand(CLI::App& app, int* exit_code);
 void AddProvisionCommand(CLI::App& app, int* exit_code);
+void AddAdminCommand(CLI::App& app, int* exit_code);
 
 }  // namespace cohort::cli

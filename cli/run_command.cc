@@ -190,8 +190,8 @@ int RunFederation(const RunFlags& f) {
   std::printf("  server on %s; logs in %s\n", address.c_str(), (out / "logs").c_str());
   std::fflush(stdout);
 
-  // A throwaway federation: a CA, the server's kit, one kit per site and an operator
-  // (admin) kit for the progress display, all under OUT/pki.
+  // A throwaway federation: a CA, the server's kit, one kit per site, an operator (admin)
+  // kit for the progress display and `cohort admin`, and an auditor kit, all under OUT/pki.
   const std::filesystem::path pki = out / "pki";
   std::shared_ptr<grpc::ChannelCredentials> operator_credentials = grpc::InsecureChannelCredentials();
   if (!f.insecure) {
@@ -202,6 +202,7 @@ int RunFederation(const RunFlags& f) {
     spec.server_port = static_cast<uint16_t>(port);
     for (int i = 0; i < clients; ++i) spec.participants.push_back({absl::StrCat("site-", i), crypto::Role::kSite});
     spec.participants.push_back({"operator", crypto::Role::kAdmin});
+    spec.participants.push_back({"auditor", crypto::Role::kAuditor});
     absl::StatusOr<std::vector<crypto::ProvisionedKit>> kits = crypto::ProvisionFederation(spec, pki);
     if (!kits.ok()) {
       spdlog::error("provisioning the local federation in {}: {}", pki.string(), std::string(kits.status().message()));
@@ -244,7 +245,8 @@ int RunFederation(const RunFlags& f) {
                                               "--partition", config.data.partition, "--seed",
                                               absl::StrCat(config.seed), "--eval-fraction",
                                               absl::StrCat(config.data.eval_fraction), "--train-subset",
-                                              absl::StrCat(config.data.train_subset), "--connect-timeout", "60"},
+                                              absl::StrCat(config.data.train_subset), "--connect-timeout", "60", "--ledger",
+                                              (out / "sites" / site / "privacy-ledger.jsonl").string()},
                                              site),
                                out / "logs" / absl::StrCat(site, ".log")));
   }
@@ -275,6 +277,8 @@ int RunFederation(const RunFlags& f) {
   const bool ok = WIFEXITED(server_status) && WEXITSTATUS(server_status) == 0;
   std::printf("%s in %.1f s. Outputs: %s/{model.pt,model.json,summary.json}\n", ok ? "finished" : "FAILED", seconds,
               out.c_str());
+  std::printf("Audit log: %s (verify: cohort audit verify %s --key %s)\n", (out / "audit.log").c_str(),
+              (out / "audit.log").c_str(), (out / "audit" / "audit.pub").c_str());
   if (!ok) std::printf("  see %s for the reason\n", (out / "logs" / "server.log").c_str());
   return ok ? 0 : 1;
 }

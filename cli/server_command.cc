@@ -1,7 +1,9 @@
 // `cohort server`: runs the aggregation server for one job.
 #include <spdlog/spdlog.h>
 
+#include "audit/writer.h"
 #include "cli/commands.h"
+#include "crypto/signing.h"
 #include "cli/job_loading.h"
 #include "crypto/startup_kit.h"
 #include "proto/credentials.h"
@@ -12,6 +14,27 @@
 #include "training/trainer.h"
 
 namespace cohort::cli {
+namespace {
+
+// The server's audit signing key: the file given, or OUT/audit/audit.key, created with
+// its public half (audit.pub, for auditors) on the first start and reused afterwards.
+absl::StatusOr<crypto::SigningKey> LoadOrCreateAuditKey(const std::string& given, const std::filesystem::path& out) {
+  if (!given.empty()) return crypto::ReadSigningKeyFile(given);
+  const std::filesystem::path dir = out / "audit";
+  const std::filesystem::path key_path = dir / "audit.key";
+  if (std::filesystem::exists(key_path)) return crypto::ReadSigningKeyFile(key_path);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError("cannot create " + dir.string() + ": " + ec.message());
+  crypto::SigningKey key = crypto::SigningKey::Generate();
+  if (absl::Status s = crypto::WriteSigningKeyFile(key_path, key); !s.ok()) return s;
+  if (absl::Status s = crypto::WritePublicKeyFile(dir / "audit.pub", key.public_key()); !s.ok()) return s;
+  spdlog::info("created the audit signing key {}; auditors verify with {}", key_path.string(),
+               (dir / "audit.pub").string());
+  return key;
+}
+
+}  // namespace
 
 void AddServerCommand(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("server", "Run the aggregation server for a job");
@@ -19,6 +42,8 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     std::string kit;
     bool insecure = false;
     std::string config, listen = "0.0.0.0:7878", out = "cohort-out";
+    std::string audit_key, audit_log;
+    bool hold = false;
     int threads = 1;
   };
   auto flags = std::make_shared<Flags>();
@@ -29,6 +54,10 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--out", flags->out, "Output directory: checkpoint, model.pt, model.json, summary.json")
       ->capture_default_str();
   cmd->add_option("--threads", flags->threads, "LibTorch threads for server-side evaluation")->capture_default_str();
+  cmd->add_option("--audit-key", flags->audit_key,
+                  "Ed25519 key that signs the audit log (default: OUT/audit/audit.key, created on first start)");
+  cmd->add_option("--audit-log", flags->audit_log, "The audit log (default: OUT/audit.log)");
+  cmd->add_flag("--hold", flags->hold, "Wait for an admin's `cohort admin start` before the first round");
   cmd->callback([flags, exit_code] {
     if (flags->kit.empty() == !flags->insecure) {
       spdlog::error("pass --kit DIR (mutual TLS with the server's startup kit) or --insecure (plaintext), exactly one");
@@ -36,6 +65,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
       return;
     }
     std::shared_ptr<grpc::ServerCredentials> credentials;
+    server::Actor launched_by{"local", "unauthenticated"};
     if (!flags->kit.empty()) {
       absl::StatusOr<crypto::StartupKit> kit = crypto::LoadStartupKit(flags->kit);
       if (!kit.ok() || kit->role != crypto::Role::kServer) {
@@ -46,6 +76,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
         return;
       }
       credentials = wire::ServerCredentialsFromKit(*kit, flags->kit);
+      launched_by = {kit->name, std::string(crypto::RoleName(kit->role))};
     }
     absl::StatusOr<LoadedJob> loaded = LoadJob(flags->config);
     if (!loaded.ok()) {
@@ -64,6 +95,27 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
       return;
     }
     options.initial_model = std::move(*initial);
+    absl::StatusOr<crypto::SigningKey> audit_key = LoadOrCreateAuditKey(flags->audit_key, flags->out);
+    if (!audit_key.ok()) {
+      spdlog::error("--audit-key: {}", std::string(audit_key.status().message()));
+      *exit_code = 2;
+      return;
+    }
+    const std::filesystem::path audit_path =
+        flags->audit_log.empty() ? std::filesystem::path(flags->out) / "audit.log" : std::filesystem::path(flags->audit_log);
+    std::error_code ec;
+    if (audit_path.has_parent_path()) std::filesystem::create_directories(audit_path.parent_path(), ec);
+    absl::StatusOr<std::unique_ptr<audit::Writer>> audit_log = audit::Writer::Open(audit_path, std::move(*audit_key));
+    if (!audit_log.ok()) {
+      spdlog::error("audit log {}: {}", audit_path.string(), std::string(audit_log.status().message()));
+      *exit_code = 1;
+      return;
+    }
+    spdlog::info("audit log {}: {} entries, head {}", audit_path.string(), (*audit_log)->entry_count(),
+                 (*audit_log)->head_hash());
+    options.audit = audit_log->get();
+    options.launched_by = launched_by;
+    options.hold = flags->hold;
     const core::EvaluationConfig& eval = loaded->config.evaluation;
     if (!eval.test_data.empty()) {
       absl::StatusOr<training::Dataset> test = training::ReadDataset(

@@ -23,6 +23,9 @@ struct AgentOptions {
   uint64_t seed = 0;
   int threads = 1;             // overrides training_config.threads when > 0
   double connect_timeout_s = 120;  // give up when the server stays unreachable this long
+  // The site's privacy ledger (client/site_ledger.h): every DP-SGD spend on this site's
+  // data, across jobs and restarts. Keep it with the data.
+  std::string ledger_path;
 };
 
 // Runs until the server says the job is done (OK), or fails (server unreachable, bad model

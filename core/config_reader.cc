@@ -86,6 +86,25 @@ void ConfigReader::Object(const std::string& key, nlohmann::json* out) {
   *out = json_.at(key);
 }
 
+void ConfigReader::NameList(const std::string& key, std::vector<std::string>* out) {
+  known_.insert(key);
+  if (!json_.is_object() || !json_.contains(key)) return;
+  const nlohmann::json& v = json_.at(key);
+  const std::string expected = "a list of distinct names (1-128 characters, no spaces or slashes)";
+  if (!v.is_array()) return Fail(key, expected);
+  std::vector<std::string> names;
+  for (const nlohmann::json& item : v) {
+    if (!item.is_string()) return Fail(key, expected);
+    const std::string name = item.get<std::string>();
+    if (name.empty() || name.size() > 128 || name.find_first_of("/\\ \t\n") != std::string::npos ||
+        std::find(names.begin(), names.end(), name) != names.end()) {
+      return Fail(key, expected);
+    }
+    names.push_back(name);
+  }
+  *out = std::move(names);
+}
+
 absl::Status ConfigReader::Finish() const {
   if (!status_.ok()) return status_;
   for (const auto& [key, value] : json_.items()) {

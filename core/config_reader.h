@@ -24,6 +24,8 @@ class ConfigReader {
   void Bool(const std::string& key, bool* out);
   void String(const std::string& key, std::string* out, const std::vector<std::string>& allowed = {});
   void Object(const std::string& key, nlohmann::json* out);
+  // A list of names: each 1-128 characters, without spaces or slashes, no duplicates.
+  void NameList(const std::string& key, std::vector<std::string>* out);
   // Marks a key as known without reading it (a sub-section read by another reader).
   void Known(const std::string& key) { known_.insert(key); }
 

@@ -1,9 +1,11 @@
 #include "core/fedavg.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -73,14 +75,23 @@ void FoldRange(float* acc, size_t begin, size_t end, std::span<const WeightedInp
 
 }  // namespace
 
-UpdateReceiver::UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits)
-    : sequence_(sequence), path_(std::move(path)), fd_(fd), limits_(limits) {}
+UpdateReceiver::UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
+                               size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec)
+    : sequence_(sequence),
+      path_(std::move(path)),
+      fd_(fd),
+      limits_(limits),
+      chunk_bytes_(chunk_bytes),
+      codec_(std::move(codec)) {}
 
 UpdateReceiver::UpdateReceiver(UpdateReceiver&& other) noexcept
     : sequence_(other.sequence_),
       path_(std::move(other.path_)),
       fd_(std::exchange(other.fd_, -1)),
       limits_(other.limits_),
+      chunk_bytes_(other.chunk_bytes_),
+      codec_(std::move(other.codec_)),
+      opened_(std::move(other.opened_)),
       sum_squares_(other.sum_squares_),
       kept_(other.kept_) {
   other.kept_ = true;  // the moved-from receiver no longer owns the file
@@ -96,7 +107,7 @@ UpdateReceiver::~UpdateReceiver() {
 
 absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, uint32_t declared_count,
                                                     size_t chunk_bytes, std::filesystem::path spool_path,
-                                                    UpdateLimits limits) {
+                                                    UpdateLimits limits, std::shared_ptr<const ChunkCodec> codec) {
   if (!manifest.all_float32()) {
     return absl::InvalidArgumentError("FedAvg aggregates float32 tensors only");
   }
@@ -105,15 +116,26 @@ absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, ui
         absl::StrCat("chunk_bytes: expected a positive multiple of 4, got ", chunk_bytes));
   }
   ChunkSequence sequence(manifest.total_bytes(), declared_count, chunk_bytes);
-  const int fd = ::open(spool_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  // No O_TRUNC: a recycled spool file (StreamingFedAvg::ReuseSpoolFile) is written over in
+  // place, in page-cache pages that already exist; Finish cuts off what is left past the end.
+  const int fd = ::open(spool_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("creating spool file", spool_path);
-  return UpdateReceiver(sequence, std::move(spool_path), fd, limits);
+  return UpdateReceiver(sequence, std::move(spool_path), fd, limits, chunk_bytes, std::move(codec));
 }
 
 absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data) {
-  if (absl::Status s = sequence_.CheckNext(index, count, data.size()); !s.ok()) return s;
+  absl::StatusOr<size_t> size = PlainChunkSize(codec_.get(), index, data.size());
+  if (!size.ok()) return size.status();
+  if (absl::Status s = sequence_.CheckNext(index, count, *size); !s.ok()) return s;
+  std::span<const std::byte> plain = data;
+  if (codec_ != nullptr) {
+    if (opened_.size() * sizeof(float) < *size) opened_.resize(chunk_bytes_ / sizeof(float));
+    const std::span<std::byte> target = std::as_writable_bytes(std::span(opened_)).first(*size);
+    if (absl::Status s = codec_->Open(index, data, target); !s.ok()) return s;
+    plain = target;
+  }
   // Chunks are float-aligned in size (chunk_bytes is a multiple of 4, tensors are float32).
-  const size_t n = data.size() / sizeof(float);
+  const size_t n = plain.size() / sizeof(float);
   // Eight independent accumulators: one dependent add chain ran at a third of the speed.
   constexpr size_t kLanes = 8;
   double sums[kLanes] = {};
@@ -121,7 +143,7 @@ absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     float v[kLanes];
-    std::memcpy(v, data.data() + i * sizeof(float), sizeof(v));
+    std::memcpy(v, plain.data() + i * sizeof(float), sizeof(v));
     for (size_t l = 0; l < kLanes; ++l) {
       bad[l] += !std::isfinite(v[l]);
       sums[l] += static_cast<double>(v[l]) * v[l];
@@ -129,7 +151,7 @@ absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<
   }
   for (; i < n; ++i) {
     float v;
-    std::memcpy(&v, data.data() + i * sizeof(float), sizeof(float));
+    std::memcpy(&v, plain.data() + i * sizeof(float), sizeof(float));
     bad[0] += !std::isfinite(v);
     sums[0] += static_cast<double>(v) * v;
   }
@@ -144,8 +166,9 @@ absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<
         absl::StrCat("chunk ", index, " holds ", non_finite, " NaN or Inf values"));
   }
   sum_squares_ += sum;
+  // Spooled as it arrived: sealed at rest, opened again only by the fold.
   if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) return s;
-  sequence_.Advance(data.size());
+  sequence_.Advance(*size);
   return absl::OkStatus();
 }
 
@@ -160,9 +183,17 @@ absl::StatusOr<SpooledUpdate> UpdateReceiver::Finish(double weight, std::string 
   if (!(weight > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("num_samples: expected > 0, got ", weight));
   }
+  // Cut what a reused file held past this update (only files have a length to cut).
+  struct stat info {};
+  if (::fstat(fd_, &info) != 0) return ErrnoError("examining", path_);
+  if (S_ISREG(info.st_mode)) {
+    const off_t written = ::lseek(fd_, 0, SEEK_CUR);
+    if (written < 0 || ::ftruncate(fd_, written) != 0) return ErrnoError("truncating", path_);
+  }
   if (::close(std::exchange(fd_, -1)) != 0) return ErrnoError("closing", path_);
   kept_ = true;
-  return SpooledUpdate{path_, weight, norm, std::move(client_id)};
+  opened_ = {};  // the last opened chunk is plaintext: give it back now, not with the receiver
+  return SpooledUpdate{path_, weight, norm, std::move(client_id), chunk_bytes_, codec_};
 }
 
 void FoldWeighted(std::span<float> acc, std::span<const WeightedInput> inputs, int threads) {
@@ -189,7 +220,48 @@ StreamingFedAvg::StreamingFedAvg(const Manifest& manifest, int threads, int fold
       threads_(std::max(1, threads)),
       fold_batch_(std::max(1, fold_batch)) {}
 
+StreamingFedAvg::~StreamingFedAvg() {
+  std::error_code ignored;
+  for (const SpooledUpdate& u : pending_) std::filesystem::remove(u.path, ignored);
+  for (const std::filesystem::path& path : kept_) std::filesystem::remove(path, ignored);
+}
+
+void StreamingFedAvg::KeepOrRemove(const std::filesystem::path& path) {
+  std::error_code error;
+  {
+    std::lock_guard lock(kept_mu_);
+    if (kept_.size() < static_cast<size_t>(fold_batch_)) {
+      // A name no update will have; the file keeps its pages in the page cache.
+      std::filesystem::path kept = path;
+      kept += absl::StrCat(".kept-", next_kept_++);
+      std::filesystem::rename(path, kept, error);
+      if (!error) {
+        kept_.push_back(std::move(kept));
+        return;
+      }
+    }
+  }
+  std::filesystem::remove(path, error);
+}
+
+bool StreamingFedAvg::ReuseSpoolFile(const std::filesystem::path& path) {
+  std::lock_guard lock(kept_mu_);
+  while (!kept_.empty()) {
+    std::filesystem::path kept = std::move(kept_.back());
+    kept_.pop_back();
+    std::error_code error;
+    std::filesystem::rename(kept, path, error);
+    if (!error) return true;
+    std::filesystem::remove(kept, error);
+  }
+  return false;
+}
+
 absl::Status StreamingFedAvg::Add(SpooledUpdate update) {
+  // One layout per batch: the fold reads every update of a batch in the same windows.
+  if (!pending_.empty() && LayoutKey(pending_.front()) != LayoutKey(update)) {
+    if (absl::Status s = Flush(); !s.ok()) return s;
+  }
   total_weight_ += update.weight;
   ++count_;
   pending_.push_back(std::move(update));
@@ -209,29 +281,92 @@ absl::Status StreamingFedAvg::Flush() {
     }
     fds.push_back(fd);
   }
-  // Stream every spool file through a window of `window` floats each, folding all of them
-  // into the accumulator in one pass per window.
-  constexpr size_t kWindowFloats = 1 << 20;  // 4 MiB per update
-  const size_t n = acc_.size();
-  if (windows_.size() < fds.size()) windows_.resize(fds.size());
-  std::vector<WeightedInput> inputs(fds.size());
-  for (size_t begin = 0; status.ok() && begin < n; begin += kWindowFloats) {
-    const size_t len = std::min(kWindowFloats, n - begin);
-    for (size_t k = 0; k < fds.size() && status.ok(); ++k) {
-      if (windows_[k].size() < len) windows_[k].resize(std::min(kWindowFloats, n));
-      status = ReadAllAt(fds[k], reinterpret_cast<std::byte*>(windows_[k].data()), len * sizeof(float),
-                         static_cast<off_t>(begin * sizeof(float)), pending_[k].path);
-      inputs[k] = {static_cast<float>(pending_[k].weight), windows_[k].data()};
-    }
-    if (status.ok()) FoldWeighted(std::span<float>(acc_).subspan(begin, len), inputs, threads_);
-  }
+  if (status.ok()) status = FoldPending(fds);
   for (int fd : fds) ::close(fd);
-  for (const SpooledUpdate& u : pending_) {
-    std::error_code ignored;
-    std::filesystem::remove(u.path, ignored);
-  }
-  pending_.clear();
+  for (const SpooledUpdate& u : pending_) KeepOrRemove(u.path);
+  pending_.clear();  // drops the codecs, and with them the keys that opened the chunks
   return status;
+}
+
+absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
+  // Windows of whole chunks, so that every sealed chunk is opened exactly once.
+  const SpooledUpdate& first = pending_.front();
+  const ChunkCodec* codec = first.codec.get();
+  const size_t total = manifest_.total_bytes();
+  const size_t chunk = codec != nullptr ? first.chunk_bytes : kWindowBytes;
+  const size_t window = chunk * std::max<size_t>(1, kWindowBytes / chunk);
+  const size_t overhead = codec != nullptr ? codec->overhead() : 0;
+  const size_t windows = (total + window - 1) / window;
+  const int workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads_), std::max<size_t>(windows, 1)));
+  if (buffers_.size() < static_cast<size_t>(workers)) buffers_.resize(static_cast<size_t>(workers));
+
+  // Each worker takes every workers-th window and does all of it: read (and open) the
+  // window of every update into its own buffers, then fold them into its own slice of
+  // the accumulator. Reads and opening run on every thread, and no thread waits on
+  // another until the end.
+  std::atomic<bool> failed{false};
+  std::vector<absl::Status> results(static_cast<size_t>(workers));
+  auto work = [&](int t) {
+    ThreadBuffers& buffers = buffers_[static_cast<size_t>(t)];
+    if (buffers.windows.size() < pending_.size()) buffers.windows.resize(pending_.size());
+    std::vector<WeightedInput> inputs(pending_.size());
+    for (size_t w = static_cast<size_t>(t); w < windows && !failed.load(std::memory_order_relaxed);
+         w += static_cast<size_t>(workers)) {
+      const size_t begin = w * window;
+      const size_t len = std::min(window, total - begin);
+      for (size_t k = 0; k < pending_.size(); ++k) {
+        std::vector<float>& plain = buffers.windows[k];
+        if (plain.size() * sizeof(float) < len) plain.resize(std::min(window, total) / sizeof(float));
+        const std::span<std::byte> target = std::as_writable_bytes(std::span(plain)).first(len);
+        absl::Status s = ReadWindow(fds[k], pending_[k], begin, target, overhead, buffers.sealed);
+        if (!s.ok()) {
+          results[static_cast<size_t>(t)] = std::move(s);
+          failed = true;
+          return;
+        }
+        inputs[k] = {static_cast<float>(pending_[k].weight), plain.data()};
+      }
+      FoldRange(acc_.data() + begin / sizeof(float), 0, len / sizeof(float), inputs);
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < workers; ++t) helpers.emplace_back(work, t);
+  work(0);
+  for (std::thread& h : helpers) h.join();
+  for (absl::Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamingFedAvg::ReadWindow(int fd, const SpooledUpdate& update, size_t begin,
+                                         std::span<std::byte> plain, size_t overhead, std::vector<std::byte>& sealed) {
+  if (update.codec == nullptr) {
+    return ReadAllAt(fd, plain.data(), plain.size(), static_cast<off_t>(begin), update.path);
+  }
+  // The window's chunks lie back to back in the file: one read, then open each.
+  const size_t chunk = update.chunk_bytes;
+  const size_t first = begin / chunk;
+  const size_t chunks = (plain.size() + chunk - 1) / chunk;
+  const size_t sealed_size = plain.size() + chunks * overhead;
+  if (sealed.size() < sealed_size) sealed.resize(sealed_size);
+  if (absl::Status s = ReadAllAt(fd, sealed.data(), sealed_size, static_cast<off_t>(first * (chunk + overhead)),
+                                 update.path);
+      !s.ok()) {
+    return s;
+  }
+  size_t in = 0;
+  for (size_t c = 0; c < chunks; ++c) {
+    const size_t size = std::min(chunk, plain.size() - c * chunk);
+    absl::Status s = update.codec->Open(static_cast<uint32_t>(first + c), std::span(sealed).subspan(in, size + overhead),
+                                        plain.subspan(c * chunk, size));
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("spooled update of ", update.client_id, " (", update.path.string(),
+                                                 "): ", s.message()));
+    }
+    in += size + overhead;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status StreamingFedAvg::ApplyTo(ParameterSet& global) {
@@ -248,10 +383,7 @@ absl::Status StreamingFedAvg::ApplyTo(ParameterSet& global) {
 }
 
 void StreamingFedAvg::Reset() {
-  for (const SpooledUpdate& u : pending_) {
-    std::error_code ignored;
-    std::filesystem::remove(u.path, ignored);
-  }
+  for (const SpooledUpdate& u : pending_) KeepOrRemove(u.path);
   pending_.clear();
   std::fill(acc_.begin(), acc_.end(), 0.0f);
   count_ = 0;

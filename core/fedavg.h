@@ -2,23 +2,36 @@
 // Streaming FedAvg. Server memory stays about two models (the running sum and the global
 // model) whatever the number of clients:
 //
-//   1. An UpdateReceiver takes one client's update chunk by chunk as it arrives, checks
-//      each chunk (order, size, finite values), keeps its running L2 norm, and spools the
-//      bytes to a file. Nothing reaches the aggregate yet.
+//   1. An UpdateReceiver takes one client's update chunk by chunk as it arrives, opens
+//      each chunk (when the update is sealed), checks it (order, size, finite values),
+//      keeps its running L2 norm, and spools the chunk to a file exactly as it arrived,
+//      still sealed. Nothing reaches the aggregate yet.
 //   2. Only an update that arrived complete and valid is handed to StreamingFedAvg::Add.
-//      A rejected update (bad last chunk, missing chunk, NaN, norm over the bound) is
-//      discarded with its spool file, so it leaves no trace in the aggregate.
+//      A rejected update (bad last chunk, missing chunk, NaN, norm over the bound, a
+//      chunk that does not authenticate) is discarded with its spool file, so it leaves
+//      no trace in the aggregate.
 //   3. StreamingFedAvg folds accepted updates in batches with one fused, cache-blocked
-//      pass: acc[i] += sum_k w_k * u_k[i], reading each update block by block from its
-//      spool file, so the accumulator is read and written once per batch, not per update.
+//      pass: acc[i] += sum_k w_k * u_k[i], reading each update window by window from its
+//      spool file and opening its chunks there, so the plaintext exists only in the
+//      fold's reused windows and the accumulator is read and written once per batch.
+//
+// Spool file of one update: its chunks in order, back to back, each exactly as received:
+//   chunk i at offset i * (chunk_bytes + overhead), holding that chunk's plaintext size
+//   (chunk_bytes, the last one shorter) plus the codec's overhead bytes.
+// With a sealing codec (proto/sealing.h) each chunk is nonce || ciphertext || tag
+// (crypto/seal.h), overhead 28; without a codec the file is the raw float32 bytes of
+// the update in manifest order.
 //
 // Updates are deltas (trained - global); weights are the clients' sample counts, so
 // the new global model is global + sum_k(w_k * delta_k) / sum_k(w_k).
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,10 +41,14 @@
 namespace cohort::core {
 
 struct SpooledUpdate {
-  std::filesystem::path path;  // raw float32 bytes in manifest order
+  std::filesystem::path path;  // the update's chunks as received (layout above)
   double weight = 0;           // FedAvg weight (samples)
   double l2_norm = 0;
   std::string client_id;
+  size_t chunk_bytes = 0;      // plaintext bytes of every chunk but the last
+  // Opens the spooled chunks; null: the file is plaintext. Dropped (and with it any key
+  // it holds) once the update is folded or discarded.
+  std::shared_ptr<const ChunkCodec> codec;
 };
 
 struct UpdateLimits {
@@ -41,26 +58,37 @@ struct UpdateLimits {
 // Receives one update stream. Not thread-safe; one per upload.
 class UpdateReceiver {
  public:
-  // `manifest` is the expected layout (all float32); `spool_path` is created (truncated).
+  // `manifest` is the expected layout (all float32); `spool_path` is created, or written
+  // over from its start when it exists (a file from StreamingFedAvg::ReuseSpoolFile), and
+  // Finish cuts it to what was written.
+  // `codec` opens the chunks as they arrive (null: they arrive in plaintext); they are
+  // spooled as they arrived.
   static absl::StatusOr<UpdateReceiver> Open(const Manifest& manifest, uint32_t declared_count,
                                              size_t chunk_bytes, std::filesystem::path spool_path,
-                                             UpdateLimits limits);
+                                             UpdateLimits limits,
+                                             std::shared_ptr<const ChunkCodec> codec = nullptr);
   UpdateReceiver(UpdateReceiver&&) noexcept;
   UpdateReceiver& operator=(UpdateReceiver&&) = delete;
   ~UpdateReceiver();  // removes the spool file unless Finish succeeded
 
+  // `data`: the chunk as it arrived (sealed when there is a codec). Errors keep the
+  // codec's code (DataLoss: the chunk did not authenticate); the rest are InvalidArgument.
   absl::Status AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data);
   // Checks completeness and the norm bound; on success the spool file is kept and owned
   // by the returned SpooledUpdate.
   absl::StatusOr<SpooledUpdate> Finish(double weight, std::string client_id);
 
  private:
-  UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits);
+  UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
+                 size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec);
 
   ChunkSequence sequence_;
   std::filesystem::path path_;
   int fd_ = -1;
   UpdateLimits limits_;
+  size_t chunk_bytes_;
+  std::shared_ptr<const ChunkCodec> codec_;
+  std::vector<float> opened_;  // one opened chunk, reused for every chunk of the upload
   double sum_squares_ = 0;
   bool kept_ = false;
 };
@@ -79,8 +107,20 @@ class StreamingFedAvg {
  public:
   // `manifest` must be all float32. `fold_batch`: updates folded per pass.
   StreamingFedAvg(const Manifest& manifest, int threads = 2, int fold_batch = 8);
+  StreamingFedAvg(const StreamingFedAvg&) = delete;
+  StreamingFedAvg& operator=(const StreamingFedAvg&) = delete;
+  ~StreamingFedAvg();  // removes pending and kept spool files
 
-  // Takes ownership of the spool file (deleted once folded).
+  // Spool files of folded (or dropped) updates are kept, up to `fold_batch` of them, in
+  // the same directory under a name no update has, for later uploads to write over:
+  // writing into page-cache pages that exist is 10-30x faster on this kind of virtual
+  // machine than into fresh ones (docs/benchmarks.md). Moves a kept file to `path`, for
+  // an UpdateReceiver to write over; false when none is kept. Thread-safe.
+  bool ReuseSpoolFile(const std::filesystem::path& path);
+
+  // Takes ownership of the spool file (deleted once folded). A batch holds updates of
+  // one spool layout (same codec overhead and chunk size); an update of another layout
+  // flushes the batch first.
   absl::Status Add(SpooledUpdate update);
   absl::Status Flush();
   // global += acc / total_weight, then starts over empty. Fails when nothing was added.
@@ -92,12 +132,32 @@ class StreamingFedAvg {
   double total_weight() const { return total_weight_; }
 
  private:
+  // Plaintext bytes per read window (whole chunks for sealed spools, at least one).
+  static constexpr size_t kWindowBytes = size_t{2} << 20;
+  // Updates that can share a batch have equal keys: chunk size and codec overhead.
+  static std::pair<size_t, size_t> LayoutKey(const SpooledUpdate& u) {
+    return u.codec == nullptr ? std::pair<size_t, size_t>{0, 0} : std::pair{u.chunk_bytes, u.codec->overhead()};
+  }
+  absl::Status FoldPending(const std::vector<int>& fds);
+  // Keeps a spool file that is done with for ReuseSpoolFile, or removes it.
+  void KeepOrRemove(const std::filesystem::path& path);
+  static absl::Status ReadWindow(int fd, const SpooledUpdate& update, size_t begin, std::span<std::byte> plain,
+                                 size_t overhead, std::vector<std::byte>& sealed);
+
   Manifest manifest_;
   std::vector<float> acc_;
   std::vector<SpooledUpdate> pending_;
-  // One read window per update of a batch, kept across Flush calls: allocating them per
-  // call made every Flush fault its windows in anew (2.9x slower, docs/benchmarks.md).
-  std::vector<std::vector<float>> windows_;
+  // Per fold thread: one plaintext window per update of a batch, and one buffer for the
+  // sealed bytes of a window. Kept across Flush calls: allocating them per call made
+  // every Flush fault its windows in anew (2.9x slower, docs/benchmarks.md).
+  struct ThreadBuffers {
+    std::vector<std::vector<float>> windows;
+    std::vector<std::byte> sealed;
+  };
+  std::vector<ThreadBuffers> buffers_;
+  std::mutex kept_mu_;
+  std::vector<std::filesystem::path> kept_;  // spool files for ReuseSpoolFile
+  uint64_t next_kept_ = 0;
   int threads_;
   int fold_batch_;
   int count_ = 0;

@@ -1,8 +1,11 @@
 #include "core/job_config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -25,7 +28,79 @@ absl::Status CheckPartition(const std::string& key, const std::string& partition
       absl::StrCat(key, ": expected \"iid\" or \"dirichlet:ALPHA\" with ALPHA > 0, got \"", partition, "\""));
 }
 
+// The range rules of privacy/budget.h (core cannot link cohort_privacy), with its message
+// format: `privacy.target_delta: expected a number in (0, 1), got 1`.
+absl::Status CheckOpenUnitInterval(const nlohmann::json& section, const std::string& key, double* out) {
+  if (!section.is_object() || !section.contains(key)) return absl::OkStatus();
+  const nlohmann::json& v = section.at(key);
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 || v.get<double>() >= 1) {
+    return absl::InvalidArgumentError(absl::StrCat("privacy.", key, ": expected a number in (0, 1), got ", v.dump()));
+  }
+  *out = v.get<double>();
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<PrivacyConfig> ParsePrivacyConfig(const nlohmann::json& json) {
+  PrivacyConfig c;
+  ConfigReader r("privacy", json);
+  r.String("mechanism", &c.mechanism, {"none", "dp_sgd", "client_dp"});
+  r.Number("target_epsilon", &c.target_epsilon, 0, kInf, /*min_exclusive=*/true);
+  r.Known("target_delta");
+  r.Number("noise_multiplier", &c.noise_multiplier, 0, kInf);
+  r.Number("clip_norm", &c.clip_norm, 0, kInf, /*min_exclusive=*/true);
+  r.Bool("adaptive_clipping", &c.adaptive_clipping);
+  r.Number("target_quantile", &c.target_quantile, 0, 1);
+  r.Number("clip_learning_rate", &c.clip_learning_rate, 0, kInf, /*min_exclusive=*/true);
+  r.Number("count_noise_stddev", &c.count_noise_stddev, 0, kInf);
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  if (absl::Status s = CheckOpenUnitInterval(json, "target_delta", &c.target_delta); !s.ok()) return s;
+
+  // Keys that apply to each mechanism; any other key present is refused (see job_config.h).
+  std::vector<std::string> applicable = {"mechanism"};
+  if (c.enabled()) {
+    applicable.insert(applicable.end(), {"target_epsilon", "target_delta", "noise_multiplier", "clip_norm"});
+  }
+  if (c.mechanism == "client_dp") applicable.push_back("adaptive_clipping");
+  if (c.adaptive_clipping) {
+    applicable.insert(applicable.end(), {"target_quantile", "clip_learning_rate", "count_noise_stddev"});
+  }
+  for (const auto& [key, value] : json.items()) {
+    if (std::find(applicable.begin(), applicable.end(), key) != applicable.end()) continue;
+    const bool only_adaptive = c.mechanism == "client_dp" && key != "adaptive_clipping";
+    const std::string why = only_adaptive ? std::string("privacy.adaptive_clipping is false")
+                                          : absl::StrCat("privacy.mechanism is \"", c.mechanism, "\"");
+    return absl::InvalidArgumentError(absl::StrCat("privacy.", key, ": does not apply when ", why, "; remove it"));
+  }
+  if (c.enabled() && !json.contains("target_epsilon")) {
+    return absl::InvalidArgumentError(absl::StrCat("privacy.target_epsilon: missing; mechanism \"", c.mechanism,
+                                                   "\" needs a budget (a number > 0, with target_delta)"));
+  }
+  if (c.adaptive_clipping && c.noise_multiplier > 0 && c.count_noise_stddev > 0 &&
+      2 * c.count_noise_stddev <= c.noise_multiplier) {
+    // The count's noise takes its share of the round's noise (privacy/client_dp.h).
+    return absl::InvalidArgumentError(absl::StrCat("privacy.count_noise_stddev: expected > noise_multiplier / 2 (",
+                                                   c.noise_multiplier / 2, "), got ", c.count_noise_stddev));
+  }
+  return c;
+}
+
+nlohmann::json ToJson(const PrivacyConfig& c) {
+  nlohmann::json j = {{"mechanism", c.mechanism}};
+  if (!c.enabled()) return j;
+  j["target_epsilon"] = c.target_epsilon;
+  j["target_delta"] = c.target_delta;
+  j["noise_multiplier"] = c.noise_multiplier;
+  j["clip_norm"] = c.clip_norm;
+  if (c.mechanism == "client_dp") j["adaptive_clipping"] = c.adaptive_clipping;
+  if (c.adaptive_clipping) {
+    j["target_quantile"] = c.target_quantile;
+    j["clip_learning_rate"] = c.clip_learning_rate;
+    j["count_noise_stddev"] = c.count_noise_stddev;
+  }
+  return j;
+}
 
 absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json) {
   TrainingConfig c;
@@ -64,13 +139,14 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   ConfigReader top("", json);
   nlohmann::json job = nlohmann::json::object(), training = nlohmann::json::object();
   nlohmann::json federation = nlohmann::json::object(), data = nlohmann::json::object();
-  nlohmann::json evaluation = nlohmann::json::object();
+  nlohmann::json evaluation = nlohmann::json::object(), privacy = nlohmann::json::object();
   top.Object("job", &job);
   top.Object("model_config", &c.model_config);
   top.Object("training_config", &training);
   top.Object("federation", &federation);
   top.Object("data", &data);
   top.Object("evaluation", &evaluation);
+  top.Object("privacy", &privacy);
   if (absl::Status s = top.Finish(); !s.ok()) return s;
   if (!json.contains("model_config")) {
     return absl::InvalidArgumentError("model_config: missing; the job must say which model to train");
@@ -101,6 +177,8 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   fr.String("strategy", &f.strategy, {"fedavg"});
   fr.Number("max_update_norm", &f.max_update_norm, 0, kInf);
   fr.Integer("chunk_bytes", &f.chunk_bytes, 4096, 3 << 20);
+  fr.NameList("sites", &f.sites);
+  fr.NameList("revoked_sites", &f.revoked_sites);
   if (absl::Status s = fr.Finish(); !s.ok()) return s;
   if (f.min_clients > f.clients_per_round) {
     return absl::InvalidArgumentError(absl::StrCat("federation.min_clients: expected <= clients_per_round (",
@@ -126,6 +204,18 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   er.String("test_data", &c.evaluation.test_data);
   er.Integer("max_samples", &c.evaluation.max_samples, 0, kMaxInt);
   if (absl::Status s = er.Finish(); !s.ok()) return s;
+
+  absl::StatusOr<PrivacyConfig> p = ParsePrivacyConfig(privacy);
+  if (!p.ok()) return p.status();
+  c.privacy = *p;
+  if (c.privacy.mechanism == "dp_sgd" && c.training.max_grad_norm > 0) {
+    // DP-SGD bounds each example's gradient by privacy.clip_norm; clipping the noised batch
+    // gradient again would change nothing the accounting relies on, only confuse the two.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training_config.max_grad_norm: expected 0 with privacy.mechanism \"dp_sgd\" (it clips each example's "
+        "gradient to privacy.clip_norm instead), got ",
+        c.training.max_grad_norm));
+  }
   return c;
 }
 
@@ -170,7 +260,9 @@ nlohmann::json ToJson(const JobConfig& c) {
             {"max_round_retries", f.max_round_retries},
             {"strategy", f.strategy},
             {"max_update_norm", f.max_update_norm},
-            {"chunk_bytes", f.chunk_bytes}}},
+            {"chunk_bytes", f.chunk_bytes},
+            {"sites", f.sites},
+            {"revoked_sites", f.revoked_sites}}},
           {"data",
            {{"dataset", c.data.dataset},
             {"path", c.data.path},
@@ -178,7 +270,8 @@ nlohmann::json ToJson(const JobConfig& c) {
             {"eval_fraction", c.data.eval_fraction},
             {"train_subset", c.data.train_subset},
             {"label_column", c.data.label_column}}},
-          {"evaluation", {{"test_data", c.evaluation.test_data}, {"max_samples", c.evaluation.max_samples}}}};
+          {"evaluation", {{"test_data", c.evaluation.test_data}, {"max_samples", c.evaluation.max_samples}}},
+          {"privacy", ToJson(c.privacy)}};
 }
 
 }  // namespace cohort::core

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -45,6 +46,8 @@ struct FederationConfig {
   std::string strategy = "fedavg";
   double max_update_norm = 0.0;         // reject updates with a larger L2 norm; 0: off
   int64_t chunk_bytes = 1 << 20;
+  std::vector<std::string> sites;          // enrolled sites; empty: any site of the federation
+  std::vector<std::string> revoked_sites;  // excluded from the job: their calls are refused
 };
 
 struct DataConfig {
@@ -61,6 +64,31 @@ struct EvaluationConfig {
   int64_t max_samples = 0;              // 0: the whole test set
 };
 
+// The "privacy" section. Which keys apply depends on the mechanism, and a key that does not
+// apply is refused rather than ignored: a budget written under mechanism "none" (or adaptive
+// clipping asked of DP-SGD) would otherwise silently go unenforced. With "none" the section is
+// just {"mechanism": "none"}; ToJson writes only the keys that apply, so it round-trips.
+struct PrivacyConfig {
+  std::string mechanism = "none";  // none | dp_sgd (example-level, local) | client_dp (DP-FedAvg)
+  // The budget: per site for dp_sgd (each site's own data), per job for client_dp. Required
+  // unless mechanism is none.
+  double target_epsilon = 0.0;
+  double target_delta = 1e-5;
+  // Noise stddev / clip norm. 0: the smallest multiplier that meets the budget over the whole
+  // job (every round, as if the site were selected in each one).
+  double noise_multiplier = 0.0;
+  // L2 bound: of each example's gradient (dp_sgd), or of each client's update (client_dp; the
+  // initial bound when adaptive).
+  double clip_norm = 1.0;
+  // client_dp only: the bound follows a quantile of update norms (Andrew et al. 2021).
+  bool adaptive_clipping = false;
+  double target_quantile = 0.5;     // adaptive only: the quantile of update norms to track
+  double clip_learning_rate = 0.2;  // adaptive only: geometric step of the bound per round
+  double count_noise_stddev = 0.0;  // adaptive only: noise on the count of clipped updates; 0: clients_per_round / 20
+
+  bool enabled() const { return mechanism != "none"; }
+};
+
 struct JobConfig {
   std::string name = "job";
   uint64_t seed = 42;
@@ -69,6 +97,7 @@ struct JobConfig {
   FederationConfig federation;
   DataConfig data;
   EvaluationConfig evaluation;
+  PrivacyConfig privacy;
 };
 
 // Strict parse of a whole job file. The error names the key: `federation.rounds: expected
@@ -77,6 +106,11 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json);
 absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
 
 absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json);
+// The "privacy" section alone (a client reads it from its task); errors name
+// `privacy.<key>` with the messages of privacy/budget.h:
+// `privacy.target_epsilon: expected a number > 0, got -1`.
+absl::StatusOr<PrivacyConfig> ParsePrivacyConfig(const nlohmann::json& json);
+nlohmann::json ToJson(const PrivacyConfig& config);
 nlohmann::json ToJson(const TrainingConfig& config);
 nlohmann::json ToJson(const JobConfig& config);
 

@@ -26,6 +26,11 @@ class RoundTracker {
 
   RoundTracker(size_t min_clients, Clock::duration timeout) : min_clients_(min_clients), timeout_(timeout) {}
 
+  // New limits (a runtime parameter change) take effect when the next round opens.
+  void SetLimits(size_t min_clients, Clock::duration timeout) {
+    min_clients_ = min_clients;
+    timeout_ = timeout;
+  }
   void Open(uint64_t round, std::vector<std::string> selected, Clock::time_point now);
   void CloseRound() { open_ = false; }
 

@@ -3,12 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "core/chunking.h"
 #include "absl/strings/str_join.h"
 #include "proto/convert.h"
 #include "proto/credentials.h"
+#include "server/access_policy.h"
 
 namespace cohort::server {
 
@@ -18,30 +20,67 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-grpc::Status IdentifyCaller(const grpc::ServerContext& context, bool require_certificate,
-                            std::initializer_list<crypto::Role> roles, const std::string& claimed,
-                            std::string* caller) {
+namespace {
+
+constexpr std::string_view kJoin = "/cohort.v1.Federation/Join";
+constexpr std::string_view kPullTask = "/cohort.v1.Federation/PullTask";
+constexpr std::string_view kPushUpdate = "/cohort.v1.Federation/PushUpdate";
+constexpr std::string_view kHeartbeat = "/cohort.v1.Federation/Heartbeat";
+constexpr std::string_view kDecline = "/cohort.v1.Federation/Decline";
+constexpr std::string_view kGetStatus = "/cohort.v1.Admin/GetStatus";
+constexpr std::string_view kListJobs = "/cohort.v1.Admin/ListJobs";
+constexpr std::string_view kStartJob = "/cohort.v1.Admin/StartJob";
+constexpr std::string_view kStopJob = "/cohort.v1.Admin/StopJob";
+constexpr std::string_view kSetParameter = "/cohort.v1.Admin/SetParameter";
+constexpr std::string_view kListParticipants = "/cohort.v1.Admin/ListParticipants";
+constexpr std::string_view kAddParticipant = "/cohort.v1.Admin/AddParticipant";
+constexpr std::string_view kRevokeParticipant = "/cohort.v1.Admin/RevokeParticipant";
+constexpr std::string_view kReadAuditLog = "/cohort.v1.Admin/ReadAuditLog";
+
+grpc::Status Deny(FederatedJob& job, const Caller& caller, std::string_view method, const absl::Status& why) {
+  const std::string message(why.message());
+  spdlog::warn("job={} access denied on {}: {}", job.job_id(), std::string(method), message);
+  job.RecordDenied(caller.actor(), std::string(method), message);
+  return ToGrpcStatus(why);
+}
+
+}  // namespace
+
+Actor Caller::actor() const {
+  return {identity.empty() ? "anonymous" : identity,
+          role ? std::string(crypto::RoleName(*role)) : std::string("unauthenticated")};
+}
+
+grpc::Status Authorize(const grpc::ServerContext& context, bool require_certificate, std::string_view method,
+                       FederatedJob& job, Caller* caller) {
   if (!require_certificate) {
-    *caller = claimed;
+    caller->identity.clear();
+    caller->role.reset();
     return grpc::Status::OK;
   }
   absl::StatusOr<crypto::CertificateIdentity> identity = wire::PeerIdentity(context);
-  if (!identity.ok()) return ToGrpcStatus(identity.status());
-  if (std::find(roles.begin(), roles.end(), identity->role) == roles.end()) {
-    std::vector<std::string> allowed;
-    for (crypto::Role r : roles) allowed.emplace_back(crypto::RoleName(r));
-    const std::string message =
-        absl::StrCat(identity->name, " (role ", std::string(crypto::RoleName(identity->role)),
-                     ") may not make this call: it needs role ", absl::StrJoin(allowed, " or "));
-    spdlog::warn("access denied: {}", message);
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, message);
+  if (!identity.ok()) {
+    caller->identity = context.peer();
+    return Deny(job, *caller, method, absl::PermissionDeniedError(std::string(identity.status().message())));
   }
-  if (!claimed.empty() && claimed != identity->name) {
-    const std::string message = absl::StrCat("the certificate of ", identity->name, " cannot act as ", claimed);
-    spdlog::warn("access denied: {}", message);
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, message);
+  caller->identity = identity->name;
+  caller->role = identity->role;
+  if (absl::Status allowed = CheckAccess(identity->name, identity->role, method); !allowed.ok()) {
+    return Deny(job, *caller, method, allowed);
   }
-  *caller = identity->name;
+  return grpc::Status::OK;
+}
+
+grpc::Status ActAsSite(Caller& caller, const std::string& claimed, std::string_view method, FederatedJob& job,
+                       std::string* site) {
+  if (!caller.role) {
+    caller.identity = claimed;  // --insecure: callers are who they say they are
+  } else if (!claimed.empty() && claimed != caller.identity) {
+    return Deny(job, caller, method,
+                absl::PermissionDeniedError(absl::StrCat("the certificate of ", caller.identity, " cannot act as ", claimed)));
+  }
+  if (absl::Status s = job.CheckParticipant(caller.identity); !s.ok()) return Deny(job, caller, method, s);
+  *site = caller.identity;
   return grpc::Status::OK;
 }
 
@@ -54,16 +93,16 @@ grpc::Status FederationService::CheckJob(const std::string& job_id) const {
 }
 
 grpc::Status FederationService::Join(grpc::ServerContext* context, const v1::JoinRequest* request, v1::JoinReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kJoin, *job_, &caller); !s.ok()) return s;
   if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
   std::string site;
-  if (grpc::Status s = IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, request->site(), &site);
-      !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<std::string> client_id = job_->Join(site, request->num_samples());
-  if (!client_id.ok()) return ToGrpcStatus(client_id.status());
+  if (grpc::Status s = ActAsSite(caller, request->site(), kJoin, *job_, &site); !s.ok()) return s;
+  absl::StatusOr<JoinResult> joined = job_->Join(site, request->num_samples(), request->client_public_key());
+  if (!joined.ok()) return ToGrpcStatus(joined.status());
   reply->set_job_id(job_->job_id());
-  reply->set_client_id(*client_id);
+  reply->set_client_id(joined->client_id);
+  reply->set_server_public_key(joined->server_public_key);
   reply->set_model_config_json(job_->config().model_config.dump());
   reply->set_heartbeat_interval_ms(
       static_cast<uint32_t>(std::max(100.0, job_->config().federation.heartbeat_timeout_s * 1000 / 4)));
@@ -72,13 +111,11 @@ grpc::Status FederationService::Join(grpc::ServerContext* context, const v1::Joi
 
 grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1::TaskRequest* request,
                                          grpc::ServerWriter<v1::TaskMessage>* writer) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kPullTask, *job_, &caller); !s.ok()) return s;
   if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
   std::string client;
-  if (grpc::Status s =
-          IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, request->client_id(), &client);
-      !s.ok()) {
-    return s;
-  }
+  if (grpc::Status s = ActAsSite(caller, request->client_id(), kPullTask, *job_, &client); !s.ok()) return s;
   const auto wait = std::chrono::milliseconds(std::min<uint32_t>(request->wait_ms(), 30000));
   const Task task = job_->WaitForTask(client, wait);
   v1::TaskMessage message;
@@ -100,6 +137,7 @@ grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1:
   const uint32_t count = core::ChunkCount(bytes.size(), chunk_bytes);
   header->set_model_version(task.model_version);
   header->set_training_config_json(task.training_config_json);
+  header->set_privacy_config_json(task.privacy_config_json);
   wire::ToProto(task.model->manifest(), header->mutable_manifest());
   header->set_chunk_count(count);
   header->set_chunk_bytes(static_cast<uint32_t>(chunk_bytes));
@@ -111,7 +149,11 @@ grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1:
     const std::span<const std::byte> piece = core::ChunkOf(bytes, i, chunk_bytes);
     chunk->set_index(i);
     chunk->set_count(count);
-    chunk->set_data(reinterpret_cast<const char*>(piece.data()), piece.size());
+    // Sealed for this client straight into the message: the seal is the only copy.
+    if (absl::Status s = task.session->SealChunk(task.round, task.model_version, i, count, piece, chunk->mutable_data());
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     if (!writer->Write(chunk_message)) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "client went away");
   }
   return grpc::Status::OK;
@@ -119,6 +161,8 @@ grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1:
 
 grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateMessage>* reader,
                                            v1::UpdateReceipt* receipt) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kPushUpdate, *job_, &caller); !s.ok()) return s;
   v1::UpdateMessage message;
   if (!reader->Read(&message) || !message.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "an update stream must start with its header");
@@ -126,10 +170,7 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::S
   const v1::UpdateHeader& h = message.header();
   if (grpc::Status s = CheckJob(h.job_id()); !s.ok()) return s;
   std::string client;
-  if (grpc::Status s = IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, h.client_id(), &client);
-      !s.ok()) {
-    return s;
-  }
+  if (grpc::Status s = ActAsSite(caller, h.client_id(), kPushUpdate, *job_, &client); !s.ok()) return s;
   absl::StatusOr<core::Manifest> manifest = wire::FromProto(h.manifest());
   if (!manifest.ok()) return ToGrpcStatus(manifest.status());
   UpdateHeader header;
@@ -141,6 +182,11 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::S
   header.chunk_count = h.chunk_count();
   header.chunk_bytes = h.chunk_bytes();
   header.metrics = wire::FromProto(h.metrics());
+  if (h.has_privacy_spend()) {
+    const v1::PrivacySpend& p = h.privacy_spend();
+    header.privacy_spend =
+        SiteSpend{p.sampling_rate(), p.noise_multiplier(), p.steps(), p.clip_norm(), p.epsilon_after()};
+  }
 
   absl::StatusOr<core::UpdateReceiver> receiver = job_->BeginUpdate(header);
   if (!receiver.ok()) {
@@ -160,8 +206,13 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::S
         receiver->AddChunk(chunk.index(), chunk.count(),
                            std::as_bytes(std::span(chunk.data().data(), chunk.data().size())));
     if (!added.ok()) {
-      const absl::Status bad = absl::InvalidArgumentError(
-          absl::StrCat("update from ", header.client_id, " for round ", header.round, " rejected: ", added.message()));
+      // DataLoss when the chunk did not authenticate (tampered, replayed, reordered, or
+      // sealed under another key or name); InvalidArgument for the other checks.
+      const absl::Status bad =
+          absl::Status(added.code() == absl::StatusCode::kDataLoss ? absl::StatusCode::kDataLoss
+                                                                    : absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("update from ", header.client_id, " for round ", header.round,
+                                    " rejected: ", added.message()));
       job_->RejectUpdate(header, bad);
       return ToGrpcStatus(bad);
     }
@@ -177,13 +228,11 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::S
 
 grpc::Status FederationService::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                                           v1::HeartbeatReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kHeartbeat, *job_, &caller); !s.ok()) return s;
   if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
   std::string client;
-  if (grpc::Status s =
-          IdentifyCaller(*context, require_certificate_, {crypto::Role::kSite}, request->client_id(), &client);
-      !s.ok()) {
-    return s;
-  }
+  if (grpc::Status s = ActAsSite(caller, request->client_id(), kHeartbeat, *job_, &client); !s.ok()) return s;
   if (absl::Status s = job_->Heartbeat(client); !s.ok()) return ToGrpcStatus(s);
   const nlohmann::json status = job_->Status();
   reply->set_job_state(status["state"].get<std::string>());
@@ -191,13 +240,27 @@ grpc::Status FederationService::Heartbeat(grpc::ServerContext* context, const v1
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetStatus(grpc::ServerContext* context, const v1::StatusRequest*, v1::StatusReply* reply) {
-  std::string caller;
-  if (grpc::Status s = IdentifyCaller(*context, require_certificate_, {crypto::Role::kAdmin, crypto::Role::kAuditor},
-                                      "", &caller);
-      !s.ok()) {
-    return s;
+grpc::Status FederationService::Decline(grpc::ServerContext* context, const v1::DeclineRequest* request,
+                                        v1::DeclineReply*) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kDecline, *job_, &caller); !s.ok()) return s;
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  std::string client;
+  if (grpc::Status s = ActAsSite(caller, request->client_id(), kDecline, *job_, &client); !s.ok()) return s;
+  return ToGrpcStatus(job_->Decline(client, request->round(), request->reason()));
+}
+
+grpc::Status AdminService::CheckJob(const std::string& job_id) const {
+  if (!job_id.empty() && job_id != job_->job_id()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("job \"", job_id, "\" is not served here (this server runs \"", job_->job_id(), "\")"));
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::GetStatus(grpc::ServerContext* context, const v1::StatusRequest*, v1::StatusReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kGetStatus, *job_, &caller); !s.ok()) return s;
   const nlohmann::json status = job_->Status();
   reply->set_job_id(status["job_id"].get<std::string>());
   reply->set_state(status["state"].get<std::string>());
@@ -211,6 +274,135 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context, const v1::Sta
     client->set_last_seen_ms_ago(c["last_seen_ms_ago"].get<int64_t>());
   }
   reply->set_summary_json(status["summary"].dump());
+  reply->set_audit_head(status["audit_head"].get<std::string>());
+  reply->set_audit_entries(status["audit_entries"].get<uint64_t>());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest*, v1::ListJobsReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kListJobs, *job_, &caller); !s.ok()) return s;
+  const nlohmann::json status = job_->Status();
+  v1::JobSummary* job = reply->add_jobs();
+  job->set_job_id(status["job_id"].get<std::string>());
+  job->set_state(status["state"].get<std::string>());
+  job->set_round(status["round"].get<uint64_t>());
+  job->set_total_rounds(static_cast<uint32_t>(status["total_rounds"].get<int64_t>()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::StartJob(grpc::ServerContext* context, const v1::JobControlRequest* request,
+                                    v1::JobControlReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kStartJob, *job_, &caller); !s.ok()) return s;
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (absl::Status s = job_->Start(caller.actor()); !s.ok()) return ToGrpcStatus(s);
+  reply->set_message(absl::StrCat("job ", job_->job_id(), " started"));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::StopJob(grpc::ServerContext* context, const v1::JobControlRequest* request,
+                                   v1::JobControlReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kStopJob, *job_, &caller); !s.ok()) return s;
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (absl::Status s = job_->Stop(caller.actor(), request->reason()); !s.ok()) return ToGrpcStatus(s);
+  reply->set_message(absl::StrCat("job ", job_->job_id(), " stops at the next round boundary"));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetParameter(grpc::ServerContext* context, const v1::SetParameterRequest* request,
+                                        v1::SetParameterReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kSetParameter, *job_, &caller); !s.ok()) return s;
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  const nlohmann::json value = nlohmann::json::parse(request->value_json(), nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("value for ", request->parameter(), ": expected JSON (0.05, 3, \"cosine\"), got ",
+                                     request->value_json()));
+  }
+  absl::StatusOr<ParameterChange> change =
+      job_->SetParameter(caller.actor(), request->parameter(), value, request->reason());
+  if (!change.ok()) return ToGrpcStatus(change.status());
+  reply->set_parameter(change->parameter);
+  reply->set_old_value_json(change->old_value.dump());
+  reply->set_new_value_json(change->new_value.dump());
+  reply->set_applies_at_round(change->applies_at_round);
+  reply->set_audit_seq(change->audit_seq);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListParticipants(grpc::ServerContext* context, const v1::ListParticipantsRequest* request,
+                                            v1::ListParticipantsReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kListParticipants, *job_, &caller); !s.ok()) {
+    return s;
+  }
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  const nlohmann::json participants = job_->Participants();
+  for (const auto& p : participants["participants"]) {
+    v1::Participant* out = reply->add_participants();
+    out->set_site(p["site"].get<std::string>());
+    out->set_state(p["state"].get<std::string>());
+    out->set_num_samples(p["num_samples"].get<uint64_t>());
+    out->set_last_seen_ms_ago(p["last_seen_ms_ago"].get<int64_t>());
+  }
+  reply->set_open_enrollment(participants["open_enrollment"].get<bool>());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::AddParticipant(grpc::ServerContext* context, const v1::ParticipantRequest* request,
+                                          v1::ParticipantReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kAddParticipant, *job_, &caller); !s.ok()) return s;
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  absl::StatusOr<uint64_t> seq = job_->AddParticipant(caller.actor(), request->site(), request->reason());
+  if (!seq.ok()) return ToGrpcStatus(seq.status());
+  reply->set_message(absl::StrCat("site ", request->site(), " enrolled in job ", job_->job_id()));
+  reply->set_audit_seq(*seq);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeParticipant(grpc::ServerContext* context, const v1::ParticipantRequest* request,
+                                             v1::ParticipantReply* reply) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kRevokeParticipant, *job_, &caller); !s.ok()) {
+    return s;
+  }
+  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  absl::StatusOr<uint64_t> seq = job_->RevokeParticipant(caller.actor(), request->site(), request->reason());
+  if (!seq.ok()) return ToGrpcStatus(seq.status());
+  reply->set_message(absl::StrCat("site ", request->site(), " revoked from job ", job_->job_id(),
+                                  "; to refuse its certificate at the handshake too, revoke it at the CA "
+                                  "(cohort provision revoke) and install the new CRL on the server"));
+  reply->set_audit_seq(*seq);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ReadAuditLog(grpc::ServerContext* context, const v1::AuditLogRequest*,
+                                        grpc::ServerWriter<v1::AuditLogChunk>* writer) {
+  Caller caller;
+  if (grpc::Status s = Authorize(*context, require_certificate_, kReadAuditLog, *job_, &caller); !s.ok()) return s;
+  const audit::Writer* log = job_->audit_log();
+  if (log == nullptr) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this server keeps no audit log");
+  std::ifstream in(log->path(), std::ios::binary);
+  if (!in) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("cannot read the audit log ", log->path().string()));
+  }
+  // Whole lines only: an append in progress at the end is left for the next read.
+  std::string pending;
+  std::vector<char> buffer(1 << 20);
+  v1::AuditLogChunk chunk;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    pending.append(buffer.data(), static_cast<size_t>(in.gcount()));
+    const size_t last_newline = pending.rfind('\n');
+    if (last_newline == std::string::npos) continue;
+    chunk.set_data(pending.substr(0, last_newline + 1));
+    pending.erase(0, last_newline + 1);
+    if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "reader went away");
+  }
   return grpc::Status::OK;
 }
 

@@ -43,8 +43,8 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
     LayerSpec layer;
     core::ConfigReader r(path, layers[i]);
     r.String("type", &layer.type,
-             {"normalize", "conv2d", "max_pool2d", "avg_pool2d", "flatten", "linear", "layer_norm", "dropout", "relu",
-              "tanh", "sigmoid", "gelu"});
+             {"normalize", "conv2d", "max_pool2d", "avg_pool2d", "flatten", "linear", "layer_norm", "embedding",
+              "dropout", "relu", "tanh", "sigmoid", "gelu"});
     if (absl::Status s = r.Finish(); !s.ok() && layer.type.empty()) return s;
     if (layer.type.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ".type: missing"));
     core::ConfigReader lr(path, layers[i]);
@@ -71,6 +71,9 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
       lr.Bool("bias", &layer.bias);
     } else if (layer.type == "dropout") {
       lr.Number("p", &layer.p, 0, 1);
+    } else if (layer.type == "embedding") {
+      lr.Integer("num_embeddings", &layer.in_features, 1, 1 << 24);
+      lr.Integer("embedding_dim", &layer.out_features, 1, 1 << 16);
     }
     if (absl::Status s = lr.Finish(); !s.ok()) return s;
 
@@ -105,6 +108,9 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
       shape = {layer.out_features};
     } else if (layer.type == "layer_norm") {
       layer.in_features = shape.back();
+    } else if (layer.type == "embedding") {
+      if (layer.in_features == 0 || layer.out_features == 0) return fail("needs num_embeddings and embedding_dim");
+      shape.push_back(layer.out_features);
     }
     layer.output_shape = shape;
     spec.layers.push_back(layer);
@@ -134,6 +140,8 @@ core::Manifest ModelSpec::ParameterManifest() const {
     } else if (l.type == "linear") {
       tensors.push_back({prefix + "weight", core::DType::kFloat32, {l.out_features, l.in_features}});
       if (l.bias) tensors.push_back({prefix + "bias", core::DType::kFloat32, {l.out_features}});
+    } else if (l.type == "embedding") {
+      tensors.push_back({prefix + "weight", core::DType::kFloat32, {l.in_features, l.out_features}});
     } else if (l.type == "layer_norm") {
       tensors.push_back({prefix + "weight", core::DType::kFloat32, {l.in_features}});
       tensors.push_back({prefix + "bias", core::DType::kFloat32, {l.in_features}});

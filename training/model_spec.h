@@ -17,6 +17,9 @@
 //   flatten
 //   linear      out_features, bias (true)
 //   layer_norm  over the last dimension; weight and bias
+//   embedding   num_embeddings, embedding_dim: each input value, a float holding an integer
+//               in [0, num_embeddings), is cast to an index and replaced by its row of the
+//               weight [num_embeddings, embedding_dim]; output shape is input shape + [dim]
 //   dropout     p (0.5)
 //   relu | tanh | sigmoid | gelu
 
@@ -34,7 +37,8 @@ namespace cohort::training {
 struct LayerSpec {
   std::string type;
   // Resolved sizes (after shape inference).
-  int64_t in_features = 0, out_features = 0;   // linear; conv2d channels; layer_norm size
+  int64_t in_features = 0, out_features = 0;   // linear; conv2d channels; layer_norm size;
+                                               // embedding: num_embeddings, embedding_dim
   int64_t kernel_size = 0, stride = 1, padding = 0;
   bool bias = true;
   double mean = 0, std = 1, p = 0.5;

@@ -6,6 +6,22 @@
 
 namespace cohort::training {
 
+FloatIndexEmbeddingImpl::FloatIndexEmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim) {
+  weight = register_parameter("weight", torch::randn({num_embeddings, embedding_dim}));
+}
+
+torch::Tensor FloatIndexEmbeddingImpl::Indices(const torch::Tensor& x) const {
+  const torch::Tensor indices = x.to(torch::kLong);
+  if (indices.numel() > 0) {
+    const int64_t low = indices.min().item<int64_t>(), high = indices.max().item<int64_t>();
+    TORCH_CHECK(low >= 0 && high < weight.size(0), "embedding: input values must be integers in [0, ",
+                weight.size(0), "), got ", low < 0 ? low : high);
+  }
+  return indices;
+}
+
+torch::Tensor FloatIndexEmbeddingImpl::forward(torch::Tensor x) { return torch::embedding(weight, Indices(x)); }
+
 CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
   namespace nn = torch::nn;
   for (const LayerSpec& l : spec.layers) {
@@ -27,6 +43,8 @@ CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
       layers_->push_back(nn::Linear(nn::LinearOptions(l.in_features, l.out_features).bias(l.bias)));
     } else if (l.type == "layer_norm") {
       layers_->push_back(nn::LayerNorm(nn::LayerNormOptions({l.in_features})));
+    } else if (l.type == "embedding") {
+      layers_->push_back(FloatIndexEmbedding(l.in_features, l.out_features));
     } else if (l.type == "dropout") {
       layers_->push_back(nn::Dropout(nn::DropoutOptions(l.p)));
     } else if (l.type == "relu") {

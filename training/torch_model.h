@@ -10,12 +10,29 @@
 
 namespace cohort::training {
 
+// The "embedding" layer: nn.Embedding over a float input whose values are cast to int64
+// indices (data sets hold floats). The weight is registered on this module itself, so its
+// state_dict key is `layers.<i>.weight`, as in the Python twin. Initialized N(0, 1), as
+// torch.nn.Embedding.
+class FloatIndexEmbeddingImpl : public torch::nn::Module {
+ public:
+  FloatIndexEmbeddingImpl(int64_t num_embeddings, int64_t embedding_dim);
+  // Fails (c10::Error) naming the value when an index is outside [0, num_embeddings).
+  torch::Tensor forward(torch::Tensor x);
+  torch::Tensor Indices(const torch::Tensor& x) const;
+
+  torch::Tensor weight;
+};
+TORCH_MODULE(FloatIndexEmbedding);
+
 // Holds the layers as `layers` so that state_dict keys read `layers.<i>.weight`, the same
 // as nn.Sequential named `layers` in the Python twin.
 class CohortNetImpl : public torch::nn::Module {
  public:
   explicit CohortNetImpl(const ModelSpec& spec);
   torch::Tensor forward(torch::Tensor x) { return layers_->forward(x); }
+  // In model_config.layers order; DP-SGD runs them one by one to see each layer's input.
+  torch::nn::Sequential& layers() { return layers_; }
 
  private:
   torch::nn::Sequential layers_;

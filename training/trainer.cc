@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "training/dp_sgd_step.h"
 #include "training/lr_schedule.h"
+#include "training/per_example_grads.h"
 #include "training/torch_model.h"
 
 namespace cohort::training {
@@ -87,6 +89,98 @@ core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size)
   return m;
 }
 
+// The learning-rate schedule over the whole job, and where this round starts in it.
+struct Schedule {
+  const core::TrainingConfig& config;
+  int64_t first_step;
+  int64_t total_steps;
+  double At(int64_t step_in_round) const { return LearningRateAt(config, first_step + step_in_round, total_steps); }
+};
+
+struct LoopResult {
+  int64_t steps = 0;
+  double last_epoch_loss = 0;  // mean training loss over the round's last epoch
+};
+
+// Shuffled epochs of fixed-size batches, the batch order fixed by `shuffle_seed`.
+LoopResult TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Dataset& train, uint64_t shuffle_seed,
+                      int64_t steps_per_round, const Schedule& schedule) {
+  const core::TrainingConfig& config = schedule.config;
+  const int64_t n = static_cast<int64_t>(train.size());
+  const int64_t batch = std::min<int64_t>(config.batch_size, n);
+  const torch::Tensor x = FeaturesOf(train), y = LabelsOf(train);
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(shuffle_seed);
+
+  LoopResult result;
+  double epoch_loss = 0;
+  int64_t epoch_batches = 0;
+  for (int64_t epoch = 0; epoch < config.local_epochs && result.steps < steps_per_round; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    const torch::Tensor perm = torch::from_blob(order.data(), {n}, torch::kInt64);
+    epoch_loss = 0;
+    epoch_batches = 0;
+    for (int64_t begin = 0; begin < n && result.steps < steps_per_round; begin += batch) {
+      const torch::Tensor idx = perm.slice(0, begin, std::min(n, begin + batch));
+      const torch::Tensor xb = x.index_select(0, idx), yb = y.index_select(0, idx);
+      SetLearningRate(optimizer, schedule.At(result.steps));
+      optimizer.zero_grad();
+      torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(xb), yb);
+      loss.backward();
+      if (config.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), config.max_grad_norm);
+      optimizer.step();
+      epoch_loss += loss.item<double>();
+      ++epoch_batches;
+      ++result.steps;
+    }
+  }
+  result.last_epoch_loss = epoch_batches > 0 ? epoch_loss / static_cast<double>(epoch_batches) : 0;
+  return result;
+}
+
+// DP-SGD (training/dp_sgd.h): `spend.steps` steps on Poisson-sampled batches, each on the
+// privatized gradient. Sampling and noise come from a SecureGenerator, not the job seed.
+absl::StatusOr<LoopResult> TrainDpSgd(CohortNet& net, const ModelSpec& spec, torch::optim::Optimizer& optimizer,
+                                      Dataset& train, const DpSgdSpend& spend, const Schedule& schedule) {
+  std::vector<std::string> labels;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    labels.push_back(absl::StrCat("model_config.layers[", i, "] (", spec.layers[i].type, ")"));
+  }
+  absl::StatusOr<PerExampleGradients> engine = PerExampleGradients::Create(net->layers(), std::move(labels));
+  if (!engine.ok()) return engine.status();
+  absl::StatusOr<SecureGenerator> random = SecureGenerator::Create();
+  if (!random.ok()) return random.status();
+
+  const int64_t n = static_cast<int64_t>(train.size());
+  const int64_t batch = std::min<int64_t>(schedule.config.batch_size, n);
+  const int64_t steps_per_epoch = (n + batch - 1) / batch;
+  const torch::Tensor x = FeaturesOf(train), y = LabelsOf(train);
+  std::vector<torch::Tensor> parameters = net->parameters();
+  LoopResult result;
+  double epoch_loss = 0;
+  int64_t epoch_examples = 0;
+  for (int64_t step = 0; step < spend.steps; ++step) {
+    if (step % steps_per_epoch == 0) {
+      epoch_loss = 0;
+      epoch_examples = 0;
+    }
+    if (absl::Status s = random->Reseed(); !s.ok()) return s;
+    const torch::Tensor idx = PoissonSample(n, spend.sampling_rate, random->generator());
+    DpStepStats stats;
+    std::vector<torch::Tensor> gradient = PrivatizedGradient(*engine, parameters, x.index_select(0, idx),
+                                                             y.index_select(0, idx), spend, random->generator(), &stats);
+    SetLearningRate(optimizer, schedule.At(step));
+    for (size_t i = 0; i < parameters.size(); ++i) parameters[i].mutable_grad() = std::move(gradient[i]);
+    optimizer.step();
+    epoch_loss += stats.loss_sum;
+    epoch_examples += stats.batch_size;
+    ++result.steps;
+  }
+  result.last_epoch_loss = epoch_examples > 0 ? epoch_loss / static_cast<double>(epoch_examples) : 0;
+  return result;
+}
+
 }  // namespace
 
 struct LocalTrainer::Impl {
@@ -120,8 +214,14 @@ absl::StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const ModelSp
 
 absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& global,
                                                      const core::TrainingConfig& config, uint64_t round,
-                                                     uint64_t total_rounds) {
+                                                     uint64_t total_rounds, const core::PrivacyConfig& privacy) {
   const auto started = std::chrono::steady_clock::now();
+  std::optional<DpSgdSpend> spend;
+  if (privacy.mechanism == "dp_sgd") {
+    absl::StatusOr<DpSgdSpend> planned = PlanDpSgdRound(privacy, config, impl_->train.size(), total_rounds);
+    if (!planned.ok()) return planned.status();
+    spend = *planned;
+  }
   try {
     CohortNet& net = impl_->net;
     if (absl::Status s = LoadParameters(net, global); !s.ok()) return s;
@@ -130,41 +230,13 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(net, config);
 
     const int64_t n = static_cast<int64_t>(impl_->train.size());
-    const int64_t batch = std::min<int64_t>(config.batch_size, n);
-    const int64_t batches_per_epoch = (n + batch - 1) / batch;
-    int64_t steps_per_round = batches_per_epoch * config.local_epochs;
-    if (config.max_steps_per_round > 0) steps_per_round = std::min(steps_per_round, config.max_steps_per_round);
-    const int64_t total_steps = steps_per_round * static_cast<int64_t>(total_rounds);
-    int64_t global_step = steps_per_round * static_cast<int64_t>(round - 1);
-
-    const torch::Tensor x = FeaturesOf(impl_->train), y = LabelsOf(impl_->train);
-    std::vector<int64_t> order(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    std::mt19937_64 rng(impl_->seed * 7919 + round);
-
-    int64_t steps = 0;
-    double epoch_loss = 0;
-    int64_t epoch_batches = 0;
-    for (int64_t epoch = 0; epoch < config.local_epochs && steps < steps_per_round; ++epoch) {
-      std::shuffle(order.begin(), order.end(), rng);
-      const torch::Tensor perm = torch::from_blob(order.data(), {n}, torch::kInt64);
-      epoch_loss = 0;
-      epoch_batches = 0;
-      for (int64_t begin = 0; begin < n && steps < steps_per_round; begin += batch) {
-        const torch::Tensor idx = perm.slice(0, begin, std::min(n, begin + batch));
-        const torch::Tensor xb = x.index_select(0, idx), yb = y.index_select(0, idx);
-        SetLearningRate(*optimizer, LearningRateAt(config, global_step, total_steps));
-        optimizer->zero_grad();
-        torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(xb), yb);
-        loss.backward();
-        if (config.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), config.max_grad_norm);
-        optimizer->step();
-        epoch_loss += loss.item<double>();
-        ++epoch_batches;
-        ++steps;
-        ++global_step;
-      }
-    }
+    const int64_t steps_per_round = StepsPerRound(config, impl_->train.size());
+    const Schedule schedule{config, steps_per_round * static_cast<int64_t>(round - 1),
+                            steps_per_round * static_cast<int64_t>(total_rounds)};
+    absl::StatusOr<LoopResult> loop =
+        spend ? TrainDpSgd(net, impl_->spec, *optimizer, impl_->train, *spend, schedule)
+              : TrainPlain(net, *optimizer, impl_->train, impl_->seed * 7919 + round, steps_per_round, schedule);
+    if (!loop.ok()) return loop.status();
 
     RoundResult result;
     result.delta = ExtractParameters(net, global.manifest());
@@ -173,8 +245,8 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     for (size_t i = 0; i < d.size(); ++i) d[i] -= g[i];
 
     core::TrainMetrics& m = result.metrics;
-    m.train_loss = epoch_batches > 0 ? epoch_loss / static_cast<double>(epoch_batches) : 0;
-    m.steps = static_cast<uint64_t>(steps);
+    m.train_loss = loop->last_epoch_loss;
+    m.steps = static_cast<uint64_t>(loop->steps);
     m.train_samples = static_cast<uint64_t>(n);
     if (impl_->eval.size() > 0) {
       const core::EvalMetrics e = EvaluateNet(net, impl_->eval, config.eval_batch_size);
@@ -183,6 +255,7 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
       m.eval_samples = e.samples;
     }
     m.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    result.dp_sgd = spend;
     return result;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("training round ", round, " failed: ", e.what_without_backtrace()));

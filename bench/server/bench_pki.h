@@ -22,6 +22,8 @@ class BenchPki {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() const;
   // The channel credentials of `site` (one of the names given to Provision).
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> SiteCredentials(const std::string& site) const;
+  // The startup kit directory of `name` ("server" or a site): cert.pem, key.pem, ca.pem.
+  std::filesystem::path kit_dir(const std::string& name) const { return dir_ / name; }
 
  private:
   std::filesystem::path dir_;

@@ -1,44 +1,66 @@
 // Upload throughput of one 100M-parameter update (400 MB of float32) from a client to a
-// real server over loopback gRPC, beside raw loopback TCP measured in the same run.
+// real server over loopback gRPC, beside raw loopback TCP measured in the same run, with
+// every piece of the sealed path timed alone on the same bytes.
 //
 // The gRPC path is the one a deployment runs: a server::FederatedJob (one round, one
 // client, 4 tensors of 25M float32) served by server::ServeJob on 127.0.0.1:0; a client
-// (bench/server/wire_client.h) joins, pulls its task (downloading the 400 MB global
-// model), and streams its update exactly as client/agent.cc does, in chunks of the size
-// the server's job config names (1, 2 and 3 MiB here). Plaintext (the --insecure mode)
-// for every chunk size, and once more over mutual TLS with kits from a throwaway
+// (bench/server/wire_client.h) joins (agreeing session keys), pulls its task (downloading
+// and opening the 400 MB sealed global model), and streams its update exactly as
+// client/agent.cc does: each chunk sealed (AES-256-GCM, proto/sealing.h) straight into its
+// message. Variants: plaintext transport (the --insecure mode; the chunks are sealed all
+// the same) in chunks of each --chunk-mib size, and mutual TLS with kits from a throwaway
 // federation (bench/server/bench_pki.h), as a provisioned deployment runs. Upload time
 // runs from opening the PushUpdate call to holding the server's receipt, so it covers
-// serialization, HTTP/2, parsing, the server's per-chunk checks (order, NaN/Inf scan, L2
-// norm) and the spool write. The fold happens after the receipt, when the round closes,
-// and is not timed.
+// sealing, serialization, HTTP/2 (and TLS), parsing, opening each chunk, the server's
+// checks (order, NaN/Inf scan, L2 norm) and the spool write of the sealed chunk. The fold
+// (which opens the spool again) happens after the receipt and is not timed. Each run
+// serves a job of two rounds and times both: round 1 lands on a fresh process (every
+// buffer and spool page new), round 2 on one that has run a round, as every later round
+// of a job does (the client refills its model buffer, the server writes over the kept
+// spool file of round 1).
 //
-// The raw baseline: one TCP socket on 127.0.0.1, the same 400 MB written with write() in
+// "unsealed" is the update path as it ran before sealing (issue 2's measurement): a
+// bench-only server (bench/server/unsealed_upload_server.h) whose PushUpdate runs
+// core::UpdateReceiver on plaintext chunks, with ServeJob's gRPC settings; two uploads
+// to one server, timed apart.
+//
+// The raw baselines: one TCP socket on 127.0.0.1, the same 400 MB written with write() in
 // 1 MiB pieces, a receiver thread reading into a 1 MiB buffer and discarding; timed from
-// the first write to the last byte read.
+// the first write to the last byte read. The same through OpenSSL TLS 1.3 (the server's
+// kit certificate, TLS_AES_256_GCM_SHA384, handshake not timed): what TLS costs alone.
 //
-// Server-side costs alone, on the same bytes in 1 MiB chunks (no network):
-//   AddChunk      core::UpdateReceiver Open + AddChunk per chunk + Finish (scan + spool write)
+// Pieces alone, on the same bytes in 1 MiB chunks (no network, one thread each):
+//   seal          SealedSession::SealChunk of every chunk into a reused message field
+//   open          the server's codec opening every sealed chunk into a reused buffer
+//   AddChunk      core::UpdateReceiver Open + AddChunk per chunk + Finish: plaintext
+//                 (checks, scan, spool write), and sealed (open, checks, scan, spool write)
 //   spool write   write() of the chunks to a file in the same directory
 //   checks+scan   AddChunk with its spool file a symlink to /dev/null: the order and size
 //                 checks and the NaN/Inf count and sum of squares, in the library's own code
 //   protobuf      set_data + SerializeToString + ParseFromString of each chunk message
+//   memcpy        each chunk copied into one reused 1 MiB buffer: the price of one copy
 //
-// --grpc=TUNING[,TUNING...] (bdp, no-bdp, window=MiB, quota=MB) adds the same gRPC upload, in
-// chunks of the first --chunk-mib size, against a server with that one setting changed
-// (bench/server/tuned_server.h), to price a memory fix in throughput.
+// --grpc=TUNING[,TUNING...] (bdp, no-bdp, window=MiB, quota=MB) adds the same sealed gRPC
+// upload, in chunks of the first --chunk-mib size, against a server with that one setting
+// changed (bench/server/tuned_server.h), to price a memory fix in throughput.
 //
-// Usage: cohort_upload_bench [--params=100000000] [--repeats=3] [--chunk-mib=1,2,3] [--grpc=TUNINGS]
+// --skip=GROUP[,GROUP...] leaves rows out (for profiling one path): raw (the raw TLS
+// baseline; raw TCP always runs), unsealed, plain (sealed uploads without TLS), tls, pieces.
+//
+// Usage: cohort_upload_bench [--params=100000000] [--repeats=3] [--chunk-mib=1] [--grpc=TUNINGS] [--skip=GROUPS]
 // Each round of the repeat loop runs every variant once, so load drifts hit all alike;
 // the table gives the median and every run. MB = 10^6 bytes.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -46,6 +68,7 @@
 #include <future>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,10 +80,14 @@
 #include "bench/server/bench_pki.h"
 #include "bench/server/bench_support.h"
 #include "bench/server/tuned_server.h"
+#include "bench/server/unsealed_upload_server.h"
 #include "bench/server/wire_client.h"
 #include "core/chunking.h"
 #include "core/fedavg.h"
+#include "crypto/key_agreement.h"
+#include "crypto/provisioning.h"
 #include "proto/cohort.pb.h"
+#include "proto/sealing.h"
 #include "server/federated_job.h"
 #include "server/server.h"
 
@@ -72,8 +99,9 @@ constexpr size_t kMiB = size_t{1} << 20;
 struct Flags {
   size_t params = 100'000'000;
   int repeats = 3;
-  std::vector<size_t> chunk_mib = {1, 2, 3};
+  std::vector<size_t> chunk_mib = {1};
   std::vector<std::string> grpc;  // also run the upload against each of these tuned servers
+  std::set<std::string> skip;     // groups of rows left out: raw, unsealed, plain, tls, pieces
 };
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
@@ -95,6 +123,11 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
         ok = ok && absl::SimpleAtoi(part, &mib) && mib >= 1 && mib <= 3;
         flags.chunk_mib.push_back(mib);
       }
+    } else if (key == "--skip") {
+      for (absl::string_view part : absl::StrSplit(value, ',')) {
+        ok = ok && (part == "raw" || part == "unsealed" || part == "plain" || part == "tls" || part == "pieces");
+        flags.skip.emplace(part);
+      }
     } else if (key == "--grpc") {
       flags.grpc.clear();
       for (absl::string_view part : absl::StrSplit(value, ',')) {
@@ -108,7 +141,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad argument \"", arg,
                        "\": expected --params=N (a multiple of 4), --repeats=N (>= 1), "
-                       "--chunk-mib=1,2,3 (each 1-3) or --grpc=T[,T...] with T bdp, no-bdp, window=MiB or quota=MB"));
+                       "--chunk-mib=1,2,3 (each 1-3), --grpc=T[,T...] with T bdp, no-bdp, window=MiB or quota=MB, "
+                       "or --skip=G[,G...] with G raw, unsealed, plain, tls, pieces"));
     }
   }
   return flags;
@@ -121,12 +155,15 @@ std::string LoadAverage() {
   return absl::StrCat(a, " ", b, " ", c);
 }
 
+// Seconds per round of one run: [0] round 1 on a fresh server, [1] round 2.
 struct GrpcRun {
-  double upload_seconds = 0;
-  double download_seconds = 0;
+  double upload_seconds[2] = {};
+  double download_seconds[2] = {};
 };
 
-// One fresh job and server per run (the job has a single round).
+// One fresh job and server per run, with two rounds: the first upload lands on a fresh
+// process (every buffer and spool page new), the second on one that has run a round,
+// as every later round of a job does; the client reuses its model buffer in round 2.
 // `pki` null: plaintext; otherwise mutual TLS as site "bench-site".
 absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t chunk_bytes, const std::string& tuning,
                                        const BenchPki* pki) {
@@ -143,6 +180,7 @@ absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t 
   TempDir out("cohort-upload-bench");
   server::JobOptions options;
   options.config = OneRoundJob("upload-bench", 1, chunk_bytes);
+  options.config.federation.rounds = 2;
   options.initial_model = core::ParameterSet(update.manifest());
   options.out_dir = out.path();
   absl::StatusOr<std::unique_ptr<server::FederatedJob>> job = server::FederatedJob::Create(std::move(options));
@@ -176,17 +214,20 @@ absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t 
   absl::StatusOr<WireSession> session = client.Join("bench-site", 1000);
   if (!session.ok()) return fail(session.status());
   core::ParameterSet global;
-  absl::StatusOr<PulledTask> task = client.PullTrainTask(*session, &global);
-  if (!task.ok()) return fail(task.status());
-  if (task->header.chunk_bytes() != chunk_bytes) {
-    return fail(absl::InternalError(
-        absl::StrCat("the task's chunk_bytes is ", task->header.chunk_bytes(), ", expected ", chunk_bytes)));
-  }
   GrpcRun run;
-  run.download_seconds = task->download_seconds;
-  const Clock::time_point start = Clock::now();
-  if (absl::Status s = client.PushUpdate(*session, task->header, update, 1000, chunk_bytes); !s.ok()) return fail(s);
-  run.upload_seconds = SecondsSince(start);
+  for (int round = 0; round < 2; ++round) {
+    absl::StatusOr<PulledTask> task = client.PullTrainTask(*session, &global);
+    if (!task.ok()) return fail(task.status());
+    if (task->header.chunk_bytes() != chunk_bytes || task->header.round() != static_cast<uint64_t>(round + 1)) {
+      return fail(absl::InternalError(absl::StrCat("the task is round ", task->header.round(), " in chunks of ",
+                                                   task->header.chunk_bytes(), ", expected round ", round + 1,
+                                                   " in chunks of ", chunk_bytes)));
+    }
+    run.download_seconds[round] = task->download_seconds;
+    const Clock::time_point start = Clock::now();
+    if (absl::Status s = client.PushUpdate(*session, task->header, update, 1000, chunk_bytes); !s.ok()) return fail(s);
+    run.upload_seconds[round] = SecondsSince(start);
+  }
   server_thread.join();
   if (!served.ok()) return served;
   return run;
@@ -324,6 +365,196 @@ double ProtobufOnce(const core::ParameterSet& update, size_t chunk_bytes) {
   return SecondsSince(start);
 }
 
+// The unsealed path of issue 2: two plaintext uploads to one bench-only server, timed
+// apart (as the two rounds of a sealed run).
+absl::StatusOr<std::array<double, 2>> UnsealedUploadTwice(const core::ParameterSet& update, size_t chunk_bytes) {
+  TempDir spool("cohort-upload-bench-unsealed");
+  absl::StatusOr<std::unique_ptr<UnsealedUploadServer>> server =
+      UnsealedUploadServer::Start(update.manifest(), spool.path());
+  if (!server.ok()) return server.status();
+  WireClient client(absl::StrCat("127.0.0.1:", (*server)->port()));
+  // Connected before timing, as the sealed runs are by their Join.
+  if (absl::Status s = client.Connect(std::chrono::seconds(30)); !s.ok()) return s;
+  std::array<double, 2> seconds{};
+  for (double& taken : seconds) {
+    const Clock::time_point start = Clock::now();
+    if (absl::Status s = client.PushUnsealedUpdate("bench-site", update, chunk_bytes); !s.ok()) return s;
+    taken = SecondsSince(start);
+  }
+  return seconds;
+}
+
+// Raw TLS 1.3 over one loopback socket: the server's kit certificate and key, the client
+// verifying nothing (only the transport is priced). Timed from the first SSL_write after
+// the handshake to the receiver holding the last byte.
+absl::StatusOr<double> RawTlsOnce(std::span<const std::byte> data, size_t piece, const std::filesystem::path& kit) {
+  SSL_CTX* server_ctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
+  auto free_contexts = [&] {
+    SSL_CTX_free(server_ctx);
+    SSL_CTX_free(client_ctx);
+  };
+  if (server_ctx == nullptr || client_ctx == nullptr ||
+      SSL_CTX_use_certificate_chain_file(server_ctx, (kit / "cert.pem").c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(server_ctx, (kit / "key.pem").c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_set_min_proto_version(client_ctx, TLS1_3_VERSION) != 1) {
+    free_contexts();
+    return absl::InternalError("setting up the TLS contexts failed");
+  }
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (listener >= 0) ::close(listener);
+    free_contexts();
+    return Errno("loopback listener");
+  }
+  size_t received = 0;
+  Clock::time_point received_at;
+  std::string cipher;
+  std::thread receiver([&] {
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    SSL* ssl = fd >= 0 ? SSL_new(server_ctx) : nullptr;
+    if (ssl != nullptr && SSL_set_fd(ssl, fd) == 1 && SSL_accept(ssl) == 1) {
+      std::vector<char> buffer(piece);
+      while (received < data.size()) {
+        const int n = SSL_read(ssl, buffer.data(), static_cast<int>(buffer.size()));
+        if (n <= 0) break;
+        received += static_cast<size_t>(n);
+      }
+      received_at = Clock::now();
+      cipher = SSL_get_cipher_name(ssl);
+    }
+    if (ssl != nullptr) SSL_free(ssl);
+    if (fd >= 0) ::close(fd);
+  });
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  SSL* ssl = nullptr;
+  absl::Status sent = absl::OkStatus();
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    sent = Errno("connect");
+  } else {
+    ssl = SSL_new(client_ctx);
+    if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1) {
+      sent = absl::InternalError("TLS handshake failed");
+    }
+  }
+  const Clock::time_point start = Clock::now();
+  for (size_t off = 0; sent.ok() && off < data.size(); off += piece) {
+    const int n = static_cast<int>(std::min(piece, data.size() - off));
+    if (SSL_write(ssl, data.data() + off, n) != n) sent = absl::InternalError("SSL_write failed");
+  }
+  if (ssl != nullptr) SSL_free(ssl);
+  if (fd >= 0) ::shutdown(fd, SHUT_WR);
+  if (!sent.ok()) ::shutdown(listener, SHUT_RDWR);
+  receiver.join();
+  if (fd >= 0) ::close(fd);
+  ::close(listener);
+  free_contexts();
+  if (!sent.ok()) return sent;
+  if (received != data.size()) return absl::DataLossError(absl::StrCat("TLS received ", received, " of ", data.size()));
+  if (cipher != "TLS_AES_256_GCM_SHA384") return absl::InternalError(absl::StrCat("negotiated ", cipher));
+  return std::chrono::duration<double>(received_at - start).count();
+}
+
+// Both ends of one session, agreed locally, for the pieces timed alone.
+struct LocalSessions {
+  std::shared_ptr<wire::SealedSession> client;
+  std::shared_ptr<wire::SealedSession> server;
+};
+
+absl::StatusOr<LocalSessions> AgreeLocally() {
+  const crypto::X25519KeyPair client = crypto::GenerateX25519KeyPair();
+  const crypto::X25519KeyPair server = crypto::GenerateX25519KeyPair();
+  auto as_string = [](const crypto::X25519PublicKey& key) {
+    return std::string(reinterpret_cast<const char*>(key.data()), key.size());
+  };
+  absl::StatusOr<std::shared_ptr<wire::SealedSession>> c = wire::SealedSession::Agree(
+      client, as_string(server.public_key), crypto::Side::kClient, "upload-bench", "bench-site");
+  absl::StatusOr<std::shared_ptr<wire::SealedSession>> s = wire::SealedSession::Agree(
+      server, as_string(client.public_key), crypto::Side::kServer, "upload-bench", "bench-site");
+  if (!c.ok()) return c.status();
+  if (!s.ok()) return s.status();
+  return LocalSessions{*c, *s};
+}
+
+// Every chunk of `update` sealed by `client` (round 1, model version 0), as sent.
+absl::StatusOr<std::vector<std::string>> SealAll(const core::ParameterSet& update, size_t chunk_bytes,
+                                                 wire::SealedSession& client) {
+  const uint32_t count = core::ChunkCount(update.bytes().size(), chunk_bytes);
+  std::vector<std::string> sealed(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    if (absl::Status s = client.SealChunk(1, 0, i, count, core::ChunkOf(update.bytes(), i, chunk_bytes), &sealed[i]);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return sealed;
+}
+
+absl::StatusOr<double> SealOnce(const core::ParameterSet& update, size_t chunk_bytes, wire::SealedSession& client) {
+  const uint32_t count = core::ChunkCount(update.bytes().size(), chunk_bytes);
+  v1::Chunk chunk;
+  const Clock::time_point start = Clock::now();
+  for (uint32_t i = 0; i < count; ++i) {
+    if (absl::Status s =
+            client.SealChunk(1, 0, i, count, core::ChunkOf(update.bytes(), i, chunk_bytes), chunk.mutable_data());
+        !s.ok()) {
+      return s;
+    }
+  }
+  return SecondsSince(start);
+}
+
+absl::StatusOr<double> OpenOnce(const std::vector<std::string>& sealed, size_t chunk_bytes,
+                                const wire::SealedSession& server) {
+  const uint32_t count = static_cast<uint32_t>(sealed.size());
+  const std::shared_ptr<const core::ChunkCodec> codec = server.StreamOpener(1, 0, count);
+  std::vector<std::byte> plain(chunk_bytes);
+  const Clock::time_point start = Clock::now();
+  for (uint32_t i = 0; i < count; ++i) {
+    const std::span<const std::byte> in = std::as_bytes(std::span(sealed[i].data(), sealed[i].size()));
+    if (absl::Status s = codec->Open(i, in, std::span(plain).first(in.size() - codec->overhead())); !s.ok()) return s;
+  }
+  return SecondsSince(start);
+}
+
+absl::StatusOr<double> AddSealedChunksOnce(const core::Manifest& manifest, const std::vector<std::string>& sealed,
+                                           size_t chunk_bytes, const wire::SealedSession& server,
+                                           const std::filesystem::path& spool) {
+  const uint32_t count = static_cast<uint32_t>(sealed.size());
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<core::UpdateReceiver> receiver =
+      core::UpdateReceiver::Open(manifest, count, chunk_bytes, spool, {}, server.StreamOpener(1, 0, count));
+  if (!receiver.ok()) return receiver.status();
+  for (uint32_t i = 0; i < count; ++i) {
+    if (absl::Status s = receiver->AddChunk(i, count, std::as_bytes(std::span(sealed[i].data(), sealed[i].size())));
+        !s.ok()) {
+      return s;
+    }
+  }
+  absl::StatusOr<core::SpooledUpdate> spooled = receiver->Finish(1000, "bench-site");
+  if (!spooled.ok()) return spooled.status();
+  const double seconds = SecondsSince(start);
+  std::filesystem::remove(spooled->path);
+  return seconds;
+}
+
+double MemcpyOnce(const core::ParameterSet& update, size_t chunk_bytes) {
+  std::vector<std::byte> target(chunk_bytes);
+  const uint32_t count = core::ChunkCount(update.bytes().size(), chunk_bytes);
+  const Clock::time_point start = Clock::now();
+  for (uint32_t i = 0; i < count; ++i) {
+    const std::span<const std::byte> piece = core::ChunkOf(update.bytes(), i, chunk_bytes);
+    std::memcpy(target.data(), piece.data(), piece.size());
+    g_sink = g_sink + static_cast<double>(target[piece.size() / 2]);
+  }
+  return SecondsSince(start);
+}
+
 struct Row {
   std::string name;
   std::vector<double> seconds;
@@ -361,6 +592,16 @@ int Main(int argc, char** argv) {
     std::cerr << "provisioning the benchmark federation failed: " << pki.status() << "\n";
     return 1;
   }
+  absl::StatusOr<LocalSessions> sessions = AgreeLocally();
+  if (!sessions.ok()) {
+    std::cerr << "agreeing local session keys failed: " << sessions.status() << "\n";
+    return 1;
+  }
+  const absl::StatusOr<std::vector<std::string>> sealed = SealAll(update, kMiB, *sessions->client);
+  if (!sealed.ok()) {
+    std::cerr << "sealing the update failed: " << sealed.status() << "\n";
+    return 1;
+  }
   for (int r = 0; r < flags->repeats; ++r) {
     record("raw TCP, 1 MiB writes", RawTcpOnce(update.bytes(), kMiB));
     struct Variant {
@@ -369,9 +610,24 @@ int Main(int argc, char** argv) {
       bool tls;
     };
     std::vector<Variant> variants;
-    for (size_t mib : flags->chunk_mib) variants.push_back({mib, "", false});
-    variants.push_back({flags->chunk_mib.front(), "", true});
+    if (!flags->skip.contains("plain")) {
+      for (size_t mib : flags->chunk_mib) variants.push_back({mib, "", false});
+    }
+    if (!flags->skip.contains("tls")) variants.push_back({flags->chunk_mib.front(), "", true});
     for (const std::string& tuning : flags->grpc) variants.push_back({flags->chunk_mib.front(), tuning, false});
+    if (!flags->skip.contains("raw")) {
+      record("raw TLS 1.3 (OpenSSL, AES-256-GCM), 1 MiB writes",
+             RawTlsOnce(update.bytes(), kMiB, pki->kit_dir(std::string(crypto::kServerParticipantName))));
+    }
+    if (!flags->skip.contains("unsealed")) {
+      absl::StatusOr<std::array<double, 2>> unsealed = UnsealedUploadTwice(update, flags->chunk_mib.front() * kMiB);
+      const std::string name =
+          absl::StrCat("gRPC upload, unsealed (before sealing), ", flags->chunk_mib.front(), " MiB chunks");
+      for (int i = 0; i < 2; ++i) {
+        record(absl::StrCat(name, i == 0 ? ", 1st" : ", 2nd"),
+               unsealed.ok() ? absl::StatusOr<double>((*unsealed)[i]) : unsealed.status());
+      }
+    }
     for (const auto& [mib, tuning, tls] : variants) {
       absl::StatusOr<GrpcRun> run = GrpcUploadOnce(update, mib * kMiB, tuning, tls ? &*pki : nullptr);
       if (!run.ok()) {
@@ -379,14 +635,27 @@ int Main(int argc, char** argv) {
         return 1;
       }
       const std::string suffix =
-          absl::StrCat(mib, " MiB chunks", tls ? ", mutual TLS" : "", tuning.empty() ? "" : ", server " + tuning);
-      record(absl::StrCat("gRPC upload, ", suffix), run->upload_seconds);
-      downloads[absl::StrCat("gRPC download (global model), ", suffix)].push_back(run->download_seconds);
+          absl::StrCat(mib, " MiB chunks", tls ? ", mutual TLS" : ", no TLS", tuning.empty() ? "" : ", server " + tuning);
+      for (int round = 0; round < 2; ++round) {
+        const std::string which = round == 0 ? ", round 1" : ", round 2";
+        record(absl::StrCat("gRPC upload, sealed, ", suffix, which), run->upload_seconds[round]);
+        downloads[absl::StrCat("gRPC download (sealed model), ", suffix, which)].push_back(run->download_seconds[round]);
+      }
     }
-    record("UpdateReceiver::AddChunk alone, 1 MiB", AddChunkOnce(update, kMiB, scratch.path() / "addchunk.update"));
+    if (flags->skip.contains("pieces")) {
+      std::cerr << "repeat " << r + 1 << "/" << flags->repeats << " done\n";
+      continue;
+    }
+    record("seal alone (SealedSession::SealChunk), 1 MiB", SealOnce(update, kMiB, *sessions->client));
+    record("open alone (the server's codec), 1 MiB", OpenOnce(*sealed, kMiB, *sessions->server));
+    record("AddChunk sealed (open, checks, scan, spool write)",
+           AddSealedChunksOnce(update.manifest(), *sealed, kMiB, *sessions->server, scratch.path() / "sealed.update"));
+    record("AddChunk plaintext (checks, scan, spool write)",
+           AddChunkOnce(update, kMiB, scratch.path() / "addchunk.update"));
     record("  spool write() alone", SpoolWriteOnce(update, kMiB, scratch.path()));
     record("  AddChunk with its spool at /dev/null (checks, scan)", AddChunkToNullOnce(update, kMiB, scratch.path()));
     record("protobuf set_data+serialize+parse, 1 MiB", ProtobufOnce(update, kMiB));
+    record("memcpy into a reused 1 MiB buffer (one copy)", MemcpyOnce(update, kMiB));
     std::cerr << "repeat " << r + 1 << "/" << flags->repeats << " done\n";
   }
   for (auto& [name, seconds] : downloads) {
@@ -395,14 +664,14 @@ int Main(int argc, char** argv) {
   }
 
   const double raw = total / Median(rows["raw TCP, 1 MiB writes"].seconds) / 1e6;
-  std::cout << absl::StrFormat("%-62s %10s %9s  %s\n", "variant", "MB/s (med)", "vs raw", "runs (MB/s)");
+  std::cout << absl::StrFormat("%-66s %10s %9s  %s\n", "variant", "MB/s (med)", "vs raw", "runs (MB/s)");
   for (const std::string& name : order) {
     const Row& row = rows[name];
     const double mbps = total / Median(row.seconds) / 1e6;
     std::string runs;
     for (double s : row.seconds)
       absl::StrAppend(&runs, runs.empty() ? "" : " ", absl::StrFormat("%.0f", total / s / 1e6));
-    std::cout << absl::StrFormat("%-62s %10.0f %8.0f%%  %s\n", name, mbps, 100 * mbps / raw, runs);
+    std::cout << absl::StrFormat("%-66s %10.0f %8.0f%%  %s\n", name, mbps, 100 * mbps / raw, runs);
   }
   std::cout << "load average at end: " << LoadAverage() << "\n";
   return 0;

@@ -27,6 +27,18 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class FloatIndexEmbedding(nn.Module):
+    """nn.Embedding over float inputs cast to int64 indices (as in Cohort). The weight sits on
+    this module itself, so its state_dict key is `layers.<i>.weight`."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_embeddings, embedding_dim))
+
+    def forward(self, x):
+        return nn.functional.embedding(x.long(), self.weight)
+
+
 class CohortNet(nn.Module):
     def __init__(self, layers):
         super().__init__()
@@ -66,6 +78,8 @@ def build_model(config) -> nn.Module:
             layer = nn.Linear(shape[0], spec["out_features"], bias=spec.get("bias", True))
         elif kind == "layer_norm":
             layer = nn.LayerNorm(shape[-1])
+        elif kind == "embedding":
+            layer = FloatIndexEmbedding(spec["num_embeddings"], spec["embedding_dim"])
         elif kind == "dropout":
             layer = nn.Dropout(spec.get("p", 0.5))
         elif kind == "relu":

@@ -1,9 +1,13 @@
 #include "core/fedavg.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <memory>
 #include <limits>
 #include <optional>
 #include <random>
@@ -13,6 +17,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "tests/core/temp_dir.h"
 
 namespace cohort::core {
@@ -46,6 +51,16 @@ ParameterSet SetOf(const Manifest& manifest, const std::vector<float>& values) {
 }
 
 std::span<const std::byte> AsBytes(const std::vector<float>& v) { return std::as_bytes(std::span(v)); }
+
+// Spool files in `dir` that still hold an update: all but those StreamingFedAvg keeps for
+// reuse (".kept-N"), which hold nothing it will read again.
+size_t UpdateFilesIn(const fs::path& dir) {
+  size_t n = 0;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+    n += e.path().filename().string().find(".kept-") == std::string::npos;
+  }
+  return n;
+}
 
 // Streams `values` through an UpdateReceiver the way the server does, chunk by chunk, and
 // finishes it unless a chunk is refused. `chunks_to_send` cuts the stream short.
@@ -325,7 +340,7 @@ TEST_P(RejectedUpdateTest, LeavesNoTraceInTheAggregate) {
   EXPECT_EQ(std::memcmp(a.bytes().data(), b.bytes().data(), m.total_bytes()), 0)
       << "the rejected update changed the aggregate";
   EXPECT_NE(std::memcmp(a.bytes().data(), start.data(), m.total_bytes()), 0) << "the good updates were not applied";
-  EXPECT_TRUE(fs::is_empty(dir.path())) << "spool files left behind";
+  EXPECT_EQ(UpdateFilesIn(dir.path()), 0u) << "spool files left behind";
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryRejection, RejectedUpdateTest,
@@ -360,7 +375,7 @@ TEST(StreamingFedAvgTest, ResetDropsPendingSpoolFilesAndEverythingFolded) {
   ASSERT_TRUE(fs::exists(dir.path() / "u3"));
   avg.Reset();
   EXPECT_FALSE(fs::exists(dir.path() / "u3")) << "Reset left a pending spool file";
-  EXPECT_TRUE(fs::is_empty(dir.path()));
+  EXPECT_EQ(UpdateFilesIn(dir.path()), 0u);
   EXPECT_EQ(avg.count(), 0);
   EXPECT_EQ(avg.total_weight(), 0);
   ParameterSet global = SetOf(m, RandomValues(1000, 40));
@@ -415,12 +430,242 @@ TEST(StreamingFedAvgTest, AShortSpoolFileFailsTheFoldInsteadOfReadingZeros) {
     out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(half.size() * sizeof(float)));
   }
   StreamingFedAvg avg(m);
-  ASSERT_TRUE(avg.Add(SpooledUpdate{path, 1, 1, "a"}).ok());
+  ASSERT_TRUE(avg.Add(SpooledUpdate{path, 1, 1, "a", 0, nullptr}).ok());
   ParameterSet global(m);
   const absl::Status s = avg.ApplyTo(global);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(s.message()), HasSubstr(path.string()));
+}
+
+
+// A stand-in for the sealing codec that core cannot see (proto/sealing.h): each chunk is
+// its plaintext XORed with a key byte and the chunk index, followed by 8 bytes: the index
+// and a checksum over the index and the encoded bytes. Enough to show that core spools
+// what it received, opens with the right index, and reports a chunk that does not open.
+class XorCodec final : public ChunkCodec {
+ public:
+  explicit XorCodec(uint8_t key) : key_(key) {}
+  static constexpr size_t kOverhead = 8;
+  size_t overhead() const override { return kOverhead; }
+
+  std::vector<std::byte> Encode(uint32_t index, std::span<const std::byte> plain) const {
+    std::vector<std::byte> out(plain.size() + kOverhead);
+    for (size_t i = 0; i < plain.size(); ++i) out[i] = plain[i] ^ Pad(index, i);
+    std::memcpy(out.data() + plain.size(), &index, 4);
+    const uint32_t sum = Checksum(index, std::span(out).first(plain.size()));
+    std::memcpy(out.data() + plain.size() + 4, &sum, 4);
+    return out;
+  }
+  absl::Status Open(uint32_t index, std::span<const std::byte> encoded, std::span<std::byte> plain) const override {
+    opened_ += 1;
+    uint32_t stored_index = 0, sum = 0;
+    std::memcpy(&stored_index, encoded.data() + plain.size(), 4);
+    std::memcpy(&sum, encoded.data() + plain.size() + 4, 4);
+    if (encoded.size() != plain.size() + kOverhead || stored_index != index ||
+        sum != Checksum(index, encoded.first(plain.size()))) {
+      std::fill(plain.begin(), plain.end(), std::byte{0});
+      return absl::DataLossError(absl::StrCat("chunk ", index, ": authentication failed"));
+    }
+    for (size_t i = 0; i < plain.size(); ++i) plain[i] = encoded[i] ^ Pad(index, i);
+    return absl::OkStatus();
+  }
+  int opened() const { return opened_.load(); }
+
+ private:
+  std::byte Pad(uint32_t index, size_t i) const { return std::byte(static_cast<uint8_t>(key_ + index * 31 + i)); }
+  static uint32_t Checksum(uint32_t index, std::span<const std::byte> bytes) {
+    uint32_t h = 2166136261u ^ index;
+    for (std::byte b : bytes) h = (h ^ static_cast<uint8_t>(b)) * 16777619u;
+    return h;
+  }
+  uint8_t key_;
+  mutable std::atomic<int> opened_{0};
+};
+
+// Streams `values` encoded by `codec`; `tamper` may alter an encoded chunk before it is sent.
+absl::StatusOr<SpooledUpdate> ReceiveEncoded(
+    const Manifest& manifest, const std::vector<float>& values, size_t chunk_bytes, const fs::path& spool,
+    double weight, const std::string& client, std::shared_ptr<const XorCodec> codec,
+    const std::function<void(uint32_t, std::vector<std::byte>&)>& tamper = {}) {
+  const uint32_t count = ChunkCount(manifest.total_bytes(), chunk_bytes);
+  absl::StatusOr<UpdateReceiver> receiver = UpdateReceiver::Open(manifest, count, chunk_bytes, spool, {}, codec);
+  if (!receiver.ok()) return receiver.status();
+  for (uint32_t i = 0; i < count; ++i) {
+    std::vector<std::byte> encoded = codec->Encode(i, ChunkOf(AsBytes(values), i, chunk_bytes));
+    if (tamper) tamper(i, encoded);
+    if (absl::Status s = receiver->AddChunk(i, count, encoded); !s.ok()) return s;
+  }
+  return receiver->Finish(weight, client);
+}
+
+// 1.3M floats (5.2 MB) in chunks of 786,436 bytes: several fold windows of two chunks
+// each, the last window and the last chunk short, so threads split windows unevenly.
+Manifest LargeManifest() {
+  return Manifest({{"a", DType::kFloat32, {1000, 1000}}, {"b", DType::kFloat32, {300000}}});
+}
+constexpr size_t kLargeChunkBytes = 786436;
+
+TEST(SealedSpoolTest, EncodedUpdatesAverageExactlyAsPlaintextOnesForEveryBatchAndThreadCount) {
+  TempDir dir;
+  const Manifest m = LargeManifest();
+  const size_t n = m.num_elements();
+  std::vector<std::vector<float>> deltas;
+  std::vector<double> weights;
+  for (int k = 0; k < 5; ++k) {
+    deltas.push_back(RandomValues(n, 60 + k));
+    weights.push_back(3.0 + 7 * k);
+  }
+  const std::vector<float> start = RandomValues(n, 59);
+  const std::vector<double> expected = NaiveFedAvg(start, deltas, weights);
+  for (int fold_batch : {1, 8}) {
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(::testing::Message() << "fold_batch " << fold_batch << ", threads " << threads);
+      StreamingFedAvg avg(m, threads, fold_batch);
+      auto codec = std::make_shared<const XorCodec>(static_cast<uint8_t>(fold_batch * 10 + threads));
+      for (int k = 0; k < 5; ++k) {
+        absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, deltas[k], kLargeChunkBytes,
+                                                         dir.path() / ("u" + std::to_string(k)), weights[k], "c", codec);
+        ASSERT_TRUE(u.ok()) << u.status();
+        ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+      }
+      ParameterSet global = SetOf(m, start);
+      ASSERT_TRUE(avg.ApplyTo(global).ok());
+      size_t mismatches = 0;
+      for (size_t i = 0; i < n; ++i) mismatches += std::abs(global.floats()[i] - expected[i]) > 1e-5;
+      EXPECT_EQ(mismatches, 0u);
+      // Each chunk is opened twice: once as it arrives, once by the fold; never more.
+      EXPECT_EQ(codec->opened(), 5 * 2 * static_cast<int>(ChunkCount(m.total_bytes(), kLargeChunkBytes)));
+      EXPECT_EQ(UpdateFilesIn(dir.path()), 0u) << "a folded spool file still holds its update";
+    }
+    EXPECT_TRUE(fs::is_empty(dir.path())) << "kept spool files outlived their StreamingFedAvg";
+  }
+}
+
+TEST(SealedSpoolTest, TheSpoolFileHoldsTheChunksExactlyAsReceivedAndNoPlaintext) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const std::vector<float> values(1000, 1.2345f);
+  auto codec = std::make_shared<const XorCodec>(7);
+  absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, values, kChunkBytes, dir.path() / "u", 1, "a", codec);
+  ASSERT_TRUE(u.ok()) << u.status();
+  std::ifstream in(u->path, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string expected;
+  for (uint32_t i = 0; i < 4; ++i) {
+    const std::vector<std::byte> chunk = codec->Encode(i, ChunkOf(AsBytes(values), i, kChunkBytes));
+    expected.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+  }
+  EXPECT_EQ(file.size(), m.total_bytes() + 4 * XorCodec::kOverhead);
+  EXPECT_TRUE(file == expected) << "the spool file is not the received chunks back to back";
+  const std::string pattern(reinterpret_cast<const char*>(values.data()), 4 * sizeof(float));
+  EXPECT_EQ(file.find(pattern), std::string::npos) << "plaintext floats found in the spool file";
+  EXPECT_EQ(u->chunk_bytes, kChunkBytes);
+  EXPECT_EQ(u->codec, codec);
+}
+
+TEST(SealedSpoolTest, AChunkThatDoesNotOpenIsRefusedWithTheCodecsCodeAndLeavesNoSpoolFile) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  auto codec = std::make_shared<const XorCodec>(9);
+  const fs::path spool = dir.path() / "u";
+  absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, RandomValues(1000, 3), kChunkBytes, spool, 1, "a", codec,
+                                                   [](uint32_t i, std::vector<std::byte>& chunk) {
+                                                     if (i == 3) chunk[5] ^= std::byte{0x01};
+                                                   });
+  ASSERT_FALSE(u.ok());
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(u.status().message()), HasSubstr("chunk 3"));
+  EXPECT_FALSE(fs::exists(spool));
+
+  // Shorter than the codec's overhead: refused before it is opened, naming the chunk.
+  u = ReceiveEncoded(m, RandomValues(1000, 3), kChunkBytes, spool, 1, "a", codec,
+                     [](uint32_t i, std::vector<std::byte>& chunk) {
+                       if (i == 1) chunk.resize(5);
+                     });
+  ASSERT_FALSE(u.ok());
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(u.status().message()), HasSubstr("chunk 1: 5 bytes"));
+}
+
+TEST(SealedSpoolTest, AChunkAlteredAtRestFailsTheFoldNamingTheClient) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  auto codec = std::make_shared<const XorCodec>(11);
+  absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, RandomValues(1000, 4), kChunkBytes, dir.path() / "u", 1,
+                                                   "site-x", codec);
+  ASSERT_TRUE(u.ok()) << u.status();
+  {
+    std::fstream f(u->path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(2000);
+    f.put('\x5a');
+  }
+  StreamingFedAvg avg(m);
+  ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+  ParameterSet global(m);
+  const absl::Status s = avg.ApplyTo(global);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("site-x"));
+  for (float x : global.floats()) ASSERT_EQ(x, 0.0f) << "a failed fold must not change the model";
+}
+
+TEST(SealedSpoolTest, PlaintextAndEncodedUpdatesInOneRoundAreFoldedInSeparateBatches) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const std::vector<std::vector<float>> deltas = {RandomValues(1000, 70), RandomValues(1000, 71),
+                                                  RandomValues(1000, 72)};
+  const std::vector<double> weights = {1, 2, 4};
+  StreamingFedAvg avg(m, 2, /*fold_batch=*/8);
+  auto codec = std::make_shared<const XorCodec>(13);
+  absl::StatusOr<SpooledUpdate> a = ReceiveEncoded(m, deltas[0], kChunkBytes, dir.path() / "a", 1, "a", codec);
+  absl::StatusOr<SpooledUpdate> b = Receive(m, deltas[1], dir.path() / "b", 2, "b");
+  absl::StatusOr<SpooledUpdate> c = ReceiveEncoded(m, deltas[2], 2048, dir.path() / "c", 4, "c", codec);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  ASSERT_TRUE(avg.Add(std::move(*a)).ok());
+  ASSERT_TRUE(avg.Add(std::move(*b)).ok());
+  EXPECT_FALSE(fs::exists(dir.path() / "a")) << "another layout flushes the batch before it";
+  ASSERT_TRUE(avg.Add(std::move(*c)).ok());
+  const std::vector<float> start = RandomValues(1000, 73);
+  ParameterSet global = SetOf(m, start);
+  ASSERT_TRUE(avg.ApplyTo(global).ok());
+  const std::vector<double> expected = NaiveFedAvg(start, deltas, weights);
+  for (size_t i = 0; i < expected.size(); ++i) ASSERT_NEAR(global.floats()[i], expected[i], 1e-5) << i;
+}
+
+TEST(StreamingFedAvgTest, FoldedSpoolFilesAreWrittenOverByLaterUpdatesAndRemovedWithTheAggregate) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const std::vector<float> first = RandomValues(1000, 80), second = RandomValues(1000, 81);
+  {
+    StreamingFedAvg avg(m, 1, /*fold_batch=*/2);
+    EXPECT_FALSE(avg.ReuseSpoolFile(dir.path() / "none")) << "nothing is kept before a fold";
+    absl::StatusOr<SpooledUpdate> u = Receive(m, first, dir.path() / "round-1", 1, "a");
+    ASSERT_TRUE(u.ok());
+    ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+    ParameterSet global(m);
+    ASSERT_TRUE(avg.ApplyTo(global).ok());
+    EXPECT_FALSE(fs::exists(dir.path() / "round-1"));
+    EXPECT_EQ(UpdateFilesIn(dir.path()), 0u);
+
+    // The next round's update is written over the kept file, which now has its name.
+    ASSERT_TRUE(avg.ReuseSpoolFile(dir.path() / "round-2"));
+    ASSERT_TRUE(fs::exists(dir.path() / "round-2"));
+    EXPECT_FALSE(avg.ReuseSpoolFile(dir.path() / "round-2b")) << "one file was kept, and it is taken";
+    // A shorter stream leaves nothing of the longer one behind: Finish cuts the file.
+    const Manifest half({{"w", DType::kFloat32, {500}}});
+    const std::vector<float> small(second.begin(), second.begin() + 500);
+    absl::StatusOr<SpooledUpdate> v = Receive(half, small, dir.path() / "round-2", 1, "a");
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(fs::file_size(dir.path() / "round-2"), 2000u);
+    std::ifstream in(dir.path() / "round-2", std::ios::binary);
+    std::vector<float> back(500);
+    in.read(reinterpret_cast<char*>(back.data()), 2000);
+    EXPECT_EQ(back, small);
+  }
+  EXPECT_EQ(UpdateFilesIn(dir.path()), 1u) << "round-2 belongs to its SpooledUpdate, not the aggregate";
+  fs::remove(dir.path() / "round-2");
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "the aggregate left a kept file behind";
 }
 
 }  // namespace

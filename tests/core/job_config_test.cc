@@ -2,6 +2,8 @@
 
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -30,13 +32,19 @@ json FullConfig() {
     "federation": {
       "rounds": 30, "clients_per_round": 10, "min_clients": 8, "round_timeout_s": 120.5,
       "heartbeat_timeout_s": 15, "join_grace_s": 7.5, "max_round_retries": 5, "strategy": "fedavg",
-      "max_update_norm": 25.0, "chunk_bytes": 65536
+      "max_update_norm": 25.0, "chunk_bytes": 65536,
+      "sites": ["a", "b"], "revoked_sites": ["c"]
     },
     "data": {
       "dataset": "csv", "path": "/data/adult.csv", "partition": "dirichlet:0.5",
       "eval_fraction": 0.2, "train_subset": 5000, "label_column": "income"
     },
-    "evaluation": {"test_data": "/data/adult_test.csv", "max_samples": 2000}
+    "evaluation": {"test_data": "/data/adult_test.csv", "max_samples": 2000},
+    "privacy": {
+      "mechanism": "client_dp", "target_epsilon": 4.5, "target_delta": 1e-6, "noise_multiplier": 1.2,
+      "clip_norm": 0.3, "adaptive_clipping": true, "target_quantile": 0.7, "clip_learning_rate": 0.1,
+      "count_noise_stddev": 2.5
+    }
   })");
 }
 
@@ -99,6 +107,17 @@ TEST(ParseJobConfigTest, AFullConfigSetsEveryField) {
 
   EXPECT_EQ(c.evaluation.test_data, "/data/adult_test.csv");
   EXPECT_EQ(c.evaluation.max_samples, 2000);
+
+  const PrivacyConfig& p = c.privacy;
+  EXPECT_EQ(p.mechanism, "client_dp");
+  EXPECT_EQ(p.target_epsilon, 4.5);
+  EXPECT_EQ(p.target_delta, 1e-6);
+  EXPECT_EQ(p.noise_multiplier, 1.2);
+  EXPECT_EQ(p.clip_norm, 0.3);
+  EXPECT_TRUE(p.adaptive_clipping);
+  EXPECT_EQ(p.target_quantile, 0.7);
+  EXPECT_EQ(p.clip_learning_rate, 0.1);
+  EXPECT_EQ(p.count_noise_stddev, 2.5);
 }
 
 TEST(ParseJobConfigTest, AbsentSectionsTakeTheDocumentedDefaults) {
@@ -319,6 +338,120 @@ TEST(ParseTrainingConfigTest, ParsesTheTrainingSectionAloneWithItsOwnKeyPaths) {
   absl::StatusOr<TrainingConfig> bad = ParseTrainingConfig(json{{"local_epochs", 0}});
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("training_config.local_epochs"));
+}
+
+// The "privacy" section.
+
+json WithPrivacy(const json& privacy) {
+  json config = FullConfig();
+  config["training_config"]["max_grad_norm"] = 0.0;
+  config["privacy"] = privacy;
+  return config;
+}
+
+TEST(ParsePrivacyConfigTest, AbsentPrivacyMeansNoneAndWritesOnlyTheMechanism) {
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(json{{"model_config", json::object()}});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->privacy.mechanism, "none");
+  EXPECT_FALSE(parsed->privacy.enabled());
+  EXPECT_EQ(ToJson(parsed->privacy), json({{"mechanism", "none"}}));
+  EXPECT_EQ(ToJson(*parsed)["privacy"], json({{"mechanism", "none"}}));
+}
+
+TEST(ParsePrivacyConfigTest, DpSgdTakesTheBudgetWithDefaultsForTheRest) {
+  absl::StatusOr<JobConfig> parsed =
+      ParseJobConfig(WithPrivacy({{"mechanism", "dp_sgd"}, {"target_epsilon", 3}}));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const PrivacyConfig& p = parsed->privacy;
+  EXPECT_EQ(p.mechanism, "dp_sgd");
+  EXPECT_EQ(p.target_epsilon, 3.0);
+  EXPECT_EQ(p.target_delta, 1e-5);
+  EXPECT_EQ(p.noise_multiplier, 0.0) << "0: calibrated to the budget";
+  EXPECT_EQ(p.clip_norm, 1.0);
+  EXPECT_FALSE(p.adaptive_clipping);
+  EXPECT_EQ(ToJson(p), json::parse(R"({"mechanism": "dp_sgd", "target_epsilon": 3.0, "target_delta": 1e-5,
+                                       "noise_multiplier": 0.0, "clip_norm": 1.0})"));
+}
+
+TEST(ParsePrivacyConfigTest, EveryMechanismRoundTripsThroughToJson) {
+  for (const json& privacy : {json::parse(R"({"mechanism": "none"})"),
+                              json::parse(R"({"mechanism": "dp_sgd", "target_epsilon": 1.5, "target_delta": 1e-6,
+                                              "noise_multiplier": 1.1, "clip_norm": 0.5})"),
+                              json::parse(R"({"mechanism": "client_dp", "target_epsilon": 8.0, "target_delta": 1e-5,
+                                              "noise_multiplier": 0.0, "clip_norm": 2.0,
+                                              "adaptive_clipping": false})"),
+                              FullConfig()["privacy"]}) {
+    SCOPED_TRACE(privacy.dump());
+    absl::StatusOr<PrivacyConfig> first = ParsePrivacyConfig(privacy);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_EQ(ToJson(*first), privacy);
+    absl::StatusOr<PrivacyConfig> second = ParsePrivacyConfig(ToJson(*first));
+    ASSERT_TRUE(second.ok()) << second.status();
+    EXPECT_EQ(ToJson(*second), privacy);
+  }
+}
+
+TEST(ParsePrivacyConfigTest, BadBudgetsNoiseAndClipNormsAreRefusedNamingTheKey) {
+  const json dp = {{"mechanism", "dp_sgd"}, {"target_epsilon", 3}};
+  const std::vector<std::pair<json, std::string>> cases = {
+      {{{"target_epsilon", -1}}, "privacy.target_epsilon: expected a number > 0, got -1"},
+      {{{"target_epsilon", 0}}, "privacy.target_epsilon: expected a number > 0, got 0"},
+      {{{"target_epsilon", "3"}}, "privacy.target_epsilon: expected a number > 0, got \"3\""},
+      {{{"target_delta", 0}}, "privacy.target_delta: expected a number in (0, 1), got 0"},
+      {{{"target_delta", 1}}, "privacy.target_delta: expected a number in (0, 1), got 1"},
+      {{{"target_delta", 1.5}}, "privacy.target_delta: expected a number in (0, 1), got 1.5"},
+      {{{"noise_multiplier", -0.5}}, "privacy.noise_multiplier: expected a number >= 0, got -0.5"},
+      {{{"clip_norm", 0}}, "privacy.clip_norm: expected a number > 0, got 0"},
+      {{{"clip_norm", -2}}, "privacy.clip_norm: expected a number > 0, got -2"},
+      {{{"mechanism", "dp-sgd"}},
+       "privacy.mechanism: expected one of \"none\", \"dp_sgd\", \"client_dp\", got \"dp-sgd\""},
+      {{{"epsilon", 3}}, "privacy.epsilon: unknown key"},
+  };
+  for (const auto& [change, message] : cases) {
+    json privacy = dp;
+    privacy.update(change);
+    EXPECT_THAT(ErrorOf(WithPrivacy(privacy)), HasSubstr(message)) << privacy.dump();
+  }
+}
+
+TEST(ParsePrivacyConfigTest, AMechanismWithoutABudgetIsRefused) {
+  for (const char* mechanism : {"dp_sgd", "client_dp"}) {
+    EXPECT_THAT(ErrorOf(WithPrivacy({{"mechanism", mechanism}})),
+                HasSubstr(std::string("privacy.target_epsilon: missing; mechanism \"") + mechanism +
+                          "\" needs a budget"));
+  }
+}
+
+TEST(ParsePrivacyConfigTest, KeysThatDoNotApplyToTheMechanismAreRefusedNotIgnored) {
+  // A budget written without a mechanism would otherwise train without privacy.
+  EXPECT_EQ(ErrorOf(WithPrivacy({{"target_epsilon", 3}})),
+            "privacy.target_epsilon: does not apply when privacy.mechanism is \"none\"; remove it");
+  EXPECT_EQ(ErrorOf(WithPrivacy({{"mechanism", "none"}, {"clip_norm", 1}})),
+            "privacy.clip_norm: does not apply when privacy.mechanism is \"none\"; remove it");
+  EXPECT_EQ(ErrorOf(WithPrivacy({{"mechanism", "dp_sgd"}, {"target_epsilon", 3}, {"adaptive_clipping", true}})),
+            "privacy.adaptive_clipping: does not apply when privacy.mechanism is \"dp_sgd\"; remove it");
+  EXPECT_EQ(ErrorOf(WithPrivacy({{"mechanism", "client_dp"}, {"target_epsilon", 3}, {"target_quantile", 0.5}})),
+            "privacy.target_quantile: does not apply when privacy.adaptive_clipping is false; remove it");
+}
+
+TEST(ParsePrivacyConfigTest, DpSgdRefusesGlobalGradientClipping) {
+  json config = WithPrivacy({{"mechanism", "dp_sgd"}, {"target_epsilon", 3}});
+  config["training_config"]["max_grad_norm"] = 1.5;
+  EXPECT_THAT(ErrorOf(config), HasSubstr("training_config.max_grad_norm: expected 0 with privacy.mechanism "
+                                         "\"dp_sgd\" (it clips each example's gradient to privacy.clip_norm "
+                                         "instead), got 1.5"));
+  // Client-level DP clips the update, not the gradient: global clipping stays allowed.
+  config["privacy"] = {{"mechanism", "client_dp"}, {"target_epsilon", 3}};
+  EXPECT_TRUE(ParseJobConfig(config).ok());
+}
+
+TEST(ParsePrivacyConfigTest, AdaptiveClippingNeedsCountNoiseAboveHalfTheNoiseMultiplier) {
+  json privacy = FullConfig()["privacy"];
+  privacy["count_noise_stddev"] = 0.6;  // noise_multiplier 1.2: the count would take all of it
+  EXPECT_THAT(ErrorOf(WithPrivacy(privacy)),
+              HasSubstr("privacy.count_noise_stddev: expected > noise_multiplier / 2 (0.6), got 0.6"));
+  privacy["count_noise_stddev"] = 0.0;  // 0: clients_per_round / 20, checked where the round runs
+  EXPECT_TRUE(ParseJobConfig(WithPrivacy(privacy)).ok());
 }
 
 TEST(LoadJobConfigTest, ReadsAFileAndPrefixesErrorsWithItsPath) {

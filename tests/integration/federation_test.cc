@@ -9,11 +9,13 @@
 #include <chrono>
 #include <thread>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 
 #include "core/job_config.h"
@@ -210,6 +212,148 @@ TEST(FederationTest, AServerKilledMidJobResumesFromItsCheckpointAndTheClientsCar
   EXPECT_EQ(summary["status"], "finished");
   ASSERT_EQ(summary["rounds"].size(), 3u);
   for (const auto& round : summary["rounds"]) EXPECT_EQ(round["samples"], 1800) << round.dump();
+  std::filesystem::remove_all(dir);
+}
+
+// The scenario: an admin changes the learning rate while `cohort run` trains. The
+// change lands at the next round boundary, the clients train with it from then on, the
+// summary shows it, and the signed audit log says who changed it from what to what.
+TEST(FederationTest, ALiveLearningRateChangeTakesEffectAtTheNextRoundAndIsAudited) {
+  const std::filesystem::path dir = TempDir("live-set");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["job"]["name"] = "live-set";
+  job["training_config"]["learning_rate"] = 0.01;
+  job["training_config"]["lr_scheduler"] = "constant";
+  job["training_config"]["warmup_steps"] = 0;
+  job["training_config"]["local_epochs"] = 2;
+  job["federation"]["rounds"] = 5;
+  job["federation"]["clients_per_round"] = 2;
+  job["federation"]["min_clients"] = 2;
+  job["data"]["path"] = COHORT_FASHION_MNIST_DIR;
+  job["data"]["train_subset"] = 6000;
+  job["evaluation"]["test_data"] = "";
+  std::ofstream(dir / "job.json") << job.dump();
+  const std::filesystem::path out = dir / "out";
+  const pid_t run = Spawn({"run", (dir / "job.json").string(), "--out", out.string()}, dir / "run.log");
+  ASSERT_TRUE(WaitForText(out / "logs" / "server.log", "round=1/5 started", 120)) << ReadText(dir / "run.log");
+  const std::string run_log = ReadText(dir / "run.log");
+  const size_t at = run_log.find("server on ");
+  ASSERT_NE(at, std::string::npos) << run_log;
+  const std::string address = run_log.substr(at + 10, run_log.find(';', at) - at - 10);
+
+  const Result set = RunCommand(std::string(COHORT_BINARY) + " admin --kit " + (out / "pki" / "operator").string() +
+                                " --server " + address +
+                                " --json set learning_rate 0.05 --reason 'loss plateaued'");
+  ASSERT_EQ(set.exit_code, 0) << set.output;
+  const nlohmann::json change = nlohmann::json::parse(set.output.substr(set.output.find('{')), nullptr, false);
+  ASSERT_TRUE(change.is_object()) << set.output;
+  const uint64_t from_round = change["applies_at_round"].get<uint64_t>();
+  EXPECT_GE(from_round, 2u);
+  EXPECT_LE(from_round, 4u);  // a round takes seconds: the change lands well before the last
+  // An invalid change is refused with exit code 2 and changes nothing.
+  const Result bad = RunCommand(std::string(COHORT_BINARY) + " admin --kit " + (out / "pki" / "operator").string() +
+                                " --server " + address + " set learning_rate -1");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("training_config.learning_rate"), std::string::npos) << bad.output;
+  // An auditor may not change anything.
+  const Result auditor = RunCommand(std::string(COHORT_BINARY) + " admin --kit " + (out / "pki" / "auditor").string() +
+                                    " --server " + address + " set learning_rate 0.2");
+  EXPECT_EQ(auditor.exit_code, 1) << auditor.output;
+  EXPECT_NE(auditor.output.find("job.set_parameter"), std::string::npos) << auditor.output;
+
+  ASSERT_EQ(WaitExit(run, 300), 0) << ReadText(dir / "run.log");
+  const nlohmann::json summary = ReadJson(out / "summary.json");
+  ASSERT_TRUE(summary.is_object());
+  ASSERT_EQ(summary["rounds"].size(), 5u);
+  for (const auto& round : summary["rounds"]) {
+    const uint64_t r = round["round"].get<uint64_t>();
+    EXPECT_EQ(round["training"]["learning_rate"], r >= from_round ? 0.05 : 0.01) << round.dump();
+    if (r == from_round) {
+      ASSERT_EQ(round["parameter_changes"].size(), 1u) << round.dump();
+      EXPECT_EQ(round["parameter_changes"][0]["by"], "operator");
+      EXPECT_EQ(round["parameter_changes"][0]["new"], 0.05);
+    }
+  }
+  // The clients trained with it: their logs show the new rate from that round on.
+  EXPECT_NE(ReadText(out / "logs" / "site-0.log").find("lr 0.05"), std::string::npos);
+
+  const std::string log = (out / "audit.log").string();
+  const Result verified = RunCommand(std::string(COHORT_BINARY) + " audit verify " + log + " --key " +
+                                     (out / "audit" / "audit.pub").string());
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
+  const Result shown =
+      RunCommand(std::string(COHORT_BINARY) + " audit show " + log + " --parameter learning_rate --json");
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  bool found_change = false, found_refusal = false;
+  std::istringstream lines(shown.output);
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
+    if (!entry.is_object()) continue;
+    if (entry["action"] == "param.set") {
+      found_change = true;
+      EXPECT_EQ(entry["actor"], "operator");
+      EXPECT_EQ(entry["role"], "admin");
+      EXPECT_EQ(entry["old"], 0.01);
+      EXPECT_EQ(entry["new"], 0.05);
+    }
+    if (entry["action"] == "param.set.refused") found_refusal = true;
+  }
+  EXPECT_TRUE(found_change) << shown.output;
+  EXPECT_TRUE(found_refusal) << shown.output;
+  std::filesystem::remove_all(dir);
+}
+
+// DP-SGD with a per-site budget: each site records every round's spend in its own ledger
+// before it trains, the server mirrors the spends and shows epsilon per round and site,
+// and when the next round would exceed a site's budget the site declines and the job ends
+// early, since too few sites are left.
+TEST(FederationTest, SitesDeclineOnceTheirPrivacyBudgetIsSpentAndTheJobEndsEarly) {
+  const std::filesystem::path dir = TempDir("dp-budget");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["job"]["name"] = "dp-budget";
+  job["training_config"]["max_grad_norm"] = 0.0;
+  job["training_config"]["batch_size"] = 64;
+  job["training_config"]["local_epochs"] = 1;
+  job["federation"]["rounds"] = 5;
+  job["federation"]["clients_per_round"] = 2;
+  job["federation"]["min_clients"] = 2;
+  job["data"]["path"] = COHORT_FASHION_MNIST_DIR;
+  job["data"]["train_subset"] = 2000;  // 900 training rows per site: q = 64/900, 15 steps a round
+  job["evaluation"]["test_data"] = "";
+  // Epsilon after 1, 2, 3 rounds at sigma 1: about 2.99, 3.64, 4.16: the third does not fit.
+  job["privacy"] = {{"mechanism", "dp_sgd"},
+                    {"target_epsilon", 4.0},
+                    {"target_delta", 1e-5},
+                    {"noise_multiplier", 1.0},
+                    {"clip_norm", 1.0}};
+  std::ofstream(dir / "job.json") << job.dump();
+  const std::filesystem::path out = dir / "out";
+  const Result run = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "job.json").string() + " --out " +
+                                out.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output << ReadText(out / "logs" / "server.log");
+  const nlohmann::json summary = ReadJson(out / "summary.json");
+  ASSERT_TRUE(summary.is_object());
+  EXPECT_EQ(summary["status"], "finished");
+  EXPECT_TRUE(summary.contains("ended_early")) << summary.dump(2);
+  ASSERT_EQ(summary["rounds"].size(), 2u) << summary.dump(2);
+  for (const auto& round : summary["rounds"]) {
+    for (const auto& client : round["clients"]) {
+      const double epsilon = client["privacy"]["epsilon"].get<double>();
+      EXPECT_LE(epsilon, 4.0);
+      EXPECT_NEAR(epsilon, round["round"] == 1 ? 2.99 : 3.64, 0.05) << client.dump();
+      EXPECT_NEAR(client["privacy"]["job_epsilon"].get<double>(), epsilon, 1e-9);  // the server's mirror agrees
+    }
+  }
+  // Each site's ledger holds its two spends; the site log says why it stopped.
+  for (const std::string site : {"site-0", "site-1"}) {
+    const std::string ledger = ReadText(out / "sites" / site / "privacy-ledger.jsonl");
+    EXPECT_EQ(std::count(ledger.begin(), ledger.end(), '\n'), 3) << ledger;  // header + 2 spends
+    EXPECT_NE(ReadText(out / "logs" / (site + ".log")).find("will not train: privacy budget"), std::string::npos);
+    EXPECT_TRUE(std::filesystem::exists(out / "ledgers" / (site + ".ledger")));
+  }
+  const Result audit = RunCommand(std::string(COHORT_BINARY) + " audit show " + (out / "audit.log").string() +
+                                  " --action privacy.spend --json");
+  EXPECT_EQ(std::count(audit.output.begin(), audit.output.end(), '\n'), 4) << audit.output;
   std::filesystem::remove_all(dir);
 }
 

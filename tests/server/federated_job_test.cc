@@ -1,5 +1,7 @@
 // A FederatedJob behind a real gRPC server on loopback, driven by raw stubs: honest
-// clients, and clients whose updates are malformed, late, or not theirs to send.
+// clients, and clients whose updates are malformed, late, or not theirs to send. Every
+// model stream is sealed (tests/server/served_job.h); attacks on the seal itself are in
+// sealing_test.cc.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -15,149 +17,17 @@
 #include "proto/convert.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "tests/server/served_job.h"
 
 namespace cohort::server {
 namespace {
 
+using testing::Pulled;
+using testing::PushOptions;
+using testing::ServedJob;
+using testing::SmallJob;
+using testing::SmallManifest;
 using v1::TaskHeader;
-
-// Two tensors, 4,352 floats (17,408 bytes): five chunks of 4,096 bytes.
-core::Manifest SmallManifest() {
-  return core::Manifest({{"layers.0.weight", core::DType::kFloat32, {64, 64}},
-                         {"layers.0.bias", core::DType::kFloat32, {256}}});
-}
-
-core::JobConfig SmallJob(int64_t rounds, int64_t per_round, int64_t min_clients, double heartbeat_timeout_s) {
-  core::JobConfig config;
-  config.name = "test-job";
-  config.federation.rounds = rounds;
-  config.federation.clients_per_round = per_round;
-  config.federation.min_clients = min_clients;
-  config.federation.round_timeout_s = 30;
-  config.federation.heartbeat_timeout_s = heartbeat_timeout_s;
-  config.federation.max_round_retries = 2;
-  config.federation.chunk_bytes = 4096;
-  return config;
-}
-
-struct Pulled {
-  TaskHeader header;
-  std::vector<float> model;
-};
-
-class ServedJob {
- public:
-  explicit ServedJob(core::JobConfig config) {
-    char dir_template[] = "/tmp/cohort-server-test-XXXXXX";
-    out_dir_ = ::mkdtemp(dir_template);
-    JobOptions options;
-    options.config = std::move(config);
-    options.initial_model = core::ParameterSet(SmallManifest());
-    options.out_dir = out_dir_;
-    job_ = std::move(*FederatedJob::Create(std::move(options)));
-    std::promise<int> bound;
-    ServerOptions server_options;
-    server_options.listen_address = "127.0.0.1:0";
-    server_options.linger_seconds = 0.2;
-    server_options.on_listening = [&bound](int port) { bound.set_value(port); };
-    serving_ = std::async(std::launch::async, [this, server_options] { return ServeJob(*job_, server_options); });
-    const int port = bound.get_future().get();
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-    stub_ = v1::Federation::NewStub(channel_);
-  }
-  ~ServedJob() {
-    job_->Cancel();
-    if (serving_.valid()) serving_.wait();
-    std::filesystem::remove_all(out_dir_);
-  }
-
-  void Join(const std::string& site, uint64_t samples) {
-    grpc::ClientContext context;
-    v1::JoinRequest request;
-    request.set_site(site);
-    request.set_num_samples(samples);
-    v1::JoinReply reply;
-    ASSERT_TRUE(stub_->Join(&context, request, &reply).ok());
-    ASSERT_EQ(reply.client_id(), site);
-  }
-
-  Pulled Pull(const std::string& client, uint32_t wait_ms = 5000) {
-    grpc::ClientContext context;
-    v1::TaskRequest request;
-    request.set_client_id(client);
-    request.set_wait_ms(wait_ms);
-    auto reader = stub_->PullTask(&context, request);
-    v1::TaskMessage message;
-    Pulled pulled;
-    EXPECT_TRUE(reader->Read(&message));
-    pulled.header = message.header();
-    while (reader->Read(&message)) {
-      const std::string& data = message.chunk().data();
-      const size_t old = pulled.model.size();
-      pulled.model.resize(old + data.size() / sizeof(float));
-      std::memcpy(pulled.model.data() + old, data.data(), data.size());
-    }
-    EXPECT_TRUE(reader->Finish().ok());
-    return pulled;
-  }
-
-  // Streams `values` as an update. `tamper` may change the header or the chunks.
-  grpc::Status Push(const std::string& client, uint64_t round, uint64_t version, const std::vector<float>& values,
-                    uint64_t samples,
-                    const std::function<void(v1::UpdateHeader&, std::vector<v1::Chunk>&)>& tamper = {}) {
-    const size_t chunk_bytes = 4096;
-    const auto bytes = std::as_bytes(std::span(values));
-    v1::UpdateHeader header;
-    header.set_client_id(client);
-    header.set_round(round);
-    header.set_base_model_version(version);
-    wire::ToProto(SmallManifest(), header.mutable_manifest());
-    header.set_num_samples(samples);
-    header.set_chunk_bytes(chunk_bytes);
-    const uint32_t count = core::ChunkCount(bytes.size(), chunk_bytes);
-    header.set_chunk_count(count);
-    std::vector<v1::Chunk> chunks(count);
-    for (uint32_t i = 0; i < count; ++i) {
-      const auto piece = core::ChunkOf(bytes, i, chunk_bytes);
-      chunks[i].set_index(i);
-      chunks[i].set_count(count);
-      chunks[i].set_data(reinterpret_cast<const char*>(piece.data()), piece.size());
-    }
-    if (tamper) tamper(header, chunks);
-    grpc::ClientContext context;
-    v1::UpdateReceipt receipt;
-    auto writer = stub_->PushUpdate(&context, &receipt);
-    v1::UpdateMessage message;
-    *message.mutable_header() = header;
-    writer->Write(message);
-    for (const v1::Chunk& c : chunks) {
-      v1::UpdateMessage m;
-      *m.mutable_chunk() = c;
-      if (!writer->Write(m)) break;
-    }
-    writer->WritesDone();
-    return writer->Finish();
-  }
-
-  void Heartbeat(const std::string& client) {
-    grpc::ClientContext context;
-    v1::HeartbeatRequest request;
-    request.set_client_id(client);
-    v1::HeartbeatReply reply;
-    (void)stub_->Heartbeat(&context, request, &reply);
-  }
-
-  FederatedJob& job() { return *job_; }
-  const std::filesystem::path& out_dir() const { return out_dir_; }
-  absl::Status Wait() { return serving_.get(); }
-
- private:
-  std::filesystem::path out_dir_;
-  std::unique_ptr<FederatedJob> job_;
-  std::future<absl::Status> serving_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Federation::Stub> stub_;
-};
 
 const size_t kFloats = SmallManifest().num_elements();
 
@@ -195,20 +65,20 @@ TEST(FederatedJobTest, BadUpdatesAreRejectedWithReasonsAndLeaveNoTraceInTheAggre
 
   // Wrong tensor name: refused before any byte is taken, naming the tensor.
   s = served.Push(selected[0], 1, version, std::vector<float>(kFloats, 9.0f), 100,
-                  [](v1::UpdateHeader& h, std::vector<v1::Chunk>&) {
+                  testing::BeforeSealing([](v1::UpdateHeader& h, std::vector<v1::Chunk>&) {
                     h.mutable_manifest()->mutable_tensors(1)->set_name("layers.0.biass");
-                  });
+                  }));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
   EXPECT_NE(s.error_message().find("layers.0.biass"), std::string::npos) << s.error_message();
 
   // A NaN in the very last chunk: everything before it was valid and already spooled.
   s = served.Push(selected[1], 1, version, std::vector<float>(kFloats, 9.0f), 100,
-                  [](v1::UpdateHeader&, std::vector<v1::Chunk>& chunks) {
+                  testing::BeforeSealing([](v1::UpdateHeader&, std::vector<v1::Chunk>& chunks) {
                     std::string data = chunks.back().data();
                     const float nan = std::numeric_limits<float>::quiet_NaN();
                     std::memcpy(data.data() + data.size() - sizeof(float), &nan, sizeof(float));
                     chunks.back().set_data(data);
-                  });
+                  }));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
   EXPECT_NE(s.error_message().find("NaN"), std::string::npos) << s.error_message();
 

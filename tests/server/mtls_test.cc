@@ -5,6 +5,7 @@
 
 #include <future>
 
+#include "crypto/key_agreement.h"
 #include "crypto/provisioning.h"
 #include "crypto/startup_kit.h"
 #include "proto/cohort.grpc.pb.h"
@@ -84,6 +85,8 @@ class MtlsServer : public ::testing::Test {
     v1::JoinRequest request;
     request.set_site(site);
     request.set_num_samples(10);
+    const crypto::X25519KeyPair own = crypto::GenerateX25519KeyPair();
+    request.set_client_public_key(reinterpret_cast<const char*>(own.public_key.data()), own.public_key.size());
     v1::JoinReply reply;
     grpc::Status s = v1::Federation::NewStub(channel)->Join(&context, request, &reply);
     if (s.ok()) joined_as_ = reply.client_id();

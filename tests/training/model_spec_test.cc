@@ -121,6 +121,27 @@ TEST(ModelSpecTest, StridePaddingBiasAndLayerNormShapeTheManifest) {
   EXPECT_TRUE(expected.CheckSameAs(spec->ParameterManifest()).ok()) << expected.CheckSameAs(spec->ParameterManifest());
 }
 
+TEST(ModelSpecTest, AnEmbeddingAppendsItsDimensionAndHasOneWeight) {
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(json::parse(R"({"input_shape": [12], "num_classes": 3,
+      "layers": [{"type": "embedding", "num_embeddings": 50, "embedding_dim": 8}, {"type": "layer_norm"},
+                 {"type": "flatten"}, {"type": "linear", "out_features": 3}]})"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->layers[0].output_shape, (std::vector<int64_t>{12, 8}));
+  EXPECT_EQ(spec->layers[1].in_features, 8);
+  const core::Manifest manifest = spec->ParameterManifest();
+  ASSERT_EQ(manifest.size(), 5u);
+  EXPECT_EQ(manifest.tensors()[0].name, "layers.0.weight");
+  EXPECT_EQ(manifest.tensors()[0].shape, (std::vector<int64_t>{50, 8}));
+  EXPECT_EQ(spec->num_parameters(), 50 * 8 + 2 * 8 + 96 * 3 + 3);
+
+  EXPECT_THAT(ErrorOf(json::parse(R"({"input_shape": [12], "num_classes": 3, "layers": [
+      {"type": "embedding", "embedding_dim": 8}, {"type": "flatten"}, {"type": "linear", "out_features": 3}]})")),
+              HasSubstr("model_config.layers[0] (embedding): needs num_embeddings and embedding_dim"));
+  EXPECT_THAT(ErrorOf(json::parse(R"({"input_shape": [12], "num_classes": 3, "layers": [
+      {"type": "embedding", "num_embeddings": 0, "embedding_dim": 8}]})")),
+              HasSubstr("model_config.layers[0].num_embeddings: expected an integer in [1, 16777216], got 0"));
+}
+
 TEST(ModelSpecTest, KeepsTheConfigItWasParsedFrom) {
   absl::StatusOr<ModelSpec> spec = ParseModelSpec(SmallCnn());
   ASSERT_TRUE(spec.ok()) << spec.status();
