@@ -528,10 +528,7 @@ absl::Status FederatedJob::CloseRound(uint64_t round, int attempts, core::Clock:
     samples += r.samples;
     train_loss += r.metrics.train_loss * static_cast<double>(r.samples);
     local_eval_accuracy += r.metrics.eval_accuracy * static_cast<double>(r.samples);
-    nlohmann::json site_privacy;
-    if (r.spend) site_privacy = MirrorSpendLocked(id, round, *r.spend);
     clients.push_back({{"site", id},
-                       {"privacy", site_privacy},
                        {"samples", r.samples},
                        {"train_loss", r.metrics.train_loss},
                        {"eval_loss", r.metrics.eval_loss},
@@ -539,6 +536,7 @@ absl::Status FederatedJob::CloseRound(uint64_t round, int attempts, core::Clock:
                        {"train_seconds", r.metrics.train_seconds},
                        {"steps", r.metrics.steps},
                        {"update_norm", r.update_norm}});
+    if (r.spend) clients.back()["privacy"] = MirrorSpendLocked(id, round, *r.spend);
   }
   nlohmann::json entry = {{"round", round},
                           {"attempts", attempts},
@@ -697,15 +695,19 @@ absl::Status FederatedJob::PersistEffectiveConfigLocked() {
   return core::WriteFileAtomically(out_dir_ / kEffectiveConfigFile, core::ToJson(config_).dump(2) + "\n");
 }
 
-nlohmann::json FederatedJob::ApplyPendingChangesLocked() {
-  nlohmann::json applied = nlohmann::json::array();
-  if (pending_changes_.empty()) return applied;
+nlohmann::json FederatedJob::ConfigAtNextBoundaryLocked() const {
   nlohmann::json candidate = core::ToJson(config_);
   for (const PendingChange& change : pending_changes_) {
     const size_t dot = change.parameter.find('.');
     candidate[change.parameter.substr(0, dot)][change.parameter.substr(dot + 1)] = change.new_value;
   }
-  absl::StatusOr<core::JobConfig> next = core::ParseJobConfig(candidate);
+  return candidate;
+}
+
+nlohmann::json FederatedJob::ApplyPendingChangesLocked() {
+  nlohmann::json applied = nlohmann::json::array();
+  if (pending_changes_.empty()) return applied;
+  absl::StatusOr<core::JobConfig> next = core::ParseJobConfig(ConfigAtNextBoundaryLocked());
   if (!next.ok()) {
     // Each change was checked on its own when it was queued; together they still parse
     // unless two of them conflict (min_clients above clients_per_round, say).
@@ -792,12 +794,7 @@ absl::StatusOr<ParameterChange> FederatedJob::SetParameter(const Actor& actor, c
     return refuse(absl::FailedPreconditionError(
         absl::StrCat("job ", config_.name, " is ending or has ended (", state_, "); nothing to change")));
   }
-  // The configuration as it will be at the next boundary, earlier queued changes included.
-  nlohmann::json candidate = core::ToJson(config_);
-  for (const PendingChange& change : pending_changes_) {
-    const size_t dot = change.parameter.find('.');
-    candidate[change.parameter.substr(0, dot)][change.parameter.substr(dot + 1)] = change.new_value;
-  }
+  nlohmann::json candidate = ConfigAtNextBoundaryLocked();
   std::string section, name;
   if (const size_t dot = key.find('.'); dot != std::string::npos) {
     section = key.substr(0, dot);
@@ -908,6 +905,7 @@ absl::StatusOr<uint64_t> FederatedJob::RevokeParticipant(const Actor& actor, con
   if (!seq.ok()) return seq.status();
   f.revoked_sites.push_back(site);
   std::erase(f.sites, site);
+  sessions_.erase(site);  // its keys open nothing from now on
   if (auto it = clients_.find(site); it != clients_.end()) {
     it->second.lost = true;
     if (tracker_.open() && tracker_.IsSelected(site) && !tracker_.reported().contains(site)) {

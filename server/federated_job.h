@@ -198,6 +198,8 @@ class FederatedJob {
                                         nlohmann::json new_value, const std::string& reason);
   // Applies queued parameter changes (round boundary); returns what changed for the summary.
   nlohmann::json ApplyPendingChangesLocked();
+  // The configuration as it will be at the next round boundary: queued changes applied.
+  nlohmann::json ConfigAtNextBoundaryLocked() const;
   absl::Status PersistEffectiveConfigLocked();
 
   core::JobConfig config_;

@@ -46,6 +46,15 @@ grpc::Status Deny(FederatedJob& job, const Caller& caller, std::string_view meth
 
 }  // namespace
 
+// Requests name a job; empty means the server's own. Both services check it the same way.
+grpc::Status CheckServedJob(const FederatedJob& job, const std::string& job_id) {
+  if (!job_id.empty() && job_id != job.job_id()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("job \"", job_id, "\" is not served here (this server runs \"", job.job_id(), "\")"));
+  }
+  return grpc::Status::OK;
+}
+
 Actor Caller::actor() const {
   return {identity.empty() ? "anonymous" : identity,
           role ? std::string(crypto::RoleName(*role)) : std::string("unauthenticated")};
@@ -84,18 +93,10 @@ grpc::Status ActAsSite(Caller& caller, const std::string& claimed, std::string_v
   return grpc::Status::OK;
 }
 
-grpc::Status FederationService::CheckJob(const std::string& job_id) const {
-  if (!job_id.empty() && job_id != job_->job_id()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("job \"", job_id, "\" is not served here (this server runs \"", job_->job_id(), "\")"));
-  }
-  return grpc::Status::OK;
-}
-
 grpc::Status FederationService::Join(grpc::ServerContext* context, const v1::JoinRequest* request, v1::JoinReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kJoin, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   std::string site;
   if (grpc::Status s = ActAsSite(caller, request->site(), kJoin, *job_, &site); !s.ok()) return s;
   absl::StatusOr<JoinResult> joined = job_->Join(site, request->num_samples(), request->client_public_key());
@@ -113,7 +114,7 @@ grpc::Status FederationService::PullTask(grpc::ServerContext* context, const v1:
                                          grpc::ServerWriter<v1::TaskMessage>* writer) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kPullTask, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   std::string client;
   if (grpc::Status s = ActAsSite(caller, request->client_id(), kPullTask, *job_, &client); !s.ok()) return s;
   const auto wait = std::chrono::milliseconds(std::min<uint32_t>(request->wait_ms(), 30000));
@@ -168,7 +169,7 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::S
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "an update stream must start with its header");
   }
   const v1::UpdateHeader& h = message.header();
-  if (grpc::Status s = CheckJob(h.job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, h.job_id()); !s.ok()) return s;
   std::string client;
   if (grpc::Status s = ActAsSite(caller, h.client_id(), kPushUpdate, *job_, &client); !s.ok()) return s;
   absl::StatusOr<core::Manifest> manifest = wire::FromProto(h.manifest());
@@ -230,7 +231,7 @@ grpc::Status FederationService::Heartbeat(grpc::ServerContext* context, const v1
                                           v1::HeartbeatReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kHeartbeat, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   std::string client;
   if (grpc::Status s = ActAsSite(caller, request->client_id(), kHeartbeat, *job_, &client); !s.ok()) return s;
   if (absl::Status s = job_->Heartbeat(client); !s.ok()) return ToGrpcStatus(s);
@@ -244,18 +245,10 @@ grpc::Status FederationService::Decline(grpc::ServerContext* context, const v1::
                                         v1::DeclineReply*) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kDecline, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   std::string client;
   if (grpc::Status s = ActAsSite(caller, request->client_id(), kDecline, *job_, &client); !s.ok()) return s;
   return ToGrpcStatus(job_->Decline(client, request->round(), request->reason()));
-}
-
-grpc::Status AdminService::CheckJob(const std::string& job_id) const {
-  if (!job_id.empty() && job_id != job_->job_id()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("job \"", job_id, "\" is not served here (this server runs \"", job_->job_id(), "\")"));
-  }
-  return grpc::Status::OK;
 }
 
 grpc::Status AdminService::GetStatus(grpc::ServerContext* context, const v1::StatusRequest*, v1::StatusReply* reply) {
@@ -295,7 +288,7 @@ grpc::Status AdminService::StartJob(grpc::ServerContext* context, const v1::JobC
                                     v1::JobControlReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kStartJob, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   if (absl::Status s = job_->Start(caller.actor()); !s.ok()) return ToGrpcStatus(s);
   reply->set_message(absl::StrCat("job ", job_->job_id(), " started"));
   return grpc::Status::OK;
@@ -305,7 +298,7 @@ grpc::Status AdminService::StopJob(grpc::ServerContext* context, const v1::JobCo
                                    v1::JobControlReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kStopJob, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   if (absl::Status s = job_->Stop(caller.actor(), request->reason()); !s.ok()) return ToGrpcStatus(s);
   reply->set_message(absl::StrCat("job ", job_->job_id(), " stops at the next round boundary"));
   return grpc::Status::OK;
@@ -315,7 +308,7 @@ grpc::Status AdminService::SetParameter(grpc::ServerContext* context, const v1::
                                         v1::SetParameterReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kSetParameter, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   const nlohmann::json value = nlohmann::json::parse(request->value_json(), nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -339,7 +332,7 @@ grpc::Status AdminService::ListParticipants(grpc::ServerContext* context, const 
   if (grpc::Status s = Authorize(*context, require_certificate_, kListParticipants, *job_, &caller); !s.ok()) {
     return s;
   }
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   const nlohmann::json participants = job_->Participants();
   for (const auto& p : participants["participants"]) {
     v1::Participant* out = reply->add_participants();
@@ -356,7 +349,7 @@ grpc::Status AdminService::AddParticipant(grpc::ServerContext* context, const v1
                                           v1::ParticipantReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, kAddParticipant, *job_, &caller); !s.ok()) return s;
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   absl::StatusOr<uint64_t> seq = job_->AddParticipant(caller.actor(), request->site(), request->reason());
   if (!seq.ok()) return ToGrpcStatus(seq.status());
   reply->set_message(absl::StrCat("site ", request->site(), " enrolled in job ", job_->job_id()));
@@ -370,7 +363,7 @@ grpc::Status AdminService::RevokeParticipant(grpc::ServerContext* context, const
   if (grpc::Status s = Authorize(*context, require_certificate_, kRevokeParticipant, *job_, &caller); !s.ok()) {
     return s;
   }
-  if (grpc::Status s = CheckJob(request->job_id()); !s.ok()) return s;
+  if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   absl::StatusOr<uint64_t> seq = job_->RevokeParticipant(caller.actor(), request->site(), request->reason());
   if (!seq.ok()) return ToGrpcStatus(seq.status());
   reply->set_message(absl::StrCat("site ", request->site(), " revoked from job ", job_->job_id(),

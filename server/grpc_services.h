@@ -56,7 +56,6 @@ class FederationService final : public v1::Federation::Service {
                        v1::DeclineReply* reply) override;
 
  private:
-  grpc::Status CheckJob(const std::string& job_id) const;
   FederatedJob* job_;
   bool require_certificate_;
 };
@@ -85,7 +84,6 @@ class AdminService final : public v1::Admin::Service {
                             grpc::ServerWriter<v1::AuditLogChunk>* writer) override;
 
  private:
-  grpc::Status CheckJob(const std::string& job_id) const;
   FederatedJob* job_;
   bool require_certificate_;
 };

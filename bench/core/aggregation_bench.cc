@@ -317,7 +317,7 @@ void BM_StreamingFedAvgFlush(benchmark::State& state) {
   StreamingFedAvg fedavg(ModelManifest(), threads, /*fold_batch=*/kMaxUpdates);
   auto spooled_batch = [&spool] {
     std::vector<SpooledUpdate> updates;
-    for (int k = 0; k < kMaxUpdates; ++k) updates.push_back({spool.Link(k), 1.0 + k, 0.0, "site-" + std::to_string(k)});
+    for (int k = 0; k < kMaxUpdates; ++k) updates.push_back({spool.Link(k), 1.0 + k, 0.0, "site-" + std::to_string(k), 0, nullptr});
     return updates;
   };
   auto fold = [&fedavg](std::vector<SpooledUpdate> updates) -> absl::Status {
