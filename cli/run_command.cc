@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -110,6 +111,13 @@ class ProgressPrinter {
     }
   }
 
+  // A loss or accuracy from summary.json; JSON has no NaN, so a diverged round's loss
+  // arrives as null and is shown as nan.
+  static double Metric(const nlohmann::json& round, const char* key) {
+    const auto it = round.find(key);
+    return it != round.end() && it->is_number() ? it->get<double>() : std::numeric_limits<double>::quiet_NaN();
+  }
+
   // Prints the rounds of `summary` not printed yet (from a status reply or summary.json).
   void PrintRounds(const nlohmann::json& summary) {
     if (!summary.is_object() || !summary.contains("rounds")) return;
@@ -119,12 +127,12 @@ class ProgressPrinter {
       printed_rounds_ = round;
       std::string test;
       if (r.contains("test_accuracy")) {
-        test = absl::StrFormat("  test loss %.4f  test accuracy %5.2f%%", r["test_loss"].get<double>(),
-                               100 * r["test_accuracy"].get<double>());
+        test = absl::StrFormat("  test loss %.4f  test accuracy %5.2f%%", Metric(r, "test_loss"),
+                               100 * Metric(r, "test_accuracy"));
       }
       std::printf("round %3llu/%d  clients %zu  train loss %.4f%s  %5.1f s\n", static_cast<unsigned long long>(round),
-                  total_rounds_, r["clients_reported"].get<size_t>(), r["train_loss"].get<double>(), test.c_str(),
-                  r["wall_seconds"].get<double>());
+                  total_rounds_, r["clients_reported"].get<size_t>(), Metric(r, "train_loss"), test.c_str(),
+                  Metric(r, "wall_seconds"));
       std::fflush(stdout);
     }
   }

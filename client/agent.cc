@@ -17,6 +17,7 @@
 #include "client/site_ledger.h"
 #include "proto/credentials.h"
 #include "proto/sealing.h"
+#include "proto/stream_settings.h"
 #include "training/model_spec.h"
 #include "training/trainer.h"
 
@@ -159,10 +160,7 @@ absl::Status PushUpdate(v1::Federation::Stub& stub, const Session& session, cons
 absl::Status RunAgent(AgentOptions options) {
   core::KeepFreedMemoryForChunkStreams();
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(8 << 20);
-  // Same fixed window as the server (server/server.cc says why), for model downloads.
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
+  wire::ApplyChunkStreamSettings(args);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options.kit_dir.empty()) {
     absl::StatusOr<crypto::StartupKit> kit = crypto::LoadStartupKit(options.kit_dir);

@@ -35,6 +35,10 @@ class ChunkCodec {
   // On failure `plain` holds nothing of the chunk (all zeros) and the status says why:
   // DataLoss when the chunk does not authenticate. Safe to call from several threads.
   virtual absl::Status Open(uint32_t index, std::span<const std::byte> encoded, std::span<std::byte> plain) const = 0;
+  // The same, where `encoded` lies: its bytes are overwritten and the plaintext is the
+  // returned span inside them (encoded.size() - overhead() bytes), so no buffer of the
+  // chunk's size is needed. On failure those bytes are all zeros.
+  virtual absl::StatusOr<std::span<std::byte>> OpenInPlace(uint32_t index, std::span<std::byte> encoded) const = 0;
 };
 
 // The plaintext size of an encoded chunk of `encoded_size` bytes; InvalidArgument naming

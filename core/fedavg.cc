@@ -124,16 +124,62 @@ absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, ui
 }
 
 absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data) {
+  return Receive(index, count, data, {});
+}
+
+absl::Status UpdateReceiver::AddChunkInPlace(uint32_t index, uint32_t count, std::span<std::byte> data) {
+  return Receive(index, count, data, data);
+}
+
+absl::Status UpdateReceiver::Receive(uint32_t index, uint32_t count, std::span<const std::byte> data,
+                                     std::span<std::byte> writable) {
+  if (refused_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("chunk ", index, ": an earlier chunk of this upload was refused; the upload must start over"));
+  }
   absl::StatusOr<size_t> size = PlainChunkSize(codec_.get(), index, data.size());
   if (!size.ok()) return size.status();
   if (absl::Status s = sequence_.CheckNext(index, count, *size); !s.ok()) return s;
   std::span<const std::byte> plain = data;
-  if (codec_ != nullptr) {
+  bool spooled = false;
+  if (codec_ != nullptr && !writable.empty()) {
+    // Spooled as it arrived, sealed at rest, before opening overwrites it; a chunk refused
+    // after this leaves the receiver refusing the rest, and its file is removed with it.
+    if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) {
+      refused_ = true;
+      return s;
+    }
+    spooled = true;
+    absl::StatusOr<std::span<std::byte>> opened = codec_->OpenInPlace(index, writable);
+    if (!opened.ok()) {
+      refused_ = true;
+      return opened.status();
+    }
+    plain = *opened;
+  } else if (codec_ != nullptr) {
     if (opened_.size() * sizeof(float) < *size) opened_.resize(chunk_bytes_ / sizeof(float));
     const std::span<std::byte> target = std::as_writable_bytes(std::span(opened_)).first(*size);
     if (absl::Status s = codec_->Open(index, data, target); !s.ok()) return s;
     plain = target;
   }
+  absl::StatusOr<double> sum_squares = ScanChunk(index, plain);
+  if (!sum_squares.ok()) {
+    refused_ = spooled;
+    return sum_squares.status();
+  }
+  sum_squares_ += *sum_squares;
+  // Spooled as it arrived: sealed at rest, opened again only by the fold.
+  if (!spooled) {
+    if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) {
+      refused_ = true;
+      return s;
+    }
+  }
+  sequence_.Advance(*size);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> UpdateReceiver::ScanChunk(uint32_t index, std::span<const std::byte> plain) const {
   // Chunks are float-aligned in size (chunk_bytes is a multiple of 4, tensors are float32).
   const size_t n = plain.size() / sizeof(float);
   // Eight independent accumulators: one dependent add chain ran at a third of the speed.
@@ -162,14 +208,9 @@ absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<
     non_finite += bad[l];
   }
   if (non_finite > 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chunk ", index, " holds ", non_finite, " NaN or Inf values"));
+    return absl::InvalidArgumentError(absl::StrCat("chunk ", index, " holds ", non_finite, " NaN or Inf values"));
   }
-  sum_squares_ += sum;
-  // Spooled as it arrived: sealed at rest, opened again only by the fold.
-  if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) return s;
-  sequence_.Advance(*size);
-  return absl::OkStatus();
+  return sum;
 }
 
 absl::StatusOr<SpooledUpdate> UpdateReceiver::Finish(double weight, std::string client_id) {

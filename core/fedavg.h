@@ -74,6 +74,11 @@ class UpdateReceiver {
   // `data`: the chunk as it arrived (sealed when there is a codec). Errors keep the
   // codec's code (DataLoss: the chunk did not authenticate); the rest are InvalidArgument.
   absl::Status AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data);
+  // The same, but a sealed chunk is opened where it lies, overwriting `data` (the sealed
+  // bytes are spooled first): no buffer of a chunk's size per upload, which is what 32
+  // concurrent uploads would otherwise add to the server's peak. After a refused chunk
+  // the receiver takes nothing more.
+  absl::Status AddChunkInPlace(uint32_t index, uint32_t count, std::span<std::byte> data);
   // Checks completeness and the norm bound; on success the spool file is kept and owned
   // by the returned SpooledUpdate.
   absl::StatusOr<SpooledUpdate> Finish(double weight, std::string client_id);
@@ -81,6 +86,10 @@ class UpdateReceiver {
  private:
   UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
                  size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec);
+  // `writable`: `data` itself, when it may be opened in place; empty otherwise.
+  absl::Status Receive(uint32_t index, uint32_t count, std::span<const std::byte> data, std::span<std::byte> writable);
+  // Sum of squares of `plain`'s floats; InvalidArgument naming chunk `index` on NaN or Inf.
+  absl::StatusOr<double> ScanChunk(uint32_t index, std::span<const std::byte> plain) const;
 
   ChunkSequence sequence_;
   std::filesystem::path path_;
@@ -91,6 +100,7 @@ class UpdateReceiver {
   std::vector<float> opened_;  // one opened chunk, reused for every chunk of the upload
   double sum_squares_ = 0;
   bool kept_ = false;
+  bool refused_ = false;  // a chunk was refused after its bytes reached the spool
 };
 
 // One input of the fused fold kernel.

@@ -133,6 +133,16 @@ absl::Status ChunkOpener::OpenChunk(const ChunkContext& context,
   return status;
 }
 
+absl::StatusOr<std::span<std::uint8_t>> ChunkOpener::OpenChunkInPlace(const ChunkContext& context,
+                                                                      std::span<std::uint8_t> sealed) {
+  absl::StatusOr<std::size_t> opened_size = OpenedSize(sealed.size());
+  if (!opened_size.ok()) return opened_size.status();
+  const std::span<std::uint8_t> ciphertext = sealed.subspan(kSealNonceSize, *opened_size);
+  // Decrypting onto the ciphertext itself is the one overlap AES-GCM allows.
+  if (absl::Status s = OpenChunk(context, sealed, ciphertext); !s.ok()) return s;
+  return ciphertext;
+}
+
 absl::StatusOr<std::vector<std::uint8_t>> ChunkOpener::OpenChunk(
     const ChunkContext& context, std::span<const std::uint8_t> sealed) {
   absl::StatusOr<std::size_t> opened_size = OpenedSize(sealed.size());

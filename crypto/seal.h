@@ -114,12 +114,18 @@ class ChunkOpener {
   static absl::StatusOr<ChunkOpener> Create(const SecretBytes& key);
 
   // Opens `sealed` into `plaintext`, which must be exactly OpenedSize(sealed.size())
-  // bytes and must not overlap `sealed`. On DataLoss ("authentication failed")
+  // bytes and must not overlap `sealed` (except as OpenChunkInPlace uses it: exactly the
+  // ciphertext's bytes). On DataLoss ("authentication failed")
   // `plaintext` is all zeros; the caller adds which job, round, client and chunk it was.
   absl::Status OpenChunk(const ChunkContext& context, std::span<const std::uint8_t> sealed,
                          std::span<std::uint8_t> plaintext);
   absl::StatusOr<std::vector<std::uint8_t>> OpenChunk(const ChunkContext& context,
                                                       std::span<const std::uint8_t> sealed);
+  // Opens `sealed` where it lies: the plaintext overwrites the ciphertext, and the
+  // returned span (OpenedSize(sealed.size()) bytes, inside `sealed`) is where it is. On
+  // DataLoss those bytes are all zeros, as above.
+  absl::StatusOr<std::span<std::uint8_t>> OpenChunkInPlace(const ChunkContext& context,
+                                                           std::span<std::uint8_t> sealed);
 
  private:
   explicit ChunkOpener(Aes256Gcm aead) : aead_(std::move(aead)) {}

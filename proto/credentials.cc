@@ -2,9 +2,57 @@
 
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
+#include <openssl/conf.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <mutex>
 
 namespace cohort::wire {
 namespace {
+
+// OpenSSL configuration applied to every TLS context this process creates from now on:
+// TLS 1.3 only. gRPC 1.51 offers no setting for the protocol version and sets a TLS 1.2
+// minimum on each context it makes, so the older versions are switched off as options
+// ("Protocol"), which OpenSSL honours whatever the minimum says.
+constexpr char kTls13OnlyConfig[] = R"(
+cohort = cohort_modules
+[cohort_modules]
+ssl_conf = cohort_ssl
+[cohort_ssl]
+system_default = cohort_tls13_only
+[cohort_tls13_only]
+MinProtocol = TLSv1.3
+Protocol = -ALL, TLSv1.3
+)";
+
+// Runs once, before the first credentials are made (gRPC makes its SSL_CTX from them).
+// Without it a peer could still negotiate TLS 1.2; failing to apply it is fatal rather
+// than a silent downgrade.
+void RequireTls13() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Loads the system configuration first, so that OpenSSL's own first-use
+    // initialisation cannot later replace ours.
+    OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG, nullptr);
+    CONF* conf = NCONF_new(nullptr);
+    BIO* text = BIO_new_mem_buf(kTls13OnlyConfig, -1);
+    long error_line = 0;
+    const bool applied = conf != nullptr && text != nullptr && NCONF_load_bio(conf, text, &error_line) > 0 &&
+                         CONF_modules_load(conf, "cohort", 0) > 0;
+    BIO_free(text);
+    NCONF_free(conf);
+    if (!applied) {
+      char reason[256];
+      ERR_error_string_n(ERR_get_error(), reason, sizeof(reason));
+      spdlog::critical("cannot restrict TLS to version 1.3 (OpenSSL: {}); refusing to run with older versions",
+                       reason);
+      std::abort();
+    }
+  });
+}
 
 std::string KeyPem(const crypto::StartupKit& kit) {
   const auto key = kit.private_key_pem.span();
@@ -15,6 +63,7 @@ std::string KeyPem(const crypto::StartupKit& kit) {
 
 std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFromKit(const crypto::StartupKit& kit,
                                                                   const std::filesystem::path& kit_dir) {
+  RequireTls13();
   auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
       kit.ca_pem, std::vector<grpc::experimental::IdentityKeyCertPair>{{KeyPem(kit), kit.certificate_pem}});
   grpc::experimental::TlsServerCredentialsOptions options(provider);
@@ -27,6 +76,7 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFromKit(const crypto::
 }
 
 std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFromKit(const crypto::StartupKit& kit) {
+  RequireTls13();
   grpc::SslCredentialsOptions options;
   options.pem_root_certs = kit.ca_pem;
   options.pem_private_key = KeyPem(kit);

@@ -14,6 +14,8 @@
 
 namespace cohort::wire {
 
+// Both refuse TLS versions before 1.3, for every TLS connection of the process.
+//
 // TLS server credentials from a server kit: its key and certificate, the CA as the only
 // trust anchor, client certificates required and verified, revocation from `kit/crls`.
 std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFromKit(const crypto::StartupKit& kit,

@@ -33,6 +33,28 @@ class SealedStreamCodec final : public core::ChunkCodec {
   size_t overhead() const override { return crypto::kSealOverhead; }
 
   absl::Status Open(uint32_t index, std::span<const std::byte> encoded, std::span<std::byte> plain) const override {
+    return WithOpener(index, [&](crypto::ChunkOpener& opener, const crypto::ChunkContext& context) {
+      return opener.OpenChunk(context, AsU8(encoded), AsU8(plain));
+    });
+  }
+
+  absl::StatusOr<std::span<std::byte>> OpenInPlace(uint32_t index, std::span<std::byte> encoded) const override {
+    std::span<std::byte> plain;
+    absl::Status opened = WithOpener(index, [&](crypto::ChunkOpener& opener, const crypto::ChunkContext& context) {
+      absl::StatusOr<std::span<uint8_t>> in_place = opener.OpenChunkInPlace(context, AsU8(encoded));
+      if (!in_place.ok()) return in_place.status();
+      plain = std::as_writable_bytes(*in_place);
+      return absl::OkStatus();
+    });
+    if (!opened.ok()) return opened;
+    return plain;
+  }
+
+ private:
+  // Runs `open` with an idle opener (or a new one) and the context of chunk `index`, and
+  // names the chunk in an error.
+  template <typename OpenFn>
+  absl::Status WithOpener(uint32_t index, OpenFn open) const {
     std::unique_ptr<crypto::ChunkOpener> opener;
     {
       std::lock_guard lock(mu_);
@@ -48,7 +70,7 @@ class SealedStreamCodec final : public core::ChunkCodec {
     }
     crypto::ChunkContext context = context_;
     context.chunk_index = index;
-    absl::Status opened = opener->OpenChunk(context, AsU8(encoded), AsU8(plain));
+    absl::Status opened = open(*opener, context);
     {
       std::lock_guard lock(mu_);
       idle_.push_back(std::move(opener));
@@ -60,7 +82,6 @@ class SealedStreamCodec final : public core::ChunkCodec {
     return absl::OkStatus();
   }
 
- private:
   crypto::SecretBytes key_;
   crypto::ChunkContext context_;
   mutable std::mutex mu_;

@@ -41,6 +41,21 @@ std::chrono::milliseconds ToMillis(double seconds) {
   return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
 }
 
+// Spooled updates of an earlier server process (one that crashed or was stopped mid-round)
+// are sealed under session keys that died with it, and a resumed round is run again from
+// its start, so they can never be folded: without this they would stay on disk forever.
+void RemoveStaleSpoolFiles(const std::filesystem::path& spool_dir) {
+  std::error_code ec;
+  size_t removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(spool_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = name.starts_with("round-") &&
+                      (name.ends_with(".update") || name.find(".update.kept-") != std::string::npos);
+    if (ours && entry.is_regular_file(ec) && std::filesystem::remove(entry.path(), ec)) ++removed;
+  }
+  if (removed > 0) spdlog::info("removed {} spooled update file(s) left by an earlier run in {}", removed, spool_dir.string());
+}
+
 }  // namespace
 
 FederatedJob::FederatedJob(JobOptions options)
@@ -96,6 +111,7 @@ absl::StatusOr<std::unique_ptr<FederatedJob>> FederatedJob::Create(JobOptions op
       spdlog::info("job={} parameters changed at run time restored from {}", options.config.name, effective.string());
     }
   }
+  RemoveStaleSpoolFiles(options.out_dir / "spool");
   const bool created = !resumed.has_value();
   std::unique_ptr<FederatedJob> job(new FederatedJob(std::move(options)));
   if (job->config_.privacy.mechanism == "client_dp") {

@@ -202,10 +202,11 @@ grpc::Status FederationService::PushUpdate(grpc::ServerContext* context, grpc::S
       job_->RejectUpdate(header, bad);
       return ToGrpcStatus(bad);
     }
-    const v1::Chunk& chunk = message.chunk();
-    const absl::Status added =
-        receiver->AddChunk(chunk.index(), chunk.count(),
-                           std::as_bytes(std::span(chunk.data().data(), chunk.data().size())));
+    // Opened where it arrived: the message is ours until the next Read.
+    v1::Chunk& chunk = *message.mutable_chunk();
+    std::string& data = *chunk.mutable_data();
+    const absl::Status added = receiver->AddChunkInPlace(chunk.index(), chunk.count(),
+                                                         std::as_writable_bytes(std::span(data.data(), data.size())));
     if (!added.ok()) {
       // DataLoss when the chunk did not authenticate (tampered, replayed, reordered, or
       // sealed under another key or name); InvalidArgument for the other checks.

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "proto/stream_settings.h"
 #include "server/grpc_services.h"
 
 namespace cohort::server {
@@ -24,15 +25,7 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
                            &port);
   builder.RegisterService(&federation);
   builder.RegisterService(&admin);
-  // Chunks are at most 3 MiB; leave room for framing and headers.
-  builder.SetMaxReceiveMessageSize(8 << 20);
-  // A fixed 4 MiB HTTP/2 window per stream. With BDP probing gRPC grows each stream's
-  // window and buffers that much per concurrent upload: measured on loopback, 32
-  // simultaneous 100 MB uploads then cost ~8 model sizes of server memory instead of
-  // ~0.5, and single uploads ran 2x slower (docs/benchmarks.md). 4 MiB still allows
-  // ~80 MB/s per stream at 50 ms RTT.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
+  wire::ApplyChunkStreamSettings(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     return absl::UnavailableError(

@@ -5,6 +5,7 @@
 #include "core/fedavg.h"
 #include "proto/cohort.grpc.pb.h"
 #include "proto/convert.h"
+#include "proto/stream_settings.h"
 
 namespace cohort::bench {
 
@@ -51,10 +52,7 @@ absl::StatusOr<std::unique_ptr<UnsealedUploadServer>> UnsealedUploadServer::Star
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
-  // server::ServeJob's settings (server/server.cc says why).
-  builder.SetMaxReceiveMessageSize(8 << 20);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
+  wire::ApplyChunkStreamSettings(builder);  // server::ServeJob's settings
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) return absl::UnavailableError("cannot listen on 127.0.0.1:0");
   return server;

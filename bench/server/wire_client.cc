@@ -7,6 +7,7 @@
 #include "core/chunking.h"
 #include "crypto/key_agreement.h"
 #include "proto/convert.h"
+#include "proto/stream_settings.h"
 
 namespace cohort::bench {
 namespace {
@@ -20,10 +21,7 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
 WireClient::WireClient(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   core::KeepFreedMemoryForChunkStreams();  // as the agent does before it connects
   grpc::ChannelArguments args;
-  // As the agent: 8 MiB messages, and the same fixed 4 MiB HTTP/2 window as the server.
-  args.SetMaxReceiveMessageSize(8 << 20);
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4 << 20);
+  wire::ApplyChunkStreamSettings(args);  // as the agent
   // Channels with equal arguments share one connection inside a process; each simulated
   // client gets its own, as separate sites would.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);

@@ -470,6 +470,12 @@ class XorCodec final : public ChunkCodec {
     for (size_t i = 0; i < plain.size(); ++i) plain[i] = encoded[i] ^ Pad(index, i);
     return absl::OkStatus();
   }
+  absl::StatusOr<std::span<std::byte>> OpenInPlace(uint32_t index, std::span<std::byte> encoded) const override {
+    if (encoded.size() < kOverhead) return absl::InvalidArgumentError("short chunk");
+    const std::span<std::byte> plain = encoded.first(encoded.size() - kOverhead);
+    if (absl::Status s = Open(index, encoded, plain); !s.ok()) return s;  // element-wise, so in place works
+    return plain;
+  }
   int opened() const { return opened_.load(); }
 
  private:
@@ -483,18 +489,24 @@ class XorCodec final : public ChunkCodec {
   mutable std::atomic<int> opened_{0};
 };
 
-// Streams `values` encoded by `codec`; `tamper` may alter an encoded chunk before it is sent.
+enum class OpenOnArrival { kInPlace, kIntoBuffer };
+
+// Streams `values` encoded by `codec`; `tamper` may alter an encoded chunk before it is
+// sent. kInPlace opens each chunk where it arrived, as the server does; kIntoBuffer into the
+// receiver's own buffer.
 absl::StatusOr<SpooledUpdate> ReceiveEncoded(
     const Manifest& manifest, const std::vector<float>& values, size_t chunk_bytes, const fs::path& spool,
     double weight, const std::string& client, std::shared_ptr<const XorCodec> codec,
-    const std::function<void(uint32_t, std::vector<std::byte>&)>& tamper = {}) {
+    const std::function<void(uint32_t, std::vector<std::byte>&)>& tamper = {}, OpenOnArrival how = OpenOnArrival::kInPlace) {
   const uint32_t count = ChunkCount(manifest.total_bytes(), chunk_bytes);
   absl::StatusOr<UpdateReceiver> receiver = UpdateReceiver::Open(manifest, count, chunk_bytes, spool, {}, codec);
   if (!receiver.ok()) return receiver.status();
   for (uint32_t i = 0; i < count; ++i) {
     std::vector<std::byte> encoded = codec->Encode(i, ChunkOf(AsBytes(values), i, chunk_bytes));
     if (tamper) tamper(i, encoded);
-    if (absl::Status s = receiver->AddChunk(i, count, encoded); !s.ok()) return s;
+    const absl::Status s = how == OpenOnArrival::kInPlace ? receiver->AddChunkInPlace(i, count, encoded)
+                                                    : receiver->AddChunk(i, count, encoded);
+    if (!s.ok()) return s;
   }
   return receiver->Finish(weight, client);
 }
@@ -524,8 +536,10 @@ TEST(SealedSpoolTest, EncodedUpdatesAverageExactlyAsPlaintextOnesForEveryBatchAn
       StreamingFedAvg avg(m, threads, fold_batch);
       auto codec = std::make_shared<const XorCodec>(static_cast<uint8_t>(fold_batch * 10 + threads));
       for (int k = 0; k < 5; ++k) {
-        absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, deltas[k], kLargeChunkBytes,
-                                                         dir.path() / ("u" + std::to_string(k)), weights[k], "c", codec);
+        // Both ways of opening on arrival: the server's (in place) and into a buffer.
+        absl::StatusOr<SpooledUpdate> u =
+            ReceiveEncoded(m, deltas[k], kLargeChunkBytes, dir.path() / ("u" + std::to_string(k)), weights[k], "c",
+                           codec, {}, k % 2 == 0 ? OpenOnArrival::kInPlace : OpenOnArrival::kIntoBuffer);
         ASSERT_TRUE(u.ok()) << u.status();
         ASSERT_TRUE(avg.Add(std::move(*u)).ok());
       }
@@ -543,49 +557,78 @@ TEST(SealedSpoolTest, EncodedUpdatesAverageExactlyAsPlaintextOnesForEveryBatchAn
 }
 
 TEST(SealedSpoolTest, TheSpoolFileHoldsTheChunksExactlyAsReceivedAndNoPlaintext) {
-  TempDir dir;
-  const Manifest m = ModelManifest();
-  const std::vector<float> values(1000, 1.2345f);
-  auto codec = std::make_shared<const XorCodec>(7);
-  absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, values, kChunkBytes, dir.path() / "u", 1, "a", codec);
-  ASSERT_TRUE(u.ok()) << u.status();
-  std::ifstream in(u->path, std::ios::binary);
-  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::string expected;
-  for (uint32_t i = 0; i < 4; ++i) {
-    const std::vector<std::byte> chunk = codec->Encode(i, ChunkOf(AsBytes(values), i, kChunkBytes));
-    expected.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+  for (OpenOnArrival how : {OpenOnArrival::kInPlace, OpenOnArrival::kIntoBuffer}) {
+    SCOPED_TRACE(how == OpenOnArrival::kInPlace ? "opened in place" : "opened into a buffer");
+    TempDir dir;
+    const Manifest m = ModelManifest();
+    const std::vector<float> values(1000, 1.2345f);
+    auto codec = std::make_shared<const XorCodec>(7);
+    absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, values, kChunkBytes, dir.path() / "u", 1, "a", codec, {}, how);
+    ASSERT_TRUE(u.ok()) << u.status();
+    std::ifstream in(u->path, std::ios::binary);
+    const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string expected;
+    for (uint32_t i = 0; i < 4; ++i) {
+      const std::vector<std::byte> chunk = codec->Encode(i, ChunkOf(AsBytes(values), i, kChunkBytes));
+      expected.append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    }
+    EXPECT_EQ(file.size(), m.total_bytes() + 4 * XorCodec::kOverhead);
+    EXPECT_TRUE(file == expected) << "the spool file is not the received chunks back to back";
+    const std::string pattern(reinterpret_cast<const char*>(values.data()), 4 * sizeof(float));
+    EXPECT_EQ(file.find(pattern), std::string::npos) << "plaintext floats found in the spool file";
+    EXPECT_EQ(u->chunk_bytes, kChunkBytes);
+    EXPECT_EQ(u->codec, codec);
   }
-  EXPECT_EQ(file.size(), m.total_bytes() + 4 * XorCodec::kOverhead);
-  EXPECT_TRUE(file == expected) << "the spool file is not the received chunks back to back";
-  const std::string pattern(reinterpret_cast<const char*>(values.data()), 4 * sizeof(float));
-  EXPECT_EQ(file.find(pattern), std::string::npos) << "plaintext floats found in the spool file";
-  EXPECT_EQ(u->chunk_bytes, kChunkBytes);
-  EXPECT_EQ(u->codec, codec);
 }
 
 TEST(SealedSpoolTest, AChunkThatDoesNotOpenIsRefusedWithTheCodecsCodeAndLeavesNoSpoolFile) {
+  for (OpenOnArrival how : {OpenOnArrival::kInPlace, OpenOnArrival::kIntoBuffer}) {
+    SCOPED_TRACE(how == OpenOnArrival::kInPlace ? "opened in place" : "opened into a buffer");
+    TempDir dir;
+    const Manifest m = ModelManifest();
+    auto codec = std::make_shared<const XorCodec>(9);
+    const fs::path spool = dir.path() / "u";
+    absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(
+        m, RandomValues(1000, 3), kChunkBytes, spool, 1, "a", codec,
+        [](uint32_t i, std::vector<std::byte>& chunk) {
+          if (i == 3) chunk[5] ^= std::byte{0x01};
+        },
+        how);
+    ASSERT_FALSE(u.ok());
+    EXPECT_EQ(u.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(u.status().message()), HasSubstr("chunk 3"));
+    EXPECT_FALSE(fs::exists(spool));
+
+    // Shorter than the codec's overhead: refused before it is opened, naming the chunk.
+    u = ReceiveEncoded(
+        m, RandomValues(1000, 3), kChunkBytes, spool, 1, "a", codec,
+        [](uint32_t i, std::vector<std::byte>& chunk) {
+          if (i == 1) chunk.resize(5);
+        },
+        how);
+    ASSERT_FALSE(u.ok());
+    EXPECT_EQ(u.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(u.status().message()), HasSubstr("chunk 1: 5 bytes"));
+  }
+}
+
+TEST(SealedSpoolTest, AfterAChunkRefusedInPlaceTheReceiverTakesNothingMore) {
   TempDir dir;
   const Manifest m = ModelManifest();
-  auto codec = std::make_shared<const XorCodec>(9);
-  const fs::path spool = dir.path() / "u";
-  absl::StatusOr<SpooledUpdate> u = ReceiveEncoded(m, RandomValues(1000, 3), kChunkBytes, spool, 1, "a", codec,
-                                                   [](uint32_t i, std::vector<std::byte>& chunk) {
-                                                     if (i == 3) chunk[5] ^= std::byte{0x01};
-                                                   });
-  ASSERT_FALSE(u.ok());
-  EXPECT_EQ(u.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(std::string(u.status().message()), HasSubstr("chunk 3"));
-  EXPECT_FALSE(fs::exists(spool));
-
-  // Shorter than the codec's overhead: refused before it is opened, naming the chunk.
-  u = ReceiveEncoded(m, RandomValues(1000, 3), kChunkBytes, spool, 1, "a", codec,
-                     [](uint32_t i, std::vector<std::byte>& chunk) {
-                       if (i == 1) chunk.resize(5);
-                     });
-  ASSERT_FALSE(u.ok());
-  EXPECT_EQ(u.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(u.status().message()), HasSubstr("chunk 1: 5 bytes"));
+  auto codec = std::make_shared<const XorCodec>(5);
+  const std::vector<float> values = RandomValues(1000, 8);
+  const uint32_t count = ChunkCount(m.total_bytes(), kChunkBytes);
+  absl::StatusOr<UpdateReceiver> receiver = UpdateReceiver::Open(m, count, kChunkBytes, dir.path() / "u", {}, codec);
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  std::vector<std::byte> bad = codec->Encode(0, ChunkOf(AsBytes(values), 0, kChunkBytes));
+  bad[0] ^= std::byte{0x40};
+  EXPECT_EQ(receiver->AddChunkInPlace(0, count, bad).code(), absl::StatusCode::kDataLoss);
+  // Its sealed bytes already reached the spool, so even the right chunk 0 cannot follow.
+  std::vector<std::byte> good = codec->Encode(0, ChunkOf(AsBytes(values), 0, kChunkBytes));
+  const absl::Status again = receiver->AddChunkInPlace(0, count, good);
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(again.message()), HasSubstr("start over"));
+  EXPECT_FALSE(receiver->Finish(1, "a").ok());
 }
 
 TEST(SealedSpoolTest, AChunkAlteredAtRestFailsTheFoldNamingTheClient) {

@@ -61,6 +61,18 @@ class SealTest : public ::testing::Test {
       EXPECT_TRUE(std::all_of(plaintext.begin(), plaintext.end(), [](auto b) { return b == 0; }))
           << "a failed open left bytes in the output buffer";
     }
+    // Opened where it lies (as the server receives), the verdict and the bytes agree.
+    std::vector<std::uint8_t> in_place = sealed;
+    absl::StatusOr<std::span<std::uint8_t>> opened = opener->OpenChunkInPlace(context, in_place);
+    EXPECT_EQ(opened.status().code(), status.code()) << opened.status();
+    const std::span<std::uint8_t> ciphertext = std::span(in_place).subspan(kSealNonceSize, plaintext.size());
+    if (opened.ok()) {
+      EXPECT_EQ(opened->data(), ciphertext.data());
+      EXPECT_TRUE(std::equal(opened->begin(), opened->end(), chunk_.begin(), chunk_.end()));
+    } else {
+      EXPECT_TRUE(std::all_of(ciphertext.begin(), ciphertext.end(), [](auto b) { return b == 0; }))
+          << "a failed open in place left decrypted bytes behind";
+    }
     return status;
   }
 

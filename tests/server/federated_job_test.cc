@@ -168,6 +168,11 @@ TEST(FederatedJobTest, ARestartedServerResumesFromItsCheckpoint) {
   for (float& v : model.floats()) v = 7.0f;
   nlohmann::json summary = {{"job", "test-job"}, {"status", "running"}, {"rounds", nlohmann::json::array({{{"round", 1}}})}};
   ASSERT_TRUE(core::WriteCheckpoint(out / "checkpoint.bin", {"test-job", 1, 1, summary, model}).ok());
+  // What a server killed mid-round leaves in its spool: a partial upload and a kept file.
+  std::filesystem::create_directories(out / "spool");
+  for (const char* name : {"round-2-site-a-1.update", "round-1-site-b-2.update.kept-0", "operator-notes.txt"}) {
+    std::ofstream(out / "spool" / name) << "left behind";
+  }
   JobOptions options;
   options.config = SmallJob(3, 1, 1, 30);
   options.initial_model = core::ParameterSet(SmallManifest());
@@ -177,6 +182,11 @@ TEST(FederatedJobTest, ARestartedServerResumesFromItsCheckpoint) {
   const nlohmann::json status = (*job)->Status();
   EXPECT_EQ(status["completed_rounds"], 1);
   EXPECT_EQ(status["model_version"], 1);
+  // Their keys died with the old process, so they can never be folded; files that are
+  // not spooled updates stay.
+  EXPECT_FALSE(std::filesystem::exists(out / "spool" / "round-2-site-a-1.update"));
+  EXPECT_FALSE(std::filesystem::exists(out / "spool" / "round-1-site-b-2.update.kept-0"));
+  EXPECT_TRUE(std::filesystem::exists(out / "spool" / "operator-notes.txt"));
 
   // A checkpoint of another job is refused with the reason, not silently reused.
   JobOptions other;

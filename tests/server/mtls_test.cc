@@ -1,7 +1,13 @@
 // Mutual TLS on the server's RPCs: identities come from verified certificates, roles are
 // enforced, and a wrong CA, a revoked certificate or no certificate is refused.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <future>
 
@@ -100,6 +106,45 @@ class MtlsServer : public ::testing::Test {
     return v1::Admin::NewStub(channel)->GetStatus(&context, v1::StatusRequest(), &reply);
   }
 
+  // A TLS handshake with the server by a raw OpenSSL client (hospital-a's kit) that
+  // offers exactly `version`. Returns the version agreed, or 0 and the reason in `why`.
+  int HandshakeOffering(int version, std::string* why) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    // This process's contexts refuse TLS below 1.3 too; the client must offer `version`
+    // for real, so that a refusal can only come from the server.
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_SSL_MASK);
+    EXPECT_EQ(SSL_CTX_set_min_proto_version(ctx, version), 1);
+    EXPECT_EQ(SSL_CTX_set_max_proto_version(ctx, version), 1);
+    EXPECT_EQ(SSL_CTX_get_options(ctx) & SSL_OP_NO_SSL_MASK, 0u);
+    EXPECT_EQ(SSL_CTX_use_certificate_file(ctx, (dir_ / "pki" / "hospital-a" / "cert.pem").c_str(), SSL_FILETYPE_PEM), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx, (dir_ / "pki" / "hospital-a" / "key.pem").c_str(), SSL_FILETYPE_PEM), 1);
+    EXPECT_EQ(SSL_CTX_load_verify_locations(ctx, (dir_ / "pki" / "hospital-a" / "ca.pem").c_str(), nullptr), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    static const unsigned char kH2[] = {2, 'h', '2'};
+    SSL_CTX_set_alpn_protos(ctx, kH2, sizeof(kH2));
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port_));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    ERR_clear_error();
+    int agreed = 0;
+    if (SSL_connect(ssl) == 1) {
+      agreed = SSL_version(ssl);
+    } else {
+      char reason[256];
+      ERR_error_string_n(ERR_peek_last_error(), reason, sizeof(reason));
+      *why = reason;
+    }
+    SSL_free(ssl);
+    ::close(fd);
+    SSL_CTX_free(ctx);
+    return agreed;
+  }
+
   std::filesystem::path dir_;
   std::unique_ptr<FederatedJob> job_;
   std::future<absl::Status> serving_;
@@ -148,6 +193,17 @@ TEST_F(MtlsServer, AClientWithoutACertificateFailsTheHandshake) {
   options.pem_root_certs = Kit(dir_ / "pki" / "hospital-a").ca_pem;
   const grpc::Status s = Join(Channel(grpc::SslCredentials(options)), "hospital-a");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+TEST_F(MtlsServer, OnlyTls13IsNegotiated) {
+  std::string why;
+  EXPECT_EQ(HandshakeOffering(TLS1_3_VERSION, &why), TLS1_3_VERSION) << why;
+  // gRPC 1.51 alone would accept TLS 1.2. The client did offer it (a client that cannot
+  // would fail with "no protocols available" before sending anything); the server hangs up.
+  why.clear();
+  EXPECT_EQ(HandshakeOffering(TLS1_2_VERSION, &why), 0);
+  EXPECT_FALSE(why.empty());
+  EXPECT_EQ(why.find("no protocols available"), std::string::npos) << why;
 }
 
 TEST_F(MtlsServer, APlaintextClientIsRefused) {
