@@ -55,8 +55,9 @@ std::span<const std::byte> ChunkOf(std::span<const std::byte> all, uint32_t inde
 // fault in on this kind of virtual machine. Allocations up to 8 MiB (a chunk message is
 // at most 3 MiB plus framing) come from the heap, the heap is trimmed only past 1 GiB
 // of free memory at its top, and at most two arenas are made. Measured (docs/
-// benchmarks.md): uploads 1.5-2x faster; the price is memory kept for reuse, about
-// 3.7 MB more server peak per concurrent upload (0.02 model sizes more than without).
+// benchmarks.md): uploads 15-25% faster in alternating runs (1.5-2x under memory
+// pressure); the price is memory kept for reuse, about 1 MB more server peak per
+// concurrent upload than with glibc's defaults (about 3 MB in all).
 // Called by the client agent before it connects and by the server before the first
 // model stream.
 void KeepFreedMemoryForChunkStreams();
