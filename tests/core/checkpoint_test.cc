@@ -11,14 +11,14 @@
 #include <gtest/gtest.h>
 
 #include "core/atomic_file.h"
-#include "tests/core/temp_dir.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::core {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-using testing::TempDir;
+using cohort::testing::TempDir;
 
 // Plain overwrite without fsync: the corruption loops below write hundreds of variants.
 void Overwrite(const fs::path& path, std::string_view contents) {

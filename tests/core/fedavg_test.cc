@@ -18,14 +18,14 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "tests/core/temp_dir.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::core {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-using testing::TempDir;
+using cohort::testing::TempDir;
 
 // 1000 floats in three tensors: 4000 bytes, so 1024-byte chunks give 4 chunks, the last short.
 Manifest ModelManifest() {

@@ -8,7 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "tests/core/temp_dir.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::core {
 namespace {
@@ -455,7 +455,7 @@ TEST(ParsePrivacyConfigTest, AdaptiveClippingNeedsCountNoiseAboveHalfTheNoiseMul
 }
 
 TEST(LoadJobConfigTest, ReadsAFileAndPrefixesErrorsWithItsPath) {
-  testing::TempDir dir;
+  cohort::testing::TempDir dir;
   const std::string good = (dir.path() / "job.json").string();
   std::ofstream(good) << FullConfig().dump(2);
   absl::StatusOr<JobConfig> loaded = LoadJobConfig(good);

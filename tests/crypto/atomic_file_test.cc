@@ -7,13 +7,13 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tests/crypto/temp_dir.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::crypto {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::TempDir;
+using cohort::testing::TempDir;
 
 mode_t ModeOf(const fs::path& path) {
   struct stat st {};

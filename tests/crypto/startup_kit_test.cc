@@ -15,13 +15,13 @@
 
 #include "crypto/atomic_file.h"
 #include "crypto/provisioning.h"
-#include "tests/crypto/temp_dir.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::crypto {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::TempDir;
+using cohort::testing::TempDir;
 
 std::string Read(const fs::path& path) {
   auto text = ReadTextFile(path);

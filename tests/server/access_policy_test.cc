@@ -19,6 +19,7 @@
 #include "server/access_policy.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "tests/server/served_job.h"
 
 namespace cohort::server {
 namespace {
@@ -213,16 +214,10 @@ class PermissionMatrix : public ::testing::Test {
     options.out_dir = dir_ / "out";
     options.audit = audit_.get();
     job_ = std::move(*FederatedJob::Create(std::move(options)));
-    ServerOptions server_options;
-    server_options.listen_address = "127.0.0.1:0";
-    server_options.linger_seconds = 0;
     absl::StatusOr<crypto::StartupKit> kit = crypto::LoadStartupKit(dir_ / "pki" / "server");
     ASSERT_TRUE(kit.ok());
-    server_options.credentials = wire::ServerCredentialsFromKit(*kit, dir_ / "pki" / "server");
-    std::promise<int> bound;
-    server_options.on_listening = [&bound](int port) { bound.set_value(port); };
-    serving_ = std::async(std::launch::async, [this, server_options] { return ServeJob(*job_, server_options); });
-    port_ = bound.get_future().get();
+    port_ = testing::ServeOnLoopback(*job_, wire::ServerCredentialsFromKit(*kit, dir_ / "pki" / "server"),
+                                     /*linger_seconds=*/0, &serving_);
   }
   void TearDown() override {
     job_->Cancel();

@@ -18,6 +18,7 @@
 #include "proto/credentials.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "tests/server/served_job.h"
 
 namespace cohort::server {
 namespace {
@@ -62,14 +63,9 @@ class MtlsServer : public ::testing::Test {
     options.initial_model = core::ParameterSet(core::Manifest({{"w", core::DType::kFloat32, {16}}}));
     options.out_dir = dir_ / "out";
     job_ = std::move(*FederatedJob::Create(std::move(options)));
-    ServerOptions server_options;
-    server_options.listen_address = "127.0.0.1:0";
-    server_options.linger_seconds = 0;
-    server_options.credentials = wire::ServerCredentialsFromKit(Kit(dir_ / "pki" / "server"), dir_ / "pki" / "server");
-    std::promise<int> bound;
-    server_options.on_listening = [&bound](int port) { bound.set_value(port); };
-    serving_ = std::async(std::launch::async, [this, server_options] { return ServeJob(*job_, server_options); });
-    port_ = bound.get_future().get();
+    port_ = testing::ServeOnLoopback(
+        *job_, wire::ServerCredentialsFromKit(Kit(dir_ / "pki" / "server"), dir_ / "pki" / "server"),
+        /*linger_seconds=*/0, &serving_);
   }
 
   void TearDown() override {

@@ -37,6 +37,28 @@ inline const size_t kSmallFloats = SmallManifest().num_elements();
 inline constexpr size_t kSmallChunkBytes = 4096;
 inline constexpr uint32_t kSmallChunks = 5;
 
+// Serves `job` with ServeJob on a free port of 127.0.0.1, over mutual TLS with
+// `credentials` (plaintext when null), and returns the port once it listens; `serving`
+// receives ServeJob's result. Fails the test (and returns 0) if ServeJob ends first.
+inline int ServeOnLoopback(FederatedJob& job, std::shared_ptr<grpc::ServerCredentials> credentials,
+                           double linger_seconds, std::future<absl::Status>* serving) {
+  auto bound = std::make_shared<std::promise<int>>();
+  std::future<int> port = bound->get_future();
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.linger_seconds = linger_seconds;
+  options.credentials = std::move(credentials);
+  options.on_listening = [bound](int listening) { bound->set_value(listening); };
+  *serving = std::async(std::launch::async, [&job, options] { return ServeJob(job, options); });
+  while (port.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (serving->wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      ADD_FAILURE() << "the server stopped before it listened: " << serving->get();
+      return 0;
+    }
+  }
+  return port.get();
+}
+
 inline core::JobConfig SmallJob(int64_t rounds, int64_t per_round, int64_t min_clients, double heartbeat_timeout_s) {
   core::JobConfig config;
   config.name = "test-job";
@@ -88,13 +110,7 @@ class ServedJob {
     options.initial_model = std::move(initial);
     options.out_dir = out_dir_;
     job_ = std::move(*FederatedJob::Create(std::move(options)));
-    std::promise<int> bound;
-    ServerOptions server_options;
-    server_options.listen_address = "127.0.0.1:0";
-    server_options.linger_seconds = 0.2;
-    server_options.on_listening = [&bound](int port) { bound.set_value(port); };
-    serving_ = std::async(std::launch::async, [this, server_options] { return ServeJob(*job_, server_options); });
-    const int port = bound.get_future().get();
+    const int port = ServeOnLoopback(*job_, nullptr, /*linger_seconds=*/0.2, &serving_);
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
     stub_ = v1::Federation::NewStub(channel_);
   }

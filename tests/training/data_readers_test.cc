@@ -10,14 +10,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "tests/core/temp_dir.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::training {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-using core::testing::TempDir;
+using cohort::testing::TempDir;
 
 const std::string kFashionMnistDir = COHORT_FASHION_MNIST_DIR;
 

@@ -19,7 +19,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "tests/core/temp_dir.h"
+#include "tests/temp_dir.h"
 #include "training/data_readers.h"
 #include "training/state_dict_io.h"
 
@@ -27,7 +27,7 @@ namespace cohort::training {
 namespace {
 
 using ::testing::HasSubstr;
-using core::testing::TempDir;
+using cohort::testing::TempDir;
 using json = nlohmann::json;
 
 const std::string kFashionMnistDir = COHORT_FASHION_MNIST_DIR;

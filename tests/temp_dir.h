@@ -1,5 +1,6 @@
 #pragma once
-// A fresh directory under the test temp dir, removed with everything in it.
+// A fresh directory under the test temp dir, removed with everything in it. Shared by
+// every suite.
 
 #include <stdlib.h>
 
@@ -8,12 +9,12 @@
 
 #include <gtest/gtest.h>
 
-namespace cohort::crypto::testing {
+namespace cohort::testing {
 
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = ::testing::TempDir() + "cohort-crypto-XXXXXX";
+    std::string pattern = ::testing::TempDir() + "cohort-test-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed for " << pattern;
     path_ = pattern;
   }
@@ -29,4 +30,4 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-}  // namespace cohort::crypto::testing
+}  // namespace cohort::testing
