@@ -155,7 +155,7 @@ class StreamingFedAvg {
                                  size_t overhead, std::vector<std::byte>& sealed);
 
   Manifest manifest_;
-  std::vector<float> acc_;
+  ModelBuffer<float> acc_;
   std::vector<SpooledUpdate> pending_;
   // Per fold thread: one plaintext window per update of a batch, and one buffer for the
   // sealed bytes of a window. Kept across Flush calls: allocating them per call made

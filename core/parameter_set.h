@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/model_buffer.h"
 
 namespace cohort::core {
 
@@ -80,7 +81,7 @@ class ParameterSet {
 
  private:
   Manifest manifest_;
-  std::vector<std::byte> data_;
+  ModelBuffer<std::byte> data_;  // huge pages when large (core/model_buffer.h)
 };
 
 // OK when every float32/float64 value in `bytes` (laid out per `dtype`) is finite;

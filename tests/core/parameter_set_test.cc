@@ -2,7 +2,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -200,6 +203,55 @@ TEST(CheckFiniteTest, IgnoresIntegerTensorsWhoseBitsWouldBeNanAsFloats) {
   // 0x7fc00000 is a float NaN pattern, but as an int32 it is just a number.
   const std::vector<int32_t> i = {0x7fc00000, 0x7f800000};
   EXPECT_TRUE(CheckFinite(DType::kInt32, BytesOf(i)).ok());
+}
+
+// The smaps fields of the mapping that holds `address`, or "" when none does.
+std::string SmapsOf(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  std::string line, block;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0, end = 0;
+    char dash = 0;
+    std::istringstream range(line);
+    if (line.find('-') < line.find(' ') && (range >> std::hex >> begin >> dash >> end) && dash == '-') {
+      if (inside) return block;
+      inside = begin <= at && at < end;
+      continue;
+    }
+    if (inside) block += line + "\n";
+  }
+  return inside ? block : "";
+}
+
+// The VmFlags line of a mapping's smaps fields, with a space before each flag.
+std::string VmFlags(const std::string& fields) {
+  const size_t at = fields.find("VmFlags:");
+  return at == std::string::npos ? "" : fields.substr(at + 8, fields.find('\n', at) - at - 8);
+}
+
+TEST(ParameterSetTest, AModelSizedSetIsZeroedAndAsksForHugePagesASmallOneComesFromTheHeap) {
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode((std::istreambuf_iterator<char>(thp)), std::istreambuf_iterator<char>());
+  if (mode.find("[never]") != std::string::npos || mode.empty()) {
+    GTEST_SKIP() << "transparent huge pages are off on this kernel (" << mode << "): nothing to ask for";
+  }
+  ParameterSet large(Manifest({{"w", DType::kFloat32, {4 << 20}}}));  // 16 MiB
+  for (float v : large.floats()) ASSERT_EQ(v, 0.0f);
+  const std::string fields = SmapsOf(large.bytes().data());
+  ASSERT_FALSE(fields.empty()) << "no mapping holds the buffer";
+  EXPECT_THAT(fields, ::testing::ContainsRegex("THPeligible: +1")) << fields;
+  EXPECT_THAT(VmFlags(fields), HasSubstr(" hg")) << "no MADV_HUGEPAGE flag on the mapping:\n" << fields;
+  // A copy and a move keep the contents.
+  large.floats()[123] = 4.5f;
+  ParameterSet copy = large;
+  ParameterSet moved = std::move(large);
+  EXPECT_EQ(copy.floats()[123], 4.5f);
+  EXPECT_EQ(moved.floats()[123], 4.5f);
+
+  ParameterSet small(Manifest({{"b", DType::kFloat32, {16}}}));
+  EXPECT_THAT(VmFlags(SmapsOf(small.bytes().data())), ::testing::Not(HasSubstr(" hg")));
 }
 
 }  // namespace

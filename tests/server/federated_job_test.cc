@@ -92,8 +92,15 @@ TEST(FederatedJobTest, BadUpdatesAreRejectedWithReasonsAndLeaveNoTraceInTheAggre
   EXPECT_TRUE(s.ok()) << s.error_message();
 
   // The round closed with the honest two; round 2's model is exactly their average.
+  // Round 2 draws 4 of the 5 live sites (by seed), and so may round 1 have, when the job
+  // saw all five joined before it started: pull as each site until one is picked.
   Pulled next;
-  for (int i = 0; i < 20 && next.header.kind() != TaskHeader::TRAIN; ++i) next = served.Pull(selected[2], 1000);
+  for (int i = 0; i < 20 && next.header.kind() != TaskHeader::TRAIN; ++i) {
+    for (const char* site : {"a", "b", "c", "d", "e"}) {
+      next = served.Pull(site, 200);
+      if (next.header.kind() == TaskHeader::TRAIN) break;
+    }
+  }
   ASSERT_EQ(next.header.kind(), TaskHeader::TRAIN);
   EXPECT_EQ(next.header.round(), 2u);
   EXPECT_EQ(next.header.model_version(), version + 1);
