@@ -34,7 +34,8 @@ class UnsealedUploadServer::Service final : public v1::Federation::Service {
     absl::StatusOr<core::SpooledUpdate> spooled = receiver->Finish(static_cast<double>(header.num_samples()),
                                                                    header.client_id());
     if (!spooled.ok()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(spooled.status().message()));
-    std::filesystem::remove(spooled->path);
+    // Kept, as ServeJob keeps folded spool files (StreamingFedAvg::ReuseSpoolFile): the
+    // next update of this client writes over its pages instead of fresh ones.
     receipt->set_accepted(true);
     return grpc::Status::OK;
   }

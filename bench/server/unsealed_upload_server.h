@@ -19,8 +19,9 @@ namespace cohort::bench {
 
 class UnsealedUploadServer {
  public:
-  // Listens on 127.0.0.1:0 (plaintext); spools into `spool_dir`, deleting each update
-  // once it is accepted. `manifest` is the layout updates must have.
+  // Listens on 127.0.0.1:0 (plaintext); spools into `spool_dir`, one file per client that
+  // its next update writes over, as the shipped server reuses folded spool files.
+  // `manifest` is the layout updates must have.
   static absl::StatusOr<std::unique_ptr<UnsealedUploadServer>> Start(core::Manifest manifest,
                                                                     std::filesystem::path spool_dir);
   ~UnsealedUploadServer();

@@ -22,7 +22,8 @@
 // "unsealed" is the update path as it ran before sealing (issue 2's measurement): a
 // bench-only server (bench/server/unsealed_upload_server.h) whose PushUpdate runs
 // core::UpdateReceiver on plaintext chunks, with ServeJob's gRPC settings; two uploads
-// to one server, timed apart.
+// to one server, timed apart, the second writing over the first's spool file as every
+// later round's upload does in the shipped server.
 //
 // The raw baselines: one TCP socket on 127.0.0.1, the same 400 MB written with write() in
 // 1 MiB pieces, a receiver thread reading into a 1 MiB buffer and discarding; timed from
