@@ -132,6 +132,36 @@ TEST(UpdateReceiverTest, FinishReportsTheUpdatesL2NormAndKeepsItsSpoolFile) {
   EXPECT_EQ(fs::file_size(spool), m.total_bytes()) << "the spool file holds exactly the update's bytes";
 }
 
+TEST(UpdateReceiverTest, TheScanFindsEachNanAndInfWhereverItLiesAndTheNormMatchesADoubleSum) {
+  TempDir dir;
+  const Manifest m = ModelManifest();  // 1,000 floats: chunks of 256, the last of 232
+  std::vector<float> v = RandomValues(1000, 21);
+  v[17] = 1e30f;    // its square needs a double
+  v[998] = 3e-39f;  // subnormal, and finite
+  double sum = 0;
+  for (float x : v) sum += static_cast<double>(x) * x;
+  absl::StatusOr<SpooledUpdate> u = Receive(m, v, dir.path() / "u", 1, "a");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_NEAR(u->l2_norm, std::sqrt(sum), 1e-12 * std::sqrt(sum));
+
+  // At the start and end of a 16-float step, across chunks, in the last chunk's tail.
+  for (size_t at : {0, 15, 16, 255, 263, 990, 999}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      SCOPED_TRACE(::testing::Message() << "value " << bad << " at " << at);
+      std::vector<float> w = v;
+      w[at] = bad;
+      absl::StatusOr<SpooledUpdate> r = Receive(m, w, dir.path() / "bad", 1, "a");
+      ASSERT_FALSE(r.ok());
+      EXPECT_THAT(std::string(r.status().message()), HasSubstr(absl::StrCat("chunk ", at / 256, " holds 1 NaN or Inf")));
+    }
+  }
+  std::vector<float> w = v;
+  w[770] = w[999] = std::numeric_limits<float>::infinity();
+  EXPECT_THAT(std::string(Receive(m, w, dir.path() / "bad", 1, "a").status().message()),
+              HasSubstr("chunk 3 holds 2 NaN or Inf"));
+}
+
 TEST(UpdateReceiverTest, OpenRefusesNonFloatModelsAndChunkSizesThatSplitAFloat) {
   TempDir dir;
   const Manifest ints({{"step", DType::kInt64, {1}}});
