@@ -88,8 +88,6 @@ class UpdateReceiver {
                  size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec);
   // `writable`: `data` itself, when it may be opened in place; empty otherwise.
   absl::Status Receive(uint32_t index, uint32_t count, std::span<const std::byte> data, std::span<std::byte> writable);
-  // Sum of squares of `plain`'s floats; InvalidArgument naming chunk `index` on NaN or Inf.
-  absl::StatusOr<double> ScanChunk(uint32_t index, std::span<const std::byte> plain) const;
 
   ChunkSequence sequence_;
   std::filesystem::path path_;
