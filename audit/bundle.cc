@@ -1,11 +1,5 @@
 #include "audit/bundle.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -14,57 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "audit/entry.h"
 #include "audit/reader.h"
+#include "crypto/atomic_file.h"
 
 namespace cohort::audit {
 namespace {
-
-std::string ErrnoText(int err) { return std::strerror(err); }
-
-// Writes `contents` to a temporary file beside `path`, fsyncs it and links it to
-// `path`: the bundle appears whole or not at all, and never replaces a file.
-absl::Status WriteNewFileAtomically(const std::filesystem::path& path, std::string_view contents) {
-  const std::filesystem::path dir =
-      path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) {
-    return absl::PermissionDeniedError(absl::StrCat(path.string(),
-                                                    ": cannot create a temporary file in ",
-                                                    dir.string(), ": ", ErrnoText(errno)));
-  }
-  auto fail = [&](std::string what) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat(path.string(), ": ", what, ": ", ErrnoText(err)));
-  };
-  if (::fchmod(fd, 0644) != 0) return fail("cannot set file mode");
-  std::size_t done = 0;
-  while (done < contents.size()) {
-    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("write failed");
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) return fail("fsync failed");
-  ::close(fd);
-  if (::link(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    if (err == EEXIST) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(path.string(), ": file already exists; refusing to overwrite it"));
-    }
-    return absl::InternalError(absl::StrCat(path.string(), ": cannot create: ", ErrnoText(err)));
-  }
-  ::unlink(tmp.c_str());
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -126,7 +73,7 @@ absl::StatusOr<ExportSummary> ExportAuditBundle(const std::filesystem::path& log
       AttachSignature(unsigned_object,
                       key.Sign(absl::StrCat(kBundleSignatureContext, unsigned_object))) +
       "\n";
-  if (absl::Status s = WriteNewFileAtomically(out_path, bundle); !s.ok()) return s;
+  if (absl::Status s = crypto::WriteFileAtomically(out_path, bundle, crypto::kPublicFileMode, crypto::IfExists::kFail); !s.ok()) return s;
   return summary;
 }
 
@@ -139,13 +86,8 @@ absl::StatusOr<BundleVerification> VerifyAuditBundle(const std::filesystem::path
                                                      const crypto::SigningPublicKey& key,
                                                      std::optional<std::string> expected_head,
                                                      std::optional<std::uint64_t> expected_count) {
-  ChainExpectations expect;
-  if (expected_head.has_value()) {
-    absl::StatusOr<std::string> head = ParseHeadHash(*expected_head);
-    if (!head.ok()) return head.status();
-    expect.head = *std::move(head);
-  }
-  expect.count = expected_count;
+  absl::StatusOr<ChainExpectations> expect = PinnedExpectations(std::move(expected_head), expected_count);
+  if (!expect.ok()) return expect.status();
 
   absl::StatusOr<std::string> text = ReadWholeFile(path);
   if (!text.ok()) return text.status();
@@ -196,7 +138,7 @@ absl::StatusOr<BundleVerification> VerifyAuditBundle(const std::filesystem::path
   result.exported_at = bundle["exported_at"].get<std::string>();
   result.source = bundle["source"].get<std::string>();
 
-  ChainVerifier verifier(key, std::move(expect));
+  ChainVerifier verifier(key, *std::move(expect));
   std::uint64_t index = 0;
   for (const nlohmann::json& line : bundle["lines"]) {
     ++index;

@@ -26,10 +26,8 @@ absl::StatusOr<std::string> ParseHeadHash(std::string_view text) {
   return hash;
 }
 
-absl::StatusOr<ChainVerification> VerifyAuditChain(const std::filesystem::path& path,
-                                                   const crypto::SigningPublicKey& key,
-                                                   std::optional<std::string> expected_head,
-                                                   std::optional<std::uint64_t> expected_count) {
+absl::StatusOr<ChainExpectations> PinnedExpectations(std::optional<std::string> expected_head,
+                                                     std::optional<std::uint64_t> expected_count) {
   ChainExpectations expect;
   if (expected_head.has_value()) {
     absl::StatusOr<std::string> head = ParseHeadHash(*expected_head);
@@ -37,7 +35,16 @@ absl::StatusOr<ChainVerification> VerifyAuditChain(const std::filesystem::path& 
     expect.head = *std::move(head);
   }
   expect.count = expected_count;
-  return VerifyAuditChainLines(path, key, std::move(expect), nullptr);
+  return expect;
+}
+
+absl::StatusOr<ChainVerification> VerifyAuditChain(const std::filesystem::path& path,
+                                                   const crypto::SigningPublicKey& key,
+                                                   std::optional<std::string> expected_head,
+                                                   std::optional<std::uint64_t> expected_count) {
+  absl::StatusOr<ChainExpectations> expect = PinnedExpectations(std::move(expected_head), expected_count);
+  if (!expect.ok()) return expect.status();
+  return VerifyAuditChainLines(path, key, *std::move(expect), nullptr);
 }
 
 absl::StatusOr<ChainVerification> VerifyAuditChainLines(

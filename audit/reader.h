@@ -53,4 +53,8 @@ absl::StatusOr<ReadResult> ReadEntries(const std::filesystem::path& path,
 // case, returned in lowercase.
 absl::StatusOr<std::string> ParseHeadHash(std::string_view text);
 
+// The pins a person gave (a head hash as typed, an entry count) as ChainExpectations.
+absl::StatusOr<ChainExpectations> PinnedExpectations(std::optional<std::string> expected_head,
+                                                     std::optional<std::uint64_t> expected_count);
+
 }  // namespace cohort::audit

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "crypto/atomic_file.h"
 
 namespace cohort::crypto {
 namespace {
@@ -89,71 +90,6 @@ class FdCloser {
  private:
   int fd_;
 };
-
-absl::Status SyncDirectory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(
-        absl::StrCat(dir.string(), ": cannot open directory to sync it: ", ErrnoText(errno)));
-  }
-  FdCloser closer(fd);
-  if (::fsync(fd) != 0) {
-    return absl::InternalError(
-        absl::StrCat(dir.string(), ": fsync of directory failed: ", ErrnoText(errno)));
-  }
-  return absl::OkStatus();
-}
-
-// Writes `contents` to `path` so that the file appears complete or not at all,
-// with `mode`, never replacing an existing file.
-absl::Status WriteNewFileAtomically(const std::filesystem::path& path, std::string_view contents,
-                                    mode_t mode) {
-  const std::filesystem::path dir =
-      path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) {
-    return absl::PermissionDeniedError(absl::StrCat(path.string(),
-                                                    ": cannot create a temporary file in ",
-                                                    dir.string(), ": ", ErrnoText(errno)));
-  }
-  FdCloser closer(fd);
-  auto fail = [&](absl::Status status) {
-    ::unlink(tmp.c_str());
-    return status;
-  };
-  if (::fchmod(fd, mode) != 0) {
-    return fail(absl::InternalError(
-        absl::StrCat(path.string(), ": cannot set file mode: ", ErrnoText(errno))));
-  }
-  std::size_t done = 0;
-  while (done < contents.size()) {
-    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      return fail(
-          absl::InternalError(absl::StrCat(path.string(), ": write failed: ", ErrnoText(errno))));
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    return fail(
-        absl::InternalError(absl::StrCat(path.string(), ": fsync failed: ", ErrnoText(errno))));
-  }
-  ::close(closer.release());
-  // link() fails with EEXIST instead of replacing, which rename() would do.
-  if (::link(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    if (err == EEXIST) {
-      return fail(absl::AlreadyExistsError(
-          absl::StrCat(path.string(), ": file already exists; refusing to overwrite it")));
-    }
-    return fail(
-        absl::InternalError(absl::StrCat(path.string(), ": cannot create file: ", ErrnoText(err))));
-  }
-  ::unlink(tmp.c_str());
-  return SyncDirectory(dir);
-}
 
 // Reads a small text file; `max_bytes` bounds what a key file may hold.
 absl::StatusOr<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t max_bytes,
@@ -292,7 +228,7 @@ absl::Status WriteSigningKeyFile(const std::filesystem::path& path, const Signin
   // The seed is the first half of libsodium's secret key layout.
   std::string text =
       BytesToHex(std::span<const std::uint8_t>(key.secret_.data(), kSigningSeedBytes)) + "\n";
-  absl::Status status = WriteNewFileAtomically(path, text, 0600);
+  absl::Status status = WriteFileAtomically(path, text, kSecretFileMode, IfExists::kFail);
   sodium_memzero(text.data(), text.size());
   return status;
 }
@@ -324,7 +260,7 @@ absl::StatusOr<SigningKey> ReadSigningKeyFile(const std::filesystem::path& path)
 }
 
 absl::Status WritePublicKeyFile(const std::filesystem::path& path, const SigningPublicKey& key) {
-  return WriteNewFileAtomically(path, key.ToHex() + "\n", 0644);
+  return WriteFileAtomically(path, key.ToHex() + "\n", kPublicFileMode, IfExists::kFail);
 }
 
 absl::StatusOr<SigningPublicKey> ReadPublicKeyFile(const std::filesystem::path& path) {
