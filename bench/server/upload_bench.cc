@@ -249,19 +249,28 @@ absl::Status WriteFully(int fd, const std::byte* data, size_t size) {
   return absl::OkStatus();
 }
 
-// Seconds from the first write() to the receiver holding the last byte.
-absl::StatusOr<double> RawTcpOnce(std::span<const std::byte> data, size_t piece) {
+// A TCP listener on a free port of 127.0.0.1, its address in `addr`.
+absl::StatusOr<int> ListenOnLoopback(sockaddr_in* addr) {
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+  *addr = sockaddr_in{};
+  addr->sin_family = AF_INET;
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(*addr);
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(addr), sizeof(*addr)) != 0 ||
+      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(addr), &len) != 0) {
     const absl::Status failed = Errno("loopback listener");
     if (listener >= 0) ::close(listener);
     return failed;
   }
+  return listener;
+}
+
+// Seconds from the first write() to the receiver holding the last byte.
+absl::StatusOr<double> RawTcpOnce(std::span<const std::byte> data, size_t piece) {
+  sockaddr_in addr{};
+  absl::StatusOr<int> listening = ListenOnLoopback(&addr);
+  if (!listening.ok()) return listening.status();
+  const int listener = *listening;
   size_t received = 0;
   Clock::time_point received_at;
   std::thread receiver([&] {
@@ -402,17 +411,13 @@ absl::StatusOr<double> RawTlsOnce(std::span<const std::byte> data, size_t piece,
     free_contexts();
     return absl::InternalError("setting up the TLS contexts failed");
   }
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(listener, 1) != 0 || ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    if (listener >= 0) ::close(listener);
+  absl::StatusOr<int> listening = ListenOnLoopback(&addr);
+  if (!listening.ok()) {
     free_contexts();
-    return Errno("loopback listener");
+    return listening.status();
   }
+  const int listener = *listening;
   size_t received = 0;
   Clock::time_point received_at;
   std::string cipher;
