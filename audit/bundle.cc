@@ -8,7 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "audit/entry.h"
 #include "audit/reader.h"
-#include "crypto/atomic_file.h"
+#include "core/bounded_json.h"
+#include "storage/atomic_write.h"
 
 namespace cohort::audit {
 namespace {
@@ -73,7 +74,10 @@ absl::StatusOr<ExportSummary> ExportAuditBundle(const std::filesystem::path& log
       AttachSignature(unsigned_object,
                       key.Sign(absl::StrCat(kBundleSignatureContext, unsigned_object))) +
       "\n";
-  if (absl::Status s = crypto::WriteFileAtomically(out_path, bundle, crypto::kPublicFileMode, crypto::IfExists::kFail); !s.ok()) return s;
+  if (absl::Status s = storage::WriteFileAtomically(out_path, bundle, storage::kPublicFileMode,
+                                                    storage::IfExists::kFail);
+      !s.ok())
+    return s;
   return summary;
 }
 
@@ -102,6 +106,10 @@ absl::StatusOr<BundleVerification> VerifyAuditBundle(const std::filesystem::path
   absl::StatusOr<SignedParts> parts = SplitSignature(object_text);
   if (!parts.ok()) {
     return fail(absl::StrCat("not a signed audit bundle: ", parts.status().message()));
+  }
+  if (absl::Status s = core::CheckJsonBounds(object_text, core::kAuditBundleJson, "the bundle");
+      !s.ok()) {
+    return fail(absl::StrCat("not a signed audit bundle: ", s.message()));
   }
   const nlohmann::json bundle =
       nlohmann::json::parse(object_text, nullptr, /*allow_exceptions=*/false);

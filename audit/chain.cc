@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/bounded_json.h"
 
 namespace cohort::audit {
 namespace {
@@ -76,6 +77,11 @@ bool ChainVerifier::AddLine(std::string_view line) {
   ++line_number_;
   const std::uint64_t expected_seq = result_.entry_count;
 
+  // Bounded first: a line nested 100,000 deep parses, then overflows the stack when
+  // EntryFromJson copies or prints a member of it.
+  if (absl::Status s = core::CheckJsonBounds(line, core::kAuditLineJson, "the entry"); !s.ok()) {
+    return Fail(ChainProblem::kBadJson, std::nullopt, std::string(s.message()));
+  }
   const nlohmann::json object = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (object.is_discarded()) {
     return Fail(ChainProblem::kBadJson, std::nullopt,

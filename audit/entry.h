@@ -24,7 +24,8 @@
 //           the constants in namespace `action` below.
 //   target  an object with the optional string members "job", "parameter",
 //           "participant" (in that order; absent when not applicable).
-//   old     the state before the action, any JSON value, null if none.
+//   old     the state before the action, any JSON value, null if none. The whole line
+//           nests at most core::kMaxJsonDepth (64) levels (core/limits.h).
 //   new     the state after it (or what was asked, for a refusal), null if none.
 //   reason  a string, or null.
 //   prev    SHA-256, 64 lowercase hex, of the previous line's bytes INCLUDING its
@@ -53,12 +54,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/limits.h"
 #include "crypto/signing.h"
 
 namespace cohort::audit {
 
 inline constexpr char kEntrySignatureContext[] = "cohort.audit.entry.v1\n";
-inline constexpr std::size_t kMaxEntryLineBytes = std::size_t{1} << 20;
+inline constexpr std::size_t kMaxEntryLineBytes = core::kMaxAuditLineBytes;
 inline constexpr char kZeroHash[] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -66,14 +68,27 @@ inline constexpr char kZeroHash[] =
 // these are the ones other components should use.
 namespace action {
 inline constexpr char kJobCreate[] = "job.create";
+inline constexpr char kJobStart[] = "job.start";
+inline constexpr char kJobStop[] = "job.stop";
+inline constexpr char kJobEnd[] = "job.end";
 inline constexpr char kParamSet[] = "param.set";
 inline constexpr char kParamSetRefused[] = "param.set.refused";
 inline constexpr char kModelPublish[] = "model.publish";
 inline constexpr char kParticipantAdd[] = "participant.add";
 inline constexpr char kParticipantRevoke[] = "participant.revoke";
+inline constexpr char kParticipantJoin[] = "participant.join";
+inline constexpr char kParticipantLost[] = "participant.lost";
+inline constexpr char kParticipantDecline[] = "participant.decline";
 inline constexpr char kPrivacySpend[] = "privacy.spend";
 inline constexpr char kRoleChange[] = "role.change";
 inline constexpr char kAccessDenied[] = "access.denied";
+// Every action above, once: docs/audit.md documents exactly these (a test compares the
+// two), and the server's recorder refuses any other name.
+inline constexpr const char* kAll[] = {kJobCreate,         kJobStart,         kJobStop,           kJobEnd,
+                                       kParamSet,          kParamSetRefused,  kModelPublish,      kParticipantAdd,
+                                       kParticipantRevoke, kParticipantJoin,  kParticipantLost,   kParticipantDecline,
+                                       kPrivacySpend,      kRoleChange,       kAccessDenied};
+bool IsKnown(std::string_view action);
 }  // namespace action
 
 // What an entry is about. Empty members are not applicable and are not written.
@@ -117,14 +132,14 @@ absl::StatusOr<absl::Time> ParseEntryTime(std::string_view text);
 // True for dotted lowercase names such as "param.set.refused".
 bool IsValidActionName(std::string_view action);
 
-// SHA-256 hex of `line` followed by "\n": the hash the next entry's prev carries.
+// SHA-256 hex of `line` followed by "\n": the hash the next entry's prev carries (the
+// audit format's chain function for storage::AppendLog).
 std::string LineHash(std::string_view line_without_newline);
-// SHA-256 hex of arbitrary bytes.
-std::string Sha256Hex(std::string_view bytes);
 
 // The entry without its sig member, as the compact JSON object text that is
 // signed (after kEntrySignatureContext). Fails with InvalidArgument if the record
-// breaks the format: empty actor, malformed action, strings that are not UTF-8.
+// breaks the format: empty actor, malformed action, strings that are not UTF-8, old
+// or new nested so deep that the line would pass core::kMaxJsonDepth.
 absl::StatusOr<std::string> EncodeUnsignedEntry(std::uint64_t seq, std::string_view time,
                                                 const Record& record, std::string_view prev);
 

@@ -4,10 +4,12 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "audit/line_reader.h"
+#include "storage/line_reader.h"
 
 namespace cohort::audit {
 namespace {
+
+using storage::LineReader;
 
 // Debian's abseil keeps its own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW
 // is 0), which std::string_view does not convert to; absl::StrCat needs this.

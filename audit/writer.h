@@ -2,10 +2,14 @@
 // audit::Writer appends signed, hash-chained entries to an append-only
 // JSON-lines file. The entry format is defined in audit/entry.h.
 //
-// Durability contract: Append writes the whole line with one write() and
-// fdatasync()s it before returning OK, so an acknowledged entry survives a crash
-// or power loss. The caller (the server) applies the change it records only
-// after Append returns OK; if Append fails, the change must not be applied.
+// The file mechanics (one write per line, fdatasync before OK, exclusive flock,
+// torn-tail repair, fail closed after a failed fdatasync) are storage::AppendLog's;
+// this class adds the entry format, the signature and the chain check.
+//
+// Durability contract: Append returns OK only once the whole line is on disk, so an
+// acknowledged entry survives a crash or power loss. The caller (the server) applies
+// the change it records only after Append returns OK; if Append fails, the change
+// must not be applied.
 //
 // Usage:
 //   auto key = crypto::ReadSigningKeyFile("/etc/cohort/audit.key");
@@ -27,6 +31,7 @@
 #include "absl/time/time.h"
 #include "audit/entry.h"
 #include "crypto/signing.h"
+#include "storage/append_log.h"
 
 namespace cohort::audit {
 
@@ -37,7 +42,7 @@ struct WriterOptions {
 
 class Writer {
  public:
-  // Opens the log at `path`, creating it (mode 0640) if it does not exist.
+  // Opens the log at `path`, creating it (mode exactly 0640) if it does not exist.
   //
   // An existing log is verified first with key.public_key() (every line: form,
   // signature, prev chain, seq) and the chain continues from its head. A log that
@@ -59,10 +64,12 @@ class Writer {
   // Thread-safe; entries from concurrent calls are serialised in some order.
   // InvalidArgument if the record breaks the format (empty actor, malformed
   // action name, strings that are not UTF-8, a line over kMaxEntryLineBytes);
-  // the log is unchanged and the writer stays usable. An I/O failure returns an
-  // error and disables the writer (FailedPrecondition afterwards): reopen it,
-  // which re-verifies the file. After a failed fdatasync the entry may or may
-  // not be on disk; either way the change was not acknowledged.
+  // the log is unchanged and the writer stays usable. A failed write (for example
+  // ResourceExhausted: disk full) is cut back off the file and the writer stays
+  // usable; a failed fdatasync, or a write that cannot be cut back, disables it
+  // (FailedPrecondition afterwards): reopen it, which re-verifies the file. After a
+  // failed fdatasync the entry may or may not be on disk; either way the change was
+  // not acknowledged.
   absl::StatusOr<std::uint64_t> Append(const Record& record);
 
   // The hash of the last line (64 zeros when empty) and the number of entries:
@@ -73,19 +80,15 @@ class Writer {
   const std::filesystem::path& path() const { return path_; }
 
  private:
-  Writer(std::filesystem::path path, int fd, crypto::SigningKey key, WriterOptions options,
-         std::uint64_t entry_count, std::string head_hash, std::uint64_t size);
+  Writer(std::filesystem::path path, std::unique_ptr<storage::AppendLog> log,
+         crypto::SigningKey key, WriterOptions options);
 
   const std::filesystem::path path_;
-  const int fd_;
   const crypto::SigningKey key_;
   const WriterOptions options_;
 
   mutable std::mutex mu_;
-  std::uint64_t entry_count_;  // guarded by mu_
-  std::string head_hash_;      // guarded by mu_
-  std::uint64_t size_;         // bytes of whole entries in the file; guarded by mu_
-  bool failed_ = false;        // an I/O error happened; guarded by mu_
+  const std::unique_ptr<storage::AppendLog> log_;  // guarded by mu_
 };
 
 }  // namespace cohort::audit

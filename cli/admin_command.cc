@@ -14,19 +14,27 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
-#include <fstream>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
+#include "core/bounded_json.h"
 #include "crypto/startup_kit.h"
 #include "proto/cohort.grpc.pb.h"
-#include "proto/credentials.h"
+#include "storage/atomic_write.h"
+#include "wire/credentials.h"
 
 namespace cohort::cli {
 namespace {
+
+// A value the server echoed, for --json: as parsed when it is JSON within the bounds,
+// otherwise the text it sent, as a string.
+nlohmann::json ShownValue(const std::string& text) {
+  absl::StatusOr<nlohmann::json> value = core::ParseBoundedJson(text, core::kAdminValueJson, "value");
+  return value.ok() ? *value : nlohmann::json(text);
+}
 
 struct AdminFlags {
   std::string kit, server, job, reason, out;
@@ -44,6 +52,9 @@ int ExitCodeFor(const grpc::Status& status) {
     default: return 1;
   }
 }
+
+// A downloaded audit log keeps the mode the server gives its own.
+constexpr mode_t kAuditLogCopyMode = 0640;
 
 int Report(const grpc::Status& status, const std::string& what) {
   if (status.ok()) return 0;
@@ -143,9 +154,14 @@ int RunControl(AdminClient& client, const AdminFlags& flags, bool start) {
 }
 
 int RunSet(AdminClient& client, const AdminFlags& flags) {
-  // A value that is not JSON is taken as a string, so `set lr_scheduler cosine` works.
-  const nlohmann::json parsed = nlohmann::json::parse(flags.value, nullptr, /*allow_exceptions=*/false);
-  const std::string value_json = parsed.is_discarded() ? nlohmann::json(flags.value).dump() : parsed.dump();
+  // A value that is not JSON is taken as a string, so `set lr_scheduler cosine` works;
+  // one over the server's bounds is refused here rather than sent.
+  if (absl::Status s = core::CheckJsonBounds(flags.value, core::kAdminValueJson, "value"); !s.ok()) {
+    std::cerr << "cohort admin set: " << s.message() << "\n";
+    return 2;
+  }
+  const absl::StatusOr<nlohmann::json> parsed = core::ParseBoundedJson(flags.value, core::kAdminValueJson, "value");
+  const std::string value_json = parsed.ok() ? parsed->dump() : nlohmann::json(flags.value).dump();
   grpc::ClientContext context;
   client.Prepare(context);
   v1::SetParameterRequest request;
@@ -158,8 +174,8 @@ int RunSet(AdminClient& client, const AdminFlags& flags) {
   if (!s.ok()) return Report(s, "set");
   if (flags.json) {
     std::cout << nlohmann::json{{"parameter", reply.parameter()},
-                                {"old", nlohmann::json::parse(reply.old_value_json(), nullptr, false)},
-                                {"new", nlohmann::json::parse(reply.new_value_json(), nullptr, false)},
+                                {"old", ShownValue(reply.old_value_json())},
+                                {"new", ShownValue(reply.new_value_json())},
                                 {"applies_at_round", reply.applies_at_round()},
                                 {"audit_seq", reply.audit_seq()}}
                      .dump(2)
@@ -216,25 +232,32 @@ int RunAuditLog(AdminClient& client, const AdminFlags& flags) {
   client.Prepare(context);
   std::unique_ptr<grpc::ClientReader<v1::AuditLogChunk>> reader =
       client.stub().ReadAuditLog(&context, v1::AuditLogRequest{});
-  const std::string tmp = flags.out + ".part";
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    std::cerr << "cohort admin audit-log: cannot write " << tmp << "\n";
-    return 2;
-  }
-  v1::AuditLogChunk chunk;
+  // The copy appears under --out whole or not at all: an interrupted download leaves
+  // nothing that could pass for a shorter log.
   uint64_t bytes = 0;
-  while (reader->Read(&chunk)) {
-    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-    bytes += chunk.data().size();
+  grpc::Status stream = grpc::Status::OK;
+  const absl::Status written = storage::WriteFileAtomically(
+      flags.out,
+      [&](const storage::ByteSink& sink) -> absl::Status {
+        v1::AuditLogChunk chunk;
+        while (reader->Read(&chunk)) {
+          const std::string& data = chunk.data();
+          if (absl::Status s = sink(std::as_bytes(std::span(data.data(), data.size()))); !s.ok()) {
+            context.TryCancel();
+            reader->Finish();
+            return s;
+          }
+          bytes += data.size();
+        }
+        stream = reader->Finish();
+        return stream.ok() ? absl::OkStatus() : absl::AbortedError("the audit log stream failed");
+      },
+      kAuditLogCopyMode);
+  if (!stream.ok()) return Report(stream, "audit-log");
+  if (!written.ok()) {
+    std::cerr << "cohort admin audit-log: " << written.message() << "\n";
+    return 1;
   }
-  const grpc::Status s = reader->Finish();
-  out.close();
-  if (!s.ok() || !out) {
-    std::filesystem::remove(tmp);
-    return s.ok() ? 1 : Report(s, "audit-log");
-  }
-  std::filesystem::rename(tmp, flags.out);
   std::cout << "wrote " << bytes << " bytes of audit log to " << flags.out
             << "; verify it with: cohort audit verify " << flags.out << " --key AUDIT.pub\n";
   return 0;

@@ -1,8 +1,7 @@
 #include "cli/job_loading.h"
 
-#include <fstream>
-
 #include "absl/strings/str_cat.h"
+#include "core/bounded_json.h"
 
 namespace cohort::cli {
 
@@ -15,11 +14,9 @@ absl::StatusOr<LoadedJob> CheckJob(const nlohmann::json& json, const std::string
 }
 
 absl::StatusOr<LoadedJob> LoadJob(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open job config ", path));
-  const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
-  return CheckJob(json, path);
+  absl::StatusOr<nlohmann::json> json = core::ReadBoundedJsonFile(path, core::kJobConfigJson, "job config");
+  if (!json.ok()) return json.status();
+  return CheckJob(*json, path);
 }
 
 }  // namespace cohort::cli

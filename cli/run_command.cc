@@ -13,7 +13,6 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <thread>
 
@@ -21,10 +20,11 @@
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
 #include "cli/job_loading.h"
-#include "core/atomic_file.h"
+#include "core/bounded_json.h"
 #include "crypto/provisioning.h"
 #include "crypto/startup_kit.h"
-#include "proto/credentials.h"
+#include "storage/atomic_write.h"
+#include "wire/credentials.h"
 #include "proto/cohort.grpc.pb.h"
 
 namespace cohort::cli {
@@ -93,7 +93,8 @@ class ProgressPrinter {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     v1::StatusReply reply;
     if (!stub_->GetStatus(&context, v1::StatusRequest(), &reply).ok()) return;
-    PrintRounds(nlohmann::json::parse(reply.summary_json(), nullptr, false));
+    PrintRounds(core::ParseBoundedJson(reply.summary_json(), core::kCheckpointHeaderJson, "summary")
+                    .value_or(nlohmann::json()));
     int training = 0, reported = 0, lost = 0;
     for (const auto& c : reply.clients()) {
       training += c.state() == "training";
@@ -145,18 +146,8 @@ class ProgressPrinter {
 };
 
 int RunFederation(const RunFlags& f) {
-  std::ifstream in(f.job_file);
-  if (!in) {
-    spdlog::error("cannot open job config {}", f.job_file);
-    return 2;
-  }
-  nlohmann::json json = nlohmann::json::parse(in, nullptr, false);
-  if (json.is_discarded()) {
-    spdlog::error("{}: not valid JSON", f.job_file);
-    return 2;
-  }
   // Command-line overrides, then the same validation the server will apply.
-  absl::StatusOr<LoadedJob> base = CheckJob(json, f.job_file);
+  absl::StatusOr<LoadedJob> base = LoadJob(f.job_file);
   if (!base.ok()) {
     spdlog::error("{}", std::string(base.status().message()));
     return 2;
@@ -186,7 +177,7 @@ int RunFederation(const RunFlags& f) {
     return 2;
   }
   const std::filesystem::path job_path = out / "job.json";
-  if (absl::Status s = core::WriteFileAtomically(job_path, effective.dump(2) + "\n"); !s.ok()) {
+  if (absl::Status s = storage::WriteFileAtomically(job_path, effective.dump(2) + "\n"); !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     return 1;
   }
@@ -270,8 +261,8 @@ int RunFederation(const RunFlags& f) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   // Rounds that finished between the last poll and the server's exit.
-  std::ifstream summary_file(out / "summary.json");
-  progress.PrintRounds(nlohmann::json::parse(summary_file, nullptr, /*allow_exceptions=*/false));
+  progress.PrintRounds(core::ReadBoundedJsonFile(out / "summary.json", core::kCheckpointHeaderJson, "summary")
+                           .value_or(nlohmann::json()));
   // Clients learn the job is done on their next poll; give them a moment, then stop them.
   for (size_t i = 1; i < g_children.size(); ++i) {
     int status = 0;

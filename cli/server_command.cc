@@ -6,7 +6,7 @@
 #include "crypto/signing.h"
 #include "cli/job_loading.h"
 #include "crypto/startup_kit.h"
-#include "proto/credentials.h"
+#include "wire/credentials.h"
 #include "server/federated_job.h"
 #include "server/server.h"
 #include "training/data_readers.h"

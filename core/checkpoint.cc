@@ -5,7 +5,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "core/atomic_file.h"
+#include "storage/atomic_write.h"
+#include "core/bounded_json.h"
+#include "core/quote.h"
 
 namespace cohort::core {
 namespace {
@@ -35,13 +37,38 @@ nlohmann::json ManifestToJson(const Manifest& manifest) {
 absl::StatusOr<Manifest> ManifestFromJson(const nlohmann::json& json) {
   if (!json.is_array()) return absl::InvalidArgumentError("manifest: expected an array of tensors");
   std::vector<TensorSpec> tensors;
+  uint64_t total_bytes = 0;
   for (const nlohmann::json& t : json) {
-    if (!t.is_object() || !t.contains("name") || !t.contains("dtype") || !t.contains("shape")) {
-      return absl::InvalidArgumentError("manifest: each tensor needs name, dtype and shape");
+    const size_t i = tensors.size();
+    if (!t.is_object() || !t.contains("name") || !t.contains("dtype") || !t.contains("shape") ||
+        !t["name"].is_string() || !t["dtype"].is_string() || !t["shape"].is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "manifest tensor ", i, ": expected {\"name\": string, \"dtype\": string, \"shape\": [dims]}, got ",
+          JsonPrefix(t)));
     }
     absl::StatusOr<DType> dtype = ParseDType(t["dtype"].get<std::string>());
     if (!dtype.ok()) return dtype.status();
-    tensors.push_back({t["name"].get<std::string>(), *dtype, t["shape"].get<std::vector<int64_t>>()});
+    TensorSpec spec{t["name"].get<std::string>(), *dtype, {}};
+    for (const nlohmann::json& d : t["shape"]) {
+      if (!d.is_number_integer()) {
+        return absl::InvalidArgumentError(absl::StrCat("manifest tensor ", i, " (", QuotePrefix(spec.name),
+                                                       "): expected integer dimensions, got shape ",
+                                                       JsonPrefix(t["shape"])));
+      }
+      spec.shape.push_back(d.get<int64_t>());
+    }
+    absl::StatusOr<uint64_t> bytes = BoundedTensorBytes(spec.dtype, spec.shape);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("manifest tensor ", i, " (", QuotePrefix(spec.name), "): ", bytes.status().message()));
+    }
+    total_bytes += *bytes;
+    if (total_bytes > kMaxModelBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("manifest: expected a model of at most ", kMaxModelBytes, " bytes, tensors 0 to ", i,
+                       " already hold ", total_bytes));
+    }
+    tensors.push_back(std::move(spec));
   }
   return Manifest(std::move(tensors));
 }
@@ -63,7 +90,7 @@ absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::strin
   PutU32(prefix, kVersion);
   PutU32(prefix, static_cast<uint32_t>(header_text.size()));
   prefix += header_text;
-  return WriteFileAtomically(path, [&](const ByteSink& sink) -> absl::Status {
+  return storage::WriteFileAtomically(path, [&](const storage::ByteSink& sink) -> absl::Status {
     uLong crc = crc32(0L, Z_NULL, 0);
     auto put = [&](std::span<const std::byte> bytes) -> absl::Status {
       // zlib takes uInt lengths: feed the CRC in pieces for models over 4 GiB.
@@ -82,7 +109,7 @@ absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::strin
 }
 
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::filesystem::path& path) {
-  absl::StatusOr<std::string> contents = ReadFileToString(path);
+  absl::StatusOr<std::string> contents = storage::ReadFile(path);
   if (!contents.ok()) return contents.status();
   const std::string& data = *contents;
   auto corrupt = [&](absl::string_view why) {
@@ -97,18 +124,30 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::filesystem::path& path) {
   const uLong crc = crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data.data()),
                           static_cast<uInt>(data.size() - 4));
   if (stored_crc != static_cast<uint32_t>(crc)) return corrupt("CRC mismatch");
-  nlohmann::json header = nlohmann::json::parse(data.substr(16, header_len), nullptr, false);
-  if (header.is_discarded()) return corrupt("header is not JSON");
+  absl::StatusOr<nlohmann::json> parsed =
+      ParseBoundedJson(std::string_view(data).substr(16, header_len), kCheckpointHeaderJson, "header");
+  if (!parsed.ok()) return corrupt(parsed.status().message());
+  const nlohmann::json& header = *parsed;
+  // Typed before any value() below, which would throw on a member of the wrong type.
+  auto wrong = [&](const char* key, bool (nlohmann::json::*is)() const noexcept) {
+    return header.contains(key) && !(header[key].*is)();
+  };
+  if (!header.is_object() || wrong("job", &nlohmann::json::is_string) ||
+      wrong("round", &nlohmann::json::is_number_unsigned) ||
+      wrong("model_version", &nlohmann::json::is_number_unsigned) || wrong("summary", &nlohmann::json::is_object)) {
+    return corrupt("header: expected an object with job (a string), round and model_version (integers >= 0), "
+                   "manifest (an array) and summary (an object)");
+  }
   absl::StatusOr<Manifest> manifest = ManifestFromJson(header.value("manifest", nlohmann::json()));
   if (!manifest.ok()) return corrupt(manifest.status().message());
+  const size_t model_bytes = manifest->total_bytes();
+  if (16 + header_len + model_bytes + 4 != data.size()) return corrupt("model size does not match manifest");
   Checkpoint checkpoint;
   checkpoint.job = header.value("job", "");
   checkpoint.round = header.value("round", uint64_t{0});
   checkpoint.model_version = header.value("model_version", uint64_t{0});
   checkpoint.summary = header.value("summary", nlohmann::json::object());
   checkpoint.model = ParameterSet(std::move(*manifest));
-  const size_t model_bytes = checkpoint.model.manifest().total_bytes();
-  if (16 + header_len + model_bytes + 4 != data.size()) return corrupt("model size does not match manifest");
   std::memcpy(checkpoint.model.bytes().data(), data.data() + 16 + header_len, model_bytes);
   return checkpoint;
 }

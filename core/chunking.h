@@ -24,7 +24,7 @@ uint32_t ChunkCount(size_t total_bytes, size_t chunk_bytes);
 
 // Opens the encoded chunks of one stream (one model, one direction, one round). Core
 // stores encoded chunks verbatim and never sees a key: the wire layer implements this
-// with crypto/ (proto/sealing.h: AES-256-GCM, each chunk bound to its job, round,
+// with crypto/ (wire/sealing.h: AES-256-GCM, each chunk bound to its job, round,
 // client, index, count, model version and direction). A null codec means plaintext.
 class ChunkCodec {
  public:

@@ -4,20 +4,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/quote.h"
 
 namespace cohort::core {
 
 ConfigReader::ConfigReader(std::string path, const nlohmann::json& json) : path_(std::move(path)), json_(json) {
   if (!json_.is_object()) {
     status_ = absl::InvalidArgumentError(
-        absl::StrCat(path_.empty() ? "config" : path_, ": expected a JSON object, got ", json_.dump()));
+        absl::StrCat(path_.empty() ? "config" : path_, ": expected a JSON object, got ", JsonPrefix(json_)));
   }
 }
 
 void ConfigReader::Fail(const std::string& key, const std::string& expected) {
   if (!status_.ok()) return;
   status_ = absl::InvalidArgumentError(
-      absl::StrCat(KeyPath(key), ": expected ", expected, ", got ", json_.at(key).dump()));
+      absl::StrCat(KeyPath(key), ": expected ", expected, ", got ", JsonPrefix(json_.at(key))));
 }
 
 static std::string RangeText(double min, double max, bool min_exclusive) {

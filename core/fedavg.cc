@@ -201,9 +201,7 @@ UpdateReceiver::~UpdateReceiver() {
 absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, uint32_t declared_count,
                                                     size_t chunk_bytes, std::filesystem::path spool_path,
                                                     UpdateLimits limits, std::shared_ptr<const ChunkCodec> codec) {
-  if (!manifest.all_float32()) {
-    return absl::InvalidArgumentError("FedAvg aggregates float32 tensors only");
-  }
+  if (absl::Status s = manifest.CheckAllFloat32("an update for FedAvg"); !s.ok()) return s;
   if (chunk_bytes == 0 || chunk_bytes % sizeof(float) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk_bytes: expected a positive multiple of 4, got ", chunk_bytes));

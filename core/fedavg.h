@@ -18,7 +18,7 @@
 // Spool file of one update: its chunks in order, back to back, each exactly as received:
 //   chunk i at offset i * (chunk_bytes + overhead), holding that chunk's plaintext size
 //   (chunk_bytes, the last one shorter) plus the codec's overhead bytes.
-// With a sealing codec (proto/sealing.h) each chunk is nonce || ciphertext || tag
+// With a sealing codec (wire/sealing.h) each chunk is nonce || ciphertext || tag
 // (crypto/seal.h), overhead 28; without a codec the file is the raw float32 bytes of
 // the update in manifest order.
 //

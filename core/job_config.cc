@@ -3,13 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/bounded_json.h"
 #include "core/config_reader.h"
+#include "core/limits.h"
+#include "core/quote.h"
 
 namespace cohort::core {
 namespace {
@@ -34,7 +36,8 @@ absl::Status CheckOpenUnitInterval(const nlohmann::json& section, const std::str
   if (!section.is_object() || !section.contains(key)) return absl::OkStatus();
   const nlohmann::json& v = section.at(key);
   if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() <= 0 || v.get<double>() >= 1) {
-    return absl::InvalidArgumentError(absl::StrCat("privacy.", key, ": expected a number in (0, 1), got ", v.dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("privacy.", key, ": expected a number in (0, 1), got ", JsonPrefix(v)));
   }
   *out = v.get<double>();
   return absl::OkStatus();
@@ -176,7 +179,10 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   fr.Integer("max_round_retries", &f.max_round_retries, 0, 1000);
   fr.String("strategy", &f.strategy, {"fedavg"});
   fr.Number("max_update_norm", &f.max_update_norm, 0, kInf);
-  fr.Integer("chunk_bytes", &f.chunk_bytes, 4096, 3 << 20);
+  fr.Integer("max_samples_per_site", &f.max_samples_per_site, 1, kMaxInt);
+  fr.Number("max_weight_share", &f.max_weight_share, 0, 1, /*min_exclusive=*/true);
+  fr.Integer("chunk_bytes", &f.chunk_bytes, static_cast<int64_t>(kMinChunkBytes),
+             static_cast<int64_t>(kMaxChunkBytes));
   fr.NameList("sites", &f.sites);
   fr.NameList("revoked_sites", &f.revoked_sites);
   if (absl::Status s = fr.Finish(); !s.ok()) return s;
@@ -219,14 +225,65 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   return c;
 }
 
-absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open job config ", path));
-  nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+namespace {
+
+template <auto Section, auto Field>
+void CopyField(const JobConfig& from, JobConfig& to) {
+  (to.*Section).*Field = (from.*Section).*Field;
+}
+template <auto Field>
+constexpr auto kTraining = &CopyField<&JobConfig::training, Field>;
+template <auto Field>
+constexpr auto kFederation = &CopyField<&JobConfig::federation, Field>;
+template <auto Field>
+constexpr auto kPrivacy = &CopyField<&JobConfig::privacy, Field>;
+
+constexpr SettableParameter kSettable[] = {
+    {"training_config.optimizer", kTraining<&TrainingConfig::optimizer>},
+    {"training_config.learning_rate", kTraining<&TrainingConfig::learning_rate>},
+    {"training_config.momentum", kTraining<&TrainingConfig::momentum>},
+    {"training_config.nesterov", kTraining<&TrainingConfig::nesterov>},
+    {"training_config.beta1", kTraining<&TrainingConfig::beta1>},
+    {"training_config.beta2", kTraining<&TrainingConfig::beta2>},
+    {"training_config.eps", kTraining<&TrainingConfig::eps>},
+    {"training_config.weight_decay", kTraining<&TrainingConfig::weight_decay>},
+    {"training_config.lr_scheduler", kTraining<&TrainingConfig::lr_scheduler>},
+    {"training_config.warmup_steps", kTraining<&TrainingConfig::warmup_steps>},
+    {"training_config.min_learning_rate", kTraining<&TrainingConfig::min_learning_rate>},
+    {"training_config.max_grad_norm", kTraining<&TrainingConfig::max_grad_norm>},
+    {"training_config.local_epochs", kTraining<&TrainingConfig::local_epochs>},
+    {"training_config.batch_size", kTraining<&TrainingConfig::batch_size>},
+    {"training_config.max_steps_per_round", kTraining<&TrainingConfig::max_steps_per_round>},
+    {"training_config.eval_batch_size", kTraining<&TrainingConfig::eval_batch_size>},
+    {"federation.rounds", kFederation<&FederationConfig::rounds>},
+    {"federation.clients_per_round", kFederation<&FederationConfig::clients_per_round>},
+    {"federation.min_clients", kFederation<&FederationConfig::min_clients>},
+    {"federation.round_timeout_s", kFederation<&FederationConfig::round_timeout_s>},
+    {"federation.join_grace_s", kFederation<&FederationConfig::join_grace_s>},
+    {"federation.max_round_retries", kFederation<&FederationConfig::max_round_retries>},
+    {"federation.max_update_norm", kFederation<&FederationConfig::max_update_norm>},
+    {"federation.max_samples_per_site", kFederation<&FederationConfig::max_samples_per_site>},
+    {"federation.max_weight_share", kFederation<&FederationConfig::max_weight_share>},
+    {"federation.strategy", kFederation<&FederationConfig::strategy>},
+    {"privacy.noise_multiplier", kPrivacy<&PrivacyConfig::noise_multiplier>},
+    {"privacy.clip_norm", kPrivacy<&PrivacyConfig::clip_norm>},
+};
+
+}  // namespace
+
+std::span<const SettableParameter> SettableParameters() { return kSettable; }
+
+const SettableParameter* FindSettableParameter(std::string_view key) {
+  for (const SettableParameter& p : kSettable) {
+    if (p.key == key) return &p;
   }
-  absl::StatusOr<JobConfig> config = ParseJobConfig(json);
+  return nullptr;
+}
+
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
+  absl::StatusOr<nlohmann::json> json = ReadBoundedJsonFile(path, kJobConfigJson, "job config");
+  if (!json.ok()) return json.status();
+  absl::StatusOr<JobConfig> config = ParseJobConfig(*json);
   if (!config.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
   }
@@ -260,6 +317,8 @@ nlohmann::json ToJson(const JobConfig& c) {
             {"max_round_retries", f.max_round_retries},
             {"strategy", f.strategy},
             {"max_update_norm", f.max_update_norm},
+            {"max_samples_per_site", f.max_samples_per_site},
+            {"max_weight_share", f.max_weight_share},
             {"chunk_bytes", f.chunk_bytes},
             {"sites", f.sites},
             {"revoked_sites", f.revoked_sites}}},

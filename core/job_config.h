@@ -7,7 +7,9 @@
 // with a message naming the key, the value and what is expected.
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +47,12 @@ struct FederationConfig {
   int64_t max_round_retries = 3;
   std::string strategy = "fedavg";
   double max_update_norm = 0.0;         // reject updates with a larger L2 norm; 0: off
+  // The most samples a site may declare at Join; an update may claim no more than its
+  // site declared, and that claim is its FedAvg weight.
+  int64_t max_samples_per_site = 10'000'000;
+  // No site's FedAvg weight exceeds this share of a round's total (clamped by water-filling;
+  // the cap in force is max(share, 1 / sites reporting)). 1: no cap.
+  double max_weight_share = 0.5;
   int64_t chunk_bytes = 1 << 20;
   std::vector<std::string> sites;          // enrolled sites; empty: any site of the federation
   std::vector<std::string> revoked_sites;  // excluded from the job: their calls are refused
@@ -99,6 +107,21 @@ struct JobConfig {
   EvaluationConfig evaluation;
   PrivacyConfig privacy;
 };
+
+// A parameter an admin may change while a job runs (`cohort admin set`), applied at the
+// next round boundary. This table is the one list of them: SetParameter checks a key
+// against it and the boundary copies exactly these fields. Everything else (the model,
+// the data, the job's name and seed, the chunk size, the heartbeat timeout, the privacy
+// mechanism and budget) is fixed for the life of a job: changing it midway would make
+// earlier rounds, or the privacy accounting, mean something else.
+struct SettableParameter {
+  std::string_view key;  // full key: "training_config.learning_rate"
+  // Copies this parameter's value from a validated configuration into the one in force.
+  void (*copy)(const JobConfig& from, JobConfig& to);
+};
+std::span<const SettableParameter> SettableParameters();
+// Null when `key` (a full key) is not settable.
+const SettableParameter* FindSettableParameter(std::string_view key);
 
 // Strict parse of a whole job file. The error names the key: `federation.rounds: expected
 // an integer >= 1, got "ten"`.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/limits.h"
 
 namespace cohort::core {
 
@@ -37,6 +38,20 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
       absl::StrCat("dtype: expected one of float32, float64, int64, int32, got \"", std::string(name), "\""));
 }
 
+absl::StatusOr<uint64_t> BoundedTensorBytes(DType dtype, std::span<const int64_t> shape) {
+  uint64_t bytes = DTypeSize(dtype);
+  for (int64_t d : shape) {
+    const uint64_t dim = static_cast<uint64_t>(d);
+    if (d < 0 || (dim != 0 && bytes > kMaxModelBytes / dim)) {
+      return absl::InvalidArgumentError(absl::StrCat("shape [", absl::StrJoin(shape, ", "),
+                                                     "]: expected dimensions >= 0 totalling at most ",
+                                                     kMaxModelBytes, " bytes"));
+    }
+    bytes *= dim;
+  }
+  return bytes;
+}
+
 size_t TensorSpec::num_elements() const {
   size_t n = 1;
   for (int64_t d : shape) n *= static_cast<size_t>(d);
@@ -58,6 +73,18 @@ bool Manifest::all_float32() const {
     if (t.dtype != DType::kFloat32) return false;
   }
   return true;
+}
+
+absl::Status Manifest::CheckAllFloat32(std::string_view who) const {
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const TensorSpec& t = tensors_[i];
+    if (t.dtype == DType::kFloat32) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(who), " needs every tensor of the model in float32, but tensor ", i, " (", t.name, ") is ",
+        std::string(DTypeName(t.dtype)), " ", t.ShapeString(),
+        ": make it a float32 parameter in the model, or keep it out of the parameters the job trains"));
+  }
+  return absl::OkStatus();
 }
 
 size_t Manifest::num_elements() const {

@@ -23,6 +23,12 @@ size_t DTypeSize(DType dtype);
 std::string_view DTypeName(DType dtype);
 absl::StatusOr<DType> ParseDType(std::string_view name);
 
+// The bytes a tensor of `dtype` and `shape` holds, checked as the dimensions multiply:
+// InvalidArgument when a dimension is negative or the size passes kMaxModelBytes
+// (core/limits.h), so a shape from a file or a message can neither overflow nor make
+// the reader allocate more than that.
+absl::StatusOr<uint64_t> BoundedTensorBytes(DType dtype, std::span<const int64_t> shape);
+
 struct TensorSpec {
   std::string name;
   DType dtype = DType::kFloat32;
@@ -46,6 +52,9 @@ class Manifest {
   size_t total_bytes() const { return total_bytes_; }
   size_t offset(size_t i) const { return offsets_[i]; }
   bool all_float32() const;
+  // OK when every tensor is float32; otherwise InvalidArgument naming the first tensor
+  // that is not, its dtype and shape, and the fix: `who` ("FedAvg") says what needs it.
+  absl::Status CheckAllFloat32(std::string_view who) const;
   size_t num_elements() const;
 
   // OK when `other` has the same tensors in the same order; otherwise names the first

@@ -114,7 +114,13 @@ absl::Status CheckKeyMatchesCertificate(std::string_view certificate_pem,
 absl::StatusOr<CertificateIdentity> VerifyPeerCertificate(std::string_view certificate_pem,
                                                           std::string_view ca_pem,
                                                           std::string_view crl_pem) {
-  absl::StatusOr<X509Ptr> cert = ParseCertificate(certificate_pem, "peer certificate");
+  return VerifyCertificate(certificate_pem, ca_pem, crl_pem, "peer certificate", "the federation CA");
+}
+
+absl::StatusOr<CertificateIdentity> VerifyCertificate(std::string_view certificate_pem, std::string_view ca_pem,
+                                                      std::string_view crl_pem, std::string_view certificate_name,
+                                                      std::string_view ca_name) {
+  absl::StatusOr<X509Ptr> cert = ParseCertificate(certificate_pem, ToAbsl(certificate_name));
   if (!cert.ok()) return cert.status();
   absl::StatusOr<X509Ptr> ca = ParseCertificate(ca_pem, "CA certificate");
   if (!ca.ok()) return ca.status();
@@ -142,9 +148,8 @@ absl::StatusOr<CertificateIdentity> VerifyPeerCertificate(std::string_view certi
     const std::string who = claimed.ok() ? absl::StrCat("\"", claimed->name, "\" (serial ",
                                                         claimed->serial_hex, ")")
                                          : std::string("of unknown identity");
-    return absl::UnauthenticatedError(absl::StrCat("peer certificate ", who,
-                                                   " failed verification against the "
-                                                   "federation CA: ",
+    return absl::UnauthenticatedError(absl::StrCat(ToAbsl(certificate_name), " ", who,
+                                                   " failed verification against ", ToAbsl(ca_name), ": ",
                                                    X509_verify_cert_error_string(error)));
   }
   return ReadCertificateIdentity(certificate_pem);

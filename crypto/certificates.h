@@ -73,4 +73,12 @@ absl::StatusOr<CertificateIdentity> VerifyPeerCertificate(std::string_view certi
                                                           std::string_view ca_pem,
                                                           std::string_view crl_pem);
 
+// The same check, with errors that call the certificate `certificate_name` and the CA
+// `ca_name`: "<certificate_name> "A" (serial 1f) failed verification against <ca_name>:
+// unable to get local issuer certificate". VerifyPeerCertificate names them "peer
+// certificate" and "the federation CA".
+absl::StatusOr<CertificateIdentity> VerifyCertificate(std::string_view certificate_pem, std::string_view ca_pem,
+                                                      std::string_view crl_pem, std::string_view certificate_name,
+                                                      std::string_view ca_name);
+
 }  // namespace cohort::crypto

@@ -9,15 +9,17 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "crypto/atomic_file.h"
+#include "core/bounded_json.h"
+#include "storage/atomic_write.h"
 
 namespace cohort::crypto::internal {
 
 inline absl::StatusOr<nlohmann::json> ReadJsonObject(const std::filesystem::path& path) {
-  absl::StatusOr<std::string> text = ReadTextFile(path);
+  absl::StatusOr<std::string> text = storage::ReadFile(path);
   if (!text.ok()) return text.status();
-  nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) {
+  absl::StatusOr<nlohmann::json> json = core::ParseBoundedJson(*text, core::kStartupKitJson, path.string());
+  if (!json.ok()) return json.status();
+  if (!json->is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path.string(), ": expected a JSON object"));
   }
   return json;

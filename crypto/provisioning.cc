@@ -1,10 +1,7 @@
 #include "crypto/provisioning.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -17,10 +14,13 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "crypto/atomic_file.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/json_fields.h"
+#include "crypto/secret_file.h"
 #include "crypto/startup_kit.h"
+#include "storage/atomic_write.h"
+#include "storage/directory.h"
+#include "storage/file.h"
 
 namespace cohort::crypto {
 namespace {
@@ -37,26 +37,36 @@ constexpr std::string_view kKitCaFile = "ca.pem";
 
 absl::string_view ToAbsl(std::string_view text) { return {text.data(), text.size()}; }
 
+}  // namespace
+
 // Names become directory names, certificate CNs and log fields: keep them to a set
 // that is safe in all three.
-absl::Status ValidateName(std::string_view field, std::string_view name) {
+absl::Status ValidateParticipantName(std::string_view field, std::string_view name) {
   const auto allowed = [](char c) {
     return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
   };
   if (name.empty() || name.size() > kMaxNameSize ||
       !absl::ascii_isalnum(static_cast<unsigned char>(name[0])) ||
       !std::all_of(name.begin(), name.end(), allowed)) {
+    // A name from the network may be anything: quote only what fits a name, and no byte
+    // that is not printable ASCII.
+    std::string quoted;
+    for (char c : name.substr(0, kMaxNameSize)) {
+      quoted += (c >= 0x20 && c < 0x7f && c != '"') ? c : '?';
+    }
+    if (name.size() > kMaxNameSize) quoted += "...";
     return absl::InvalidArgumentError(absl::StrCat(
         ToAbsl(field), ": expected 1 to ", kMaxNameSize,
-        " characters of A-Z a-z 0-9 . _ - starting with a letter or digit, got \"", ToAbsl(name),
-        "\""));
+        " characters of A-Z a-z 0-9 . _ - starting with a letter or digit, got \"", quoted, "\""));
   }
   return absl::OkStatus();
 }
 
+namespace {
+
 absl::Status ValidateParticipant(const ParticipantSpec& participant) {
   const std::string field = absl::StrCat(ToAbsl(RoleName(participant.role)), " name");
-  if (absl::Status s = ValidateName(field, participant.name); !s.ok()) return s;
+  if (absl::Status s = ValidateParticipantName(field, participant.name); !s.ok()) return s;
   const std::string lower = absl::AsciiStrToLower(participant.name);
   if (lower == kCaDirectoryName || lower == kServerParticipantName) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": \"", participant.name,
@@ -173,33 +183,17 @@ fs::path IssuedPath(const fs::path& ca_dir, std::string_view name) {
 }
 
 // An exclusive advisory lock on the CA directory, held while it is read and updated,
-// so that two `provision add` or `revoke` runs cannot interleave their CRL updates.
-class CaDirectoryLock {
- public:
-  static absl::StatusOr<CaDirectoryLock> Acquire(const fs::path& ca_dir) {
-    const int fd = ::open(ca_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-      return absl::NotFoundError(absl::StrCat("CA directory ", ca_dir.string(), ": ",
-                                              std::generic_category().message(errno)));
-    }
-    if (::flock(fd, LOCK_EX) != 0) {
-      const int error = errno;
-      ::close(fd);
-      return absl::InternalError(absl::StrCat("cannot lock CA directory ", ca_dir.string(), ": ",
-                                              std::generic_category().message(error)));
-    }
-    return CaDirectoryLock(fd);
+// so that two `provision add` or `revoke` runs cannot interleave their CRL updates; the
+// second waits for the first. Closing the directory releases it.
+absl::StatusOr<storage::File> LockCaDirectory(const fs::path& ca_dir) {
+  absl::StatusOr<storage::File> dir = storage::File::OpenDirectory(ca_dir);
+  if (!dir.ok()) {
+    return absl::Status(dir.status().code(),
+                        absl::StrCat("CA directory: ", dir.status().message()));
   }
-  CaDirectoryLock(CaDirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  CaDirectoryLock& operator=(CaDirectoryLock&&) = delete;
-  ~CaDirectoryLock() {
-    if (fd_ >= 0) ::close(fd_);  // Releases the lock.
-  }
-
- private:
-  explicit CaDirectoryLock(int fd) : fd_(fd) {}
-  int fd_;
-};
+  if (absl::Status s = dir->LockExclusive(storage::File::LockWait::kWait); !s.ok()) return s;
+  return dir;
+}
 
 struct LoadedCa {
   CertificateAuthority authority;
@@ -207,7 +201,7 @@ struct LoadedCa {
 };
 
 absl::StatusOr<LoadedCa> LoadCa(const fs::path& ca_dir) {
-  absl::StatusOr<std::string> cert_pem = ReadTextFile(ca_dir / kCaCertificateFile);
+  absl::StatusOr<std::string> cert_pem = storage::ReadFile(ca_dir / kCaCertificateFile);
   if (!cert_pem.ok()) return cert_pem.status();
   absl::StatusOr<SecretBytes> key_pem = ReadSecretFile(ca_dir / kCaKeyFile);
   if (!key_pem.ok()) return key_pem.status();
@@ -237,7 +231,7 @@ absl::StatusOr<LoadedCa> LoadCa(const fs::path& ca_dir) {
 
 absl::StatusOr<std::vector<ProvisionedKit>> ProvisionFederation(const FederationSpec& spec,
                                                                 const fs::path& out) {
-  if (absl::Status s = ValidateName("federation", spec.federation); !s.ok()) return s;
+  if (absl::Status s = ValidateParticipantName("federation", spec.federation); !s.ok()) return s;
   if (absl::Status s = ValidateHost("server host", spec.server_host); !s.ok()) return s;
   for (const std::string& alt : spec.server_alt_names) {
     if (absl::Status s = ValidateHost("server alternative name", alt); !s.ok()) return s;
@@ -276,42 +270,45 @@ absl::StatusOr<std::vector<ProvisionedKit>> ProvisionFederation(const Federation
   const std::string server_address = ServerAddress(spec.server_host, spec.server_port);
 
   {
-    absl::StatusOr<StagingDirectory> ca_dir = StagingDirectory::Create(out, kCaDirectoryName);
+    absl::StatusOr<storage::StagingDirectory> ca_dir =
+        storage::StagingDirectory::Create(out, kCaDirectoryName);
     if (!ca_dir.ok()) return ca_dir.status();
     const fs::path dir = ca_dir->path();
     nlohmann::ordered_json federation_json;
     federation_json["federation"] = spec.federation;
     federation_json["server_address"] = server_address;
-    if (absl::Status s = WriteFileAtomically(dir / kCaKeyFile, ca_key->span(), kSecretFileMode,
-                                             IfExists::kFail);
+    if (absl::Status s = storage::WriteFileAtomically(
+            dir / kCaKeyFile, ca_key->span(), storage::kSecretFileMode, storage::IfExists::kFail);
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = WriteFileAtomically(dir / kCaCertificateFile, ca->certificate_pem(),
-                                             kPublicFileMode, IfExists::kFail);
+    if (absl::Status s =
+            storage::WriteFileAtomically(dir / kCaCertificateFile, ca->certificate_pem(),
+                                         storage::kPublicFileMode, storage::IfExists::kFail);
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = WriteFileAtomically(dir / kCrlFile, *crl, kPublicFileMode, IfExists::kFail);
+    if (absl::Status s = storage::WriteFileAtomically(
+            dir / kCrlFile, *crl, storage::kPublicFileMode, storage::IfExists::kFail);
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = WriteFileAtomically(dir / kFederationFile,
-                                             federation_json.dump(2) + "\n", kPublicFileMode,
-                                             IfExists::kFail);
+    if (absl::Status s =
+            storage::WriteFileAtomically(dir / kFederationFile, federation_json.dump(2) + "\n",
+                                         storage::kPublicFileMode, storage::IfExists::kFail);
         !s.ok()) {
       return s;
     }
     if (absl::Status s = MakePrivateDirectory(dir / kIssuedDirectory); !s.ok()) return s;
     for (std::size_t i = 0; i < everyone.size(); ++i) {
-      if (absl::Status s = WriteFileAtomically(IssuedPath(dir, everyone[i].name),
-                                               issued[i].certificate_pem, kPublicFileMode,
-                                               IfExists::kFail);
+      if (absl::Status s = storage::WriteFileAtomically(IssuedPath(dir, everyone[i].name),
+                                               issued[i].certificate_pem, storage::kPublicFileMode,
+                                               storage::IfExists::kFail);
           !s.ok()) {
         return s;
       }
     }
-    if (absl::Status s = SyncDirectory(dir / kIssuedDirectory); !s.ok()) return s;
+    if (absl::Status s = storage::SyncDirectory(dir / kIssuedDirectory); !s.ok()) return s;
     if (absl::Status s = ca_dir->Publish(); !s.ok()) return s;
   }
 
@@ -336,7 +333,7 @@ absl::StatusOr<std::vector<ProvisionedKit>> AddParticipants(
     return absl::InvalidArgumentError("participants: expected at least one site, admin or auditor");
   }
   if (absl::Status s = ValidateParticipants(participants); !s.ok()) return s;
-  absl::StatusOr<CaDirectoryLock> lock = CaDirectoryLock::Acquire(ca_dir);
+  absl::StatusOr<storage::File> lock = LockCaDirectory(ca_dir);
   if (!lock.ok()) return lock.status();
   absl::StatusOr<LoadedCa> ca = LoadCa(ca_dir);
   if (!ca.ok()) return ca.status();
@@ -349,7 +346,7 @@ absl::StatusOr<std::vector<ProvisionedKit>> AddParticipants(
     }
     if (absl::Status s = CheckAbsent(out / participant.name); !s.ok()) return s;
   }
-  absl::StatusOr<std::string> crl = ReadTextFile(ca_dir / kCrlFile);
+  absl::StatusOr<std::string> crl = storage::ReadFile(ca_dir / kCrlFile);
   if (!crl.ok()) return crl.status();
 
   std::vector<IssuedCertificate> issued;
@@ -369,8 +366,8 @@ absl::StatusOr<std::vector<ProvisionedKit>> AddParticipants(
     // The CA records a certificate before anyone can hold it, so every certificate
     // in the wild can be revoked by name.
     const fs::path record = IssuedPath(ca_dir, participant.name);
-    if (absl::Status s = WriteFileAtomically(record, issued[i].certificate_pem, kPublicFileMode,
-                                             IfExists::kFail);
+    if (absl::Status s = storage::WriteFileAtomically(
+            record, issued[i].certificate_pem, storage::kPublicFileMode, storage::IfExists::kFail);
         !s.ok()) {
       return s;
     }
@@ -391,19 +388,19 @@ absl::StatusOr<std::vector<ProvisionedKit>> AddParticipants(
 
 absl::StatusOr<std::string> RevokeParticipant(const fs::path& ca_dir, std::string_view name,
                                               const fs::path& server_kit) {
-  if (absl::Status s = ValidateName("participant name", name); !s.ok()) return s;
-  absl::StatusOr<CaDirectoryLock> lock = CaDirectoryLock::Acquire(ca_dir);
+  if (absl::Status s = ValidateParticipantName("participant name", name); !s.ok()) return s;
+  absl::StatusOr<storage::File> lock = LockCaDirectory(ca_dir);
   if (!lock.ok()) return lock.status();
   absl::StatusOr<LoadedCa> ca = LoadCa(ca_dir);
   if (!ca.ok()) return ca.status();
-  absl::StatusOr<std::string> certificate = ReadTextFile(IssuedPath(ca_dir, name));
+  absl::StatusOr<std::string> certificate = storage::ReadFile(IssuedPath(ca_dir, name));
   if (!certificate.ok()) {
     return absl::NotFoundError(absl::StrCat("participant \"", ToAbsl(name),
                                             "\": the CA in ", ca_dir.string(),
                                             " never issued it a certificate"));
   }
   std::string current_crl;
-  if (absl::StatusOr<std::string> existing = ReadTextFile(ca_dir / kCrlFile); existing.ok()) {
+  if (absl::StatusOr<std::string> existing = storage::ReadFile(ca_dir / kCrlFile); existing.ok()) {
     current_crl = std::move(*existing);
   } else {
     absl::StatusOr<std::string> empty = ca->authority.CreateCrl();
@@ -411,7 +408,7 @@ absl::StatusOr<std::string> RevokeParticipant(const fs::path& ca_dir, std::strin
     current_crl = std::move(*empty);
   }
   if (!server_kit.empty()) {
-    absl::StatusOr<std::string> kit_ca = ReadTextFile(server_kit / kKitCaFile);
+    absl::StatusOr<std::string> kit_ca = storage::ReadFile(server_kit / kKitCaFile);
     if (!kit_ca.ok()) return kit_ca.status();
     if (*kit_ca != ca->authority.certificate_pem()) {
       return absl::InvalidArgumentError(absl::StrCat("server kit ", server_kit.string(),
@@ -427,8 +424,8 @@ absl::StatusOr<std::string> RevokeParticipant(const fs::path& ca_dir, std::strin
     }
     return crl.status();
   }
-  if (absl::Status s =
-          WriteFileAtomically(ca_dir / kCrlFile, *crl, kPublicFileMode, IfExists::kReplace);
+  if (absl::Status s = storage::WriteFileAtomically(
+          ca_dir / kCrlFile, *crl, storage::kPublicFileMode, storage::IfExists::kReplace);
       !s.ok()) {
     return s;
   }

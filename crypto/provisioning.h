@@ -12,7 +12,7 @@
 // A kit directory holds cert.pem, key.pem, ca.pem and config.json (the server kit
 // also its CRL): crypto/startup_kit.h has the layout and LoadStartupKit.
 //
-// Every file is written atomically (crypto/atomic_file.h) and every directory is
+// Every file is written atomically (storage/atomic_write.h) and every directory is
 // built under a temporary name and renamed into place, so an existing kit or CA
 // directory is never overwritten: the call fails with AlreadyExists instead.
 // Participant names are also identities: a name the CA has issued a certificate for
@@ -35,6 +35,11 @@ namespace cohort::crypto {
 inline constexpr std::string_view kCaDirectoryName = "ca";
 inline constexpr std::string_view kServerParticipantName = "server";
 inline constexpr std::uint16_t kDefaultServerPort = 50051;
+
+// The one rule for participant names, used wherever a name arrives (provisioning, a
+// site's Join, enrollment): 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
+// InvalidArgument naming `field` and quoting at most 64 characters of `name`.
+absl::Status ValidateParticipantName(std::string_view field, std::string_view name);
 
 struct ParticipantSpec {
   std::string name;  // 1-64 of [A-Za-z0-9._-], starting with a letter or digit.

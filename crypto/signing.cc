@@ -3,19 +3,17 @@
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "crypto/atomic_file.h"
+#include "storage/atomic_write.h"
+#include "storage/file.h"
 
 namespace cohort::crypto {
 namespace {
@@ -68,8 +66,6 @@ absl::Status HexToBytes(std::string_view hex, std::span<std::uint8_t> out, std::
   return absl::OkStatus();
 }
 
-std::string ErrnoText(int err) { return std::strerror(err); }
-
 std::string_view StripWhitespace(std::string_view text) {
   constexpr std::string_view kWhitespace = " \t\r\n";
   const std::size_t first = text.find_first_not_of(kWhitespace);
@@ -77,34 +73,14 @@ std::string_view StripWhitespace(std::string_view text) {
   return text.substr(first, text.find_last_not_of(kWhitespace) - first + 1);
 }
 
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  ~FdCloser() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 // Reads a small text file; `max_bytes` bounds what a key file may hold.
 absl::StatusOr<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t max_bytes,
                                           struct stat* info) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path.string(), ": no such file"));
-    return absl::PermissionDeniedError(
-        absl::StrCat(path.string(), ": cannot open: ", ErrnoText(err)));
-  }
-  FdCloser closer(fd);
-  if (::fstat(fd, info) != 0) {
-    return absl::InternalError(absl::StrCat(path.string(), ": fstat failed: ", ErrnoText(errno)));
-  }
+  absl::StatusOr<storage::File> file = storage::File::Open(path, O_RDONLY);
+  if (!file.ok()) return file.status();
+  absl::StatusOr<struct stat> stat = file->Stat();
+  if (!stat.ok()) return stat.status();
+  *info = *stat;
   if (!S_ISREG(info->st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a regular file"));
   }
@@ -114,18 +90,13 @@ absl::StatusOr<std::string> ReadSmallFile(const std::filesystem::path& path, std
                         path.string(), max_bytes, info->st_size));
   }
   std::string contents(max_bytes, '\0');
-  std::size_t done = 0;
-  while (done < max_bytes) {
-    const ssize_t n = ::read(fd, contents.data() + done, max_bytes - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      sodium_memzero(contents.data(), contents.size());
-      return absl::InternalError(absl::StrCat(path.string(), ": read failed: ", ErrnoText(errno)));
-    }
-    if (n == 0) break;
-    done += static_cast<std::size_t>(n);
+  absl::StatusOr<std::size_t> read =
+      file->PreadAll(0, std::as_writable_bytes(std::span(contents.data(), contents.size())));
+  if (!read.ok()) {
+    sodium_memzero(contents.data(), contents.size());
+    return read.status();
   }
-  contents.resize(done);
+  contents.resize(*read);
   return contents;
 }
 
@@ -228,7 +199,8 @@ absl::Status WriteSigningKeyFile(const std::filesystem::path& path, const Signin
   // The seed is the first half of libsodium's secret key layout.
   std::string text =
       BytesToHex(std::span<const std::uint8_t>(key.secret_.data(), kSigningSeedBytes)) + "\n";
-  absl::Status status = WriteFileAtomically(path, text, kSecretFileMode, IfExists::kFail);
+  absl::Status status =
+      storage::WriteFileAtomically(path, text, storage::kSecretFileMode, storage::IfExists::kFail);
   sodium_memzero(text.data(), text.size());
   return status;
 }
@@ -260,7 +232,8 @@ absl::StatusOr<SigningKey> ReadSigningKeyFile(const std::filesystem::path& path)
 }
 
 absl::Status WritePublicKeyFile(const std::filesystem::path& path, const SigningPublicKey& key) {
-  return WriteFileAtomically(path, key.ToHex() + "\n", kPublicFileMode, IfExists::kFail);
+  return storage::WriteFileAtomically(path, key.ToHex() + "\n", storage::kPublicFileMode,
+                                      storage::IfExists::kFail);
 }
 
 absl::StatusOr<SigningPublicKey> ReadPublicKeyFile(const std::filesystem::path& path) {

@@ -9,8 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "crypto/atomic_file.h"
 #include "crypto/json_fields.h"
+#include "crypto/secret_file.h"
+#include "storage/atomic_write.h"
+#include "storage/directory.h"
 
 namespace cohort::crypto {
 namespace {
@@ -46,31 +48,36 @@ absl::Status WriteServerCrl(const fs::path& kit_dir, std::string_view ca_pem,
     return absl::InternalError(absl::StrCat("cannot create directory ", hashed_dir.string(), ": ",
                                             std::generic_category().message(errno)));
   }
-  if (absl::Status s = WriteFileAtomically(hashed_dir / *hashed_name, crl_pem, kPublicFileMode,
-                                           IfExists::kReplace);
+  if (absl::Status s =
+          storage::WriteFileAtomically(hashed_dir / *hashed_name, crl_pem, storage::kPublicFileMode,
+                                       storage::IfExists::kReplace);
       !s.ok()) {
     return s;
   }
-  return WriteFileAtomically(kit_dir / kCrlFile, crl_pem, kPublicFileMode, IfExists::kReplace);
+  return storage::WriteFileAtomically(kit_dir / kCrlFile, crl_pem, storage::kPublicFileMode,
+                                      storage::IfExists::kReplace);
 }
 
 absl::Status WriteStartupKit(const fs::path& out, const StartupKitConfig& config,
                              const IssuedCertificate& issued, std::string_view ca_pem,
                              std::string_view crl_pem) {
-  absl::StatusOr<StagingDirectory> kit = StagingDirectory::Create(out, config.name);
+  absl::StatusOr<storage::StagingDirectory> kit =
+      storage::StagingDirectory::Create(out, config.name);
   if (!kit.ok()) return kit.status();
   const fs::path dir = kit->path();
   // The private key first: if anything else fails, the staging directory, key
   // included, is removed.
-  if (absl::Status s = WriteFileAtomically(dir / kPrivateKeyFile, issued.private_key_pem.span(),
-                                           kSecretFileMode, IfExists::kFail);
+  if (absl::Status s =
+          storage::WriteFileAtomically(dir / kPrivateKeyFile, issued.private_key_pem.span(),
+                                       storage::kSecretFileMode, storage::IfExists::kFail);
       !s.ok()) {
     return s;
   }
   const std::string config_json = ConfigJson(config);
   for (const auto& [file, text] : std::initializer_list<std::pair<std::string_view, std::string_view>>{
            {kCertificateFile, issued.certificate_pem}, {kCaFile, ca_pem}, {kConfigFile, config_json}}) {
-    if (absl::Status s = WriteFileAtomically(dir / file, text, kPublicFileMode, IfExists::kFail);
+    if (absl::Status s = storage::WriteFileAtomically(dir / file, text, storage::kPublicFileMode,
+                                                      storage::IfExists::kFail);
         !s.ok()) {
       return s;
     }
@@ -103,24 +110,36 @@ absl::StatusOr<StartupKit> LoadStartupKit(const fs::path& kit_dir) {
   }
   kit.role = *role;
 
-  absl::StatusOr<std::string> certificate = ReadTextFile(kit_dir / kCertificateFile);
+  absl::StatusOr<std::string> certificate = storage::ReadFile(kit_dir / kCertificateFile);
   if (!certificate.ok()) return certificate.status();
   kit.certificate_pem = std::move(*certificate);
   absl::StatusOr<SecretBytes> key = ReadSecretFile(kit_dir / kPrivateKeyFile);
   if (!key.ok()) return key.status();
   kit.private_key_pem = std::move(*key);
-  absl::StatusOr<std::string> ca = ReadTextFile(kit_dir / kCaFile);
+  absl::StatusOr<std::string> ca = storage::ReadFile(kit_dir / kCaFile);
   if (!ca.ok()) return ca.status();
   kit.ca_pem = std::move(*ca);
-  if (absl::StatusOr<std::string> crl = ReadTextFile(kit_dir / kCrlFile); crl.ok()) {
+  if (absl::StatusOr<std::string> crl = storage::ReadFile(kit_dir / kCrlFile); crl.ok()) {
     kit.crl_pem = std::move(*crl);
   } else if (!absl::IsNotFound(crl.status())) {
     return crl.status();
   }
 
+  // The kit's own certificate, checked against its own CA: a failure here is a kit put
+  // together from two provisionings (or a CA rotated under it), not a peer's fault.
   absl::StatusOr<CertificateIdentity> identity =
-      VerifyPeerCertificate(kit.certificate_pem, kit.ca_pem, kit.crl_pem);
-  if (!identity.ok()) return identity.status();
+      VerifyCertificate(kit.certificate_pem, kit.ca_pem, kit.crl_pem,
+                        absl::StrCat("startup kit ", kit_dir.string(),
+                                     ": the kit's own certificate ", ToAbsl(kCertificateFile)),
+                        absl::StrCat("the kit's CA ", ToAbsl(kCaFile)));
+  if (!identity.ok()) {
+    if (!absl::IsUnauthenticated(identity.status())) return identity.status();
+    return absl::InvalidArgumentError(
+        absl::StrCat(identity.status().message(), "; ", ToAbsl(kCertificateFile), " must chain to ",
+                     ToAbsl(kCaFile),
+                     " of the same provisioning: provision this participant's kit again with the "
+                     "federation's CA"));
+  }
   if (identity->name != kit.name || identity->role != kit.role ||
       identity->federation != kit.federation) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -1,17 +1,9 @@
 #include "privacy/ledger.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,54 +13,11 @@ namespace {
 
 using ledger_format::QuotedForLog;
 
-std::string ErrnoText(int error) { return std::strerror(error); }
-
 // DataLoss for line `number` (1-based) of the ledger at `path`.
-absl::Status LineError(const std::string& path, int64_t number,
+absl::Status LineError(const std::string& path, uint64_t number,
                        absl::string_view why) {
   return absl::DataLossError(
       absl::StrCat("privacy ledger ", path, ": line ", number, ": ", why));
-}
-
-absl::StatusOr<std::string> ReadAll(int fd, const std::string& path) {
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    return absl::InternalError(absl::StrCat("cannot stat privacy ledger ", path,
-                                            ": ", ErrnoText(errno)));
-  }
-  std::string content(static_cast<size_t>(info.st_size), '\0');
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::pread(fd, content.data() + done, content.size() - done,
-                              static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      return absl::InternalError(absl::StrCat("cannot read privacy ledger ",
-                                              path, ": ", ErrnoText(errno)));
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  content.resize(done);
-  return content;
-}
-
-absl::Status FsyncDirectoryOf(const std::string& path) {
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) {
-    return absl::InternalError(absl::StrCat(
-        "cannot open directory ", dir.string(), ": ", ErrnoText(errno)));
-  }
-  const int rc = ::fsync(dir_fd);
-  const int error = errno;
-  ::close(dir_fd);
-  if (rc != 0) {
-    return absl::InternalError(absl::StrCat(
-        "fsync of directory ", dir.string(), " failed: ", ErrnoText(error)));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -83,207 +32,126 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(
   if (absl::Status s = ValidateText(site, "site"); !s.ok()) return s;
   if (absl::Status s = ValidatePrivacyBudget(budget); !s.ok()) return s;
 
-  // O_APPEND: every write lands at the end, whatever else holds the file.
-  const int fd =
-      ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const int error = errno;
-    const std::string message = absl::StrCat("cannot open privacy ledger ",
-                                             path, ": ", ErrnoText(error));
-    return error == ENOENT ? absl::NotFoundError(message)
-                           : absl::InternalError(message);
+  std::unique_ptr<Ledger> ledger(new Ledger(path, std::string(site), budget));
+  std::lock_guard<std::mutex> lock(ledger->mu_);
+  storage::AppendLogOptions options;
+  options.kind = "privacy ledger";
+  options.mode = 0600;
+  options.max_line_bytes = ledger_format::kMaxLineBytes;
+  options.chain_hash = ledger_format::HashLine;
+  absl::StatusOr<std::unique_ptr<storage::AppendLog>> log = storage::AppendLog::Open(
+      path, std::move(options),
+      [&ledger](const storage::LogLine& line) { return ledger->ReplayLine(line); });
+  if (!log.ok()) return log.status();
+  ledger->log_ = *std::move(log);
+
+  if (ledger->log_->cut_tail_bytes() > 0) {
+    // A torn trailing line: see ledger.h for why dropping it is safe.
+    ledger->dropped_partial_bytes_ = static_cast<int64_t>(ledger->log_->cut_tail_bytes());
+    spdlog::warn(
+        "privacy ledger {}: dropped a torn trailing line ({} bytes, no "
+        "newline) left by an interrupted write; site={}",
+        path, ledger->dropped_partial_bytes_, ledger->site_);
   }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int error = errno;
-    ::close(fd);
-    if (error == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("privacy ledger ", path,
-                       " is already open (locked by another process or "
-                       "Ledger)"));
-    }
-    return absl::InternalError(absl::StrCat("cannot lock privacy ledger ", path,
-                                            ": ", ErrnoText(error)));
+  if (ledger->log_->line_count() == 0) {
+    const std::string header = ledger_format::EncodeHeader(
+        {ledger->site_, budget, ledger_format::NowRfc3339(), ledger_format::ZeroHash()});
+    if (absl::Status s = ledger->log_->Append(header); !s.ok()) return s;
+    spdlog::info("privacy ledger {}: created for site={} epsilon={} delta={}",
+                 path, ledger->site_, budget.epsilon, budget.delta);
+  } else {
+    spdlog::info(
+        "privacy ledger {}: opened for site={}, {} spends, epsilon spent {} of {}",
+        path, ledger->site_, ledger->spend_count_, ledger->spent_epsilon_,
+        budget.epsilon);
   }
-  std::unique_ptr<Ledger> ledger(
-      new Ledger(path, std::string(site), budget, fd));
-  if (absl::Status s = ledger->LoadOrCreate(); !s.ok()) return s;
   return ledger;
 }
 
-Ledger::Ledger(std::string path, std::string site, PrivacyBudget budget, int fd)
-    : path_(std::move(path)),
-      site_(std::move(site)),
-      budget_(budget),
-      fd_(fd) {}
+Ledger::Ledger(std::string path, std::string site, PrivacyBudget budget)
+    : path_(std::move(path)), site_(std::move(site)), budget_(budget) {}
 
-Ledger::~Ledger() {
-  // Closing the descriptor releases the flock.
-  ::close(fd_);
-}
+// Closing the log releases its flock.
+Ledger::~Ledger() = default;
 
-absl::Status Ledger::LoadOrCreate() {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto read = ReadAll(fd_, path_);
-  if (!read.ok()) return read.status();
-  std::string content = *std::move(read);
-
-  // A torn trailing line: see ledger.h for why dropping it is safe.
-  const size_t last_newline = content.rfind('\n');
-  const size_t complete =
-      last_newline == std::string::npos ? 0 : last_newline + 1;
-  if (complete < content.size()) {
-    dropped_partial_bytes_ = static_cast<int64_t>(content.size() - complete);
-    spdlog::warn(
-        "privacy ledger {}: dropping a torn trailing line ({} bytes, no "
-        "newline) left by an interrupted write; site={}",
-        path_, dropped_partial_bytes_, site_);
-    if (::ftruncate(fd_, static_cast<off_t>(complete)) != 0 ||
-        ::fsync(fd_) != 0) {
-      return absl::InternalError(
-          absl::StrCat("cannot truncate the torn last line of privacy ledger ",
-                       path_, ": ", ErrnoText(errno)));
+absl::Status Ledger::ReplayLine(const storage::LogLine& line) {
+  const uint64_t number = line.number;
+  if (line.text.empty()) return LineError(path_, number, "empty line");
+  if (number == 1) {
+    auto header = ledger_format::ParseHeader(line.text);
+    if (!header.ok()) return LineError(path_, number, header.status().message());
+    if (header->site != site_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("privacy ledger ", path_, " belongs to site \"",
+                       header->site, "\", not \"", site_, "\""));
     }
-    content.resize(complete);
-  }
-  file_size_ = static_cast<int64_t>(content.size());
-
-  if (content.empty()) {
-    const std::string header = ledger_format::EncodeHeader(
-        {site_, budget_, ledger_format::NowRfc3339(), ledger_format::ZeroHash()});
-    if (absl::Status s = AppendLine(header); !s.ok()) return s;
-    if (absl::Status s = FsyncDirectoryOf(path_); !s.ok()) return s;
-    spdlog::info("privacy ledger {}: created for site={} epsilon={} delta={}",
-                 path_, site_, budget_.epsilon, budget_.delta);
-    return absl::OkStatus();
-  }
-
-  std::string previous_hash = ledger_format::ZeroHash();
-  int64_t number = 0;
-  for (size_t start = 0; start < content.size();) {
-    const size_t end = content.find('\n', start);
-    const std::string_view line(content.data() + start, end - start);
-    start = end + 1;
-    ++number;
-    if (line.empty()) return LineError(path_, number, "empty line");
-
-    std::string prev;
-    if (number == 1) {
-      auto header = ledger_format::ParseHeader(line);
-      if (!header.ok()) return LineError(path_, number, header.status().message());
-      if (header->site != site_) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("privacy ledger ", path_, " belongs to site \"",
-                         header->site, "\", not \"", site_, "\""));
-      }
-      if (header->budget.epsilon != budget_.epsilon ||
-          header->budget.delta != budget_.delta) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "privacy ledger ", path_, " was created with budget epsilon=",
-            FormatNumber(header->budget.epsilon),
-            " delta=", FormatNumber(header->budget.delta),
-            " but the site is configured with epsilon=",
-            FormatNumber(budget_.epsilon), " delta=",
-            FormatNumber(budget_.delta),
-            "; a budget is changed by starting a new ledger"));
-      }
-      prev = std::move(header->prev);
-    } else {
-      auto entry = ledger_format::ParseSpend(line);
-      if (!entry.ok()) return LineError(path_, number, entry.status().message());
-      prev = entry->prev;
-      if (prev != previous_hash) {
-        return LineError(
-            path_, number,
-            absl::StrCat("hash chain broken: \"prev\" is ", prev, " but line ",
-                         number - 1, " hashes to ", previous_hash, " (line ",
-                         number - 1,
-                         " was edited, or lines were deleted, inserted or "
-                         "reordered)"));
-      }
-      if (entry->seq != number - 1) {
-        return LineError(path_, number,
-                         absl::StrCat("seq is ", entry->seq, ", expected ",
-                                      number - 1,
-                                      " (lines deleted, inserted or reordered)"));
-      }
-      if (entry->delta != budget_.delta) {
-        return LineError(path_, number,
-                         absl::StrCat("delta is ", FormatNumber(entry->delta),
-                                      ", the ledger's is ",
-                                      FormatNumber(budget_.delta)));
-      }
-      const SpendRequest& request = entry->request;
-      if (absl::Status s = accountant_.AddSteps(
-              request.sampling_rate, request.noise_multiplier, request.steps);
-          !s.ok()) {
-        return LineError(path_, number, s.message());
-      }
-      const double replayed = accountant_.GetEpsilon(budget_.delta)->epsilon;
-      // Same code, same inputs: the replay is exact; the slack only absorbs
-      // a change of compiler or libm.
-      if (!(std::abs(replayed - entry->epsilon_after) <=
-            1e-9 * std::max(1.0, std::abs(replayed)))) {
-        return LineError(
-            path_, number,
-            absl::StrCat("epsilon_after is ", FormatNumber(entry->epsilon_after),
-                         " but replaying the spends gives ",
-                         FormatNumber(replayed), " (parameters were edited)"));
-      }
-      if (replayed > budget_.epsilon) {
-        return LineError(path_, number,
-                         absl::StrCat("spends exceed the budget: epsilon ",
-                                      FormatNumber(replayed), " > ",
-                                      FormatNumber(budget_.epsilon)));
-      }
-      spent_epsilon_ = replayed;
-      spend_count_ = number - 1;
+    if (header->budget.epsilon != budget_.epsilon ||
+        header->budget.delta != budget_.delta) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "privacy ledger ", path_, " was created with budget epsilon=",
+          FormatNumber(header->budget.epsilon),
+          " delta=", FormatNumber(header->budget.delta),
+          " but the site is configured with epsilon=",
+          FormatNumber(budget_.epsilon), " delta=",
+          FormatNumber(budget_.delta),
+          "; a budget is changed by starting a new ledger"));
     }
-    if (number == 1 && prev != previous_hash) {
+    if (header->prev != line.prev_hash) {
       return LineError(path_, number,
                        "hash chain broken: the header must carry an all-zero "
                        "\"prev\"");
     }
-    previous_hash = ledger_format::HashLine(line);
+    return absl::OkStatus();
   }
-  head_hash_ = previous_hash;
-  spdlog::info(
-      "privacy ledger {}: opened for site={}, {} spends, epsilon spent {} of {}",
-      path_, site_, spend_count_, spent_epsilon_, budget_.epsilon);
-  return absl::OkStatus();
-}
 
-absl::Status Ledger::AppendLine(const std::string& line) {
-  if (poisoned_) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("privacy ledger ", path_,
-                     " is unusable after an earlier failed write or fsync; "
-                     "reopen it"));
+  auto entry = ledger_format::ParseSpend(line.text);
+  if (!entry.ok()) return LineError(path_, number, entry.status().message());
+  if (entry->prev != line.prev_hash) {
+    return LineError(
+        path_, number,
+        absl::StrCat("hash chain broken: \"prev\" is ", entry->prev, " but line ",
+                     number - 1, " hashes to ", std::string(line.prev_hash), " (line ",
+                     number - 1,
+                     " was edited, or lines were deleted, inserted or "
+                     "reordered)"));
   }
-  const std::string bytes = line + "\n";
-  // One write() per line, never retried piecemeal: a crash can then only
-  // leave a torn last line, which Open recognises.
-  const ssize_t written = ::write(fd_, bytes.data(), bytes.size());
-  if (written != static_cast<ssize_t>(bytes.size())) {
-    const std::string why =
-        written < 0 ? absl::StrCat("write failed: ", ErrnoText(errno))
-                    : absl::StrCat("short write: ", written, " of ",
-                                   bytes.size(), " bytes");
-    // Cut back whatever part of the line reached the file.
-    if (written > 0 && ::ftruncate(fd_, static_cast<off_t>(file_size_)) != 0) {
-      poisoned_ = true;
-    }
-    return absl::InternalError(absl::StrCat("privacy ledger ", path_, ": ", why));
+  if (entry->seq != static_cast<int64_t>(number) - 1) {
+    return LineError(path_, number,
+                     absl::StrCat("seq is ", entry->seq, ", expected ",
+                                  number - 1,
+                                  " (lines deleted, inserted or reordered)"));
   }
-  if (::fsync(fd_) != 0) {
-    // After a failed fsync the kernel may have dropped the dirty pages; the
-    // file's content is unknown, so refuse everything until reopened.
-    poisoned_ = true;
-    return absl::InternalError(absl::StrCat(
-        "privacy ledger ", path_, ": fsync failed: ", ErrnoText(errno)));
+  if (entry->delta != budget_.delta) {
+    return LineError(path_, number,
+                     absl::StrCat("delta is ", FormatNumber(entry->delta),
+                                  ", the ledger's is ",
+                                  FormatNumber(budget_.delta)));
   }
-  file_size_ += static_cast<int64_t>(bytes.size());
-  head_hash_ = ledger_format::HashLine(line);
+  const SpendRequest& request = entry->request;
+  if (absl::Status s = accountant_.AddSteps(
+          request.sampling_rate, request.noise_multiplier, request.steps);
+      !s.ok()) {
+    return LineError(path_, number, s.message());
+  }
+  const double replayed = accountant_.GetEpsilon(budget_.delta)->epsilon;
+  // Same code, same inputs: the replay is exact; the slack only absorbs
+  // a change of compiler or libm.
+  if (!(std::abs(replayed - entry->epsilon_after) <=
+        1e-9 * std::max(1.0, std::abs(replayed)))) {
+    return LineError(
+        path_, number,
+        absl::StrCat("epsilon_after is ", FormatNumber(entry->epsilon_after),
+                     " but replaying the spends gives ",
+                     FormatNumber(replayed), " (parameters were edited)"));
+  }
+  if (replayed > budget_.epsilon) {
+    return LineError(path_, number,
+                     absl::StrCat("spends exceed the budget: epsilon ",
+                                  FormatNumber(replayed), " > ",
+                                  FormatNumber(budget_.epsilon)));
+  }
+  spent_epsilon_ = replayed;
+  spend_count_ = static_cast<int64_t>(number) - 1;
   return absl::OkStatus();
 }
 
@@ -338,8 +206,8 @@ absl::StatusOr<SpendCheck> Ledger::RecordSpend(const SpendRequest& request) {
   entry.request = request;
   entry.epsilon_after = check->epsilon_after;
   entry.delta = budget_.delta;
-  entry.prev = head_hash_;
-  if (absl::Status s = AppendLine(ledger_format::EncodeSpend(entry)); !s.ok()) {
+  entry.prev = log_->head_hash();
+  if (absl::Status s = log_->Append(ledger_format::EncodeSpend(entry)); !s.ok()) {
     return s;
   }
 
@@ -372,7 +240,7 @@ int64_t Ledger::spend_count() const {
 
 std::string Ledger::head_hash() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return head_hash_;
+  return log_->head_hash();
 }
 
 }  // namespace cohort::privacy

@@ -8,11 +8,13 @@
 // File format: privacy/ledger_format.h (one JSON line per entry, a header
 // then one line per spend, each carrying the SHA-256 of the line before).
 //
-// Guarantees:
+// The file mechanics are storage::AppendLog's (the same log the audit log
+// uses); this class adds the entry format, the chain and replay checks, and
+// the budget. Guarantees:
 //   - Durability: each spend is one write() of the whole line followed by
-//     fsync; RecordSpend returns OK only after both succeed. A failed write
-//     is cut back off the file; a failed fsync poisons the Ledger (every later
-//     call fails) since the file's state is then unknown.
+//     fdatasync; RecordSpend returns OK only after both succeed. A failed write
+//     is cut back off the file; a failed fdatasync poisons the Ledger (every
+//     later spend fails) since the file's state is then unknown.
 //   - Restarting never resets the spent budget: Open replays every spend
 //     into the accountant and checks each epsilon_after against the replay.
 //   - Tamper evidence: an edited, deleted, inserted or reordered line breaks
@@ -24,12 +26,14 @@
 //     every hash after their change; that also needs the external anchor.
 //   - Crash recovery: a trailing line without '\n' is a write torn by a crash
 //     before RecordSpend returned, so no training relied on it. Open drops it
-//     (truncates the file back to the last complete line, fsyncs), logs a
+//     (truncates the file back to the last complete line, fdatasyncs), logs a
 //     warning and reports the number of bytes dropped in
-//     dropped_partial_bytes(). Any other malformed line is an error.
+//     dropped_partial_bytes(). Any other malformed line is an error, and the
+//     file is then left untouched.
 //   - Exclusivity: Open takes an exclusive flock on the file; a second Open
-//     of the same file (from any process) fails with FailedPrecondition
-//     until the first Ledger is destroyed.
+//     of the same file (from any process) fails with Unavailable until the
+//     first Ledger is destroyed.
+//   - Mode: a new ledger file is created with mode 0600 whatever the umask.
 //
 // Thread safety: all methods may be called concurrently.
 
@@ -44,6 +48,7 @@
 #include "privacy/budget.h"
 #include "privacy/ledger_format.h"
 #include "privacy/rdp_accountant.h"
+#include "storage/append_log.h"
 
 namespace cohort::privacy {
 
@@ -60,8 +65,9 @@ class Ledger {
   // belong to `site` and carry exactly `budget`: a budget is changed by
   // starting a new ledger, never silently. Errors: InvalidArgument for bad
   // arguments, DataLoss for a corrupt or edited file (the message names the
-  // line), FailedPrecondition for a ledger of another site or budget, or one
-  // locked by another Ledger, Internal/NotFound for I/O failures.
+  // line), FailedPrecondition for a ledger of another site or budget,
+  // Unavailable for one held by another Ledger, NotFound and others naming
+  // the file for I/O failures.
   static absl::StatusOr<std::unique_ptr<Ledger>> Open(
       const std::string& path, std::string_view site,
       const PrivacyBudget& budget);
@@ -94,11 +100,10 @@ class Ledger {
   int64_t dropped_partial_bytes() const { return dropped_partial_bytes_; }
 
  private:
-  Ledger(std::string path, std::string site, PrivacyBudget budget, int fd);
+  Ledger(std::string path, std::string site, PrivacyBudget budget);
 
-  absl::Status LoadOrCreate();
-  // Writes line + '\n' and fsyncs; on success head_hash_ covers it.
-  absl::Status AppendLine(const std::string& line);
+  // Checks one line found by Open and replays it into the accountant.
+  absl::Status ReplayLine(const storage::LogLine& line);
   // The outcome of adding `request` to the past spends; the composed
   // accountant goes to *planned. Requires mu_.
   absl::StatusOr<SpendCheck> CheckLocked(const SpendRequest& request,
@@ -107,15 +112,12 @@ class Ledger {
   const std::string path_;
   const std::string site_;
   const PrivacyBudget budget_;
-  const int fd_;
 
   mutable std::mutex mu_;
-  RdpAccountant accountant_;  // guarded by mu_
+  std::unique_ptr<storage::AppendLog> log_;  // guarded by mu_
+  RdpAccountant accountant_;                 // guarded by mu_
   double spent_epsilon_ = 0.0;
   int64_t spend_count_ = 0;
-  std::string head_hash_;
-  int64_t file_size_ = 0;
-  bool poisoned_ = false;
   int64_t dropped_partial_bytes_ = 0;
 };
 

@@ -1,7 +1,5 @@
 #include "privacy/ledger_format.h"
 
-#include <openssl/evp.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +8,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/bounded_json.h"
+#include "storage/sha256.h"
 
 namespace cohort::privacy {
 namespace {
@@ -78,6 +78,9 @@ class Fields {
   auto lhs = *std::move(lhs##_or)
 
 absl::StatusOr<Json> ParseObject(std::string_view line, const char* kind) {
+  if (absl::Status s = core::CheckJsonBounds(line, core::kLedgerLineJson, "entry"); !s.ok()) {
+    return Corrupt(s.message());
+  }
   Json json = Json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded() || !json.is_object()) {
     return Corrupt("not a JSON object (corrupt or edited)");
@@ -140,24 +143,7 @@ namespace ledger_format {
 
 std::string ZeroHash() { return std::string(64, '0'); }
 
-std::string HashLine(std::string_view line) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(line.data(), line.size(), digest, &length, EVP_sha256(),
-                 nullptr) != 1) {
-    // Hashing a buffer in memory fails only if OpenSSL itself is unusable;
-    // continuing would write or accept an unchained ledger.
-    std::abort();
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(2 * length);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 0xf]);
-  }
-  return hex;
-}
+std::string HashLine(std::string_view line) { return storage::Sha256Hex(line); }
 
 std::string NowRfc3339() {
   const auto now = std::chrono::system_clock::now();

@@ -27,12 +27,14 @@
 // The guarantees built on this format (durability, tamper evidence, crash
 // recovery) are stated in privacy/ledger.h; the long form is docs/privacy.md.
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/limits.h"
 #include "privacy/budget.h"
 
 namespace cohort::privacy {
@@ -70,8 +72,11 @@ inline constexpr char kAccountantName[] = "rdp-poisson-gaussian/v1";
 
 // The "prev" of the header.
 std::string ZeroHash();
-// Lowercase hex SHA-256 of `line` (without its '\n').
+// Lowercase hex SHA-256 of `line` (without its '\n'): the ledger format's chain
+// function for storage::AppendLog.
 std::string HashLine(std::string_view line);
+// The longest line a ledger holds, '\n' included; a longer one is refused.
+inline constexpr std::size_t kMaxLineBytes = core::kLedgerLineJson.max_bytes;
 // Now, as "2024-05-01T12:00:00.123Z".
 std::string NowRfc3339();
 

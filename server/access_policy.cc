@@ -1,41 +1,98 @@
 #include "server/access_policy.h"
 
+#include <google/protobuf/descriptor.h>
+
 #include <array>
-#include <utility>
+#include <map>
 
 #include "absl/strings/str_cat.h"
+#include "proto/cohort.grpc.pb.h"
 
 namespace cohort::server {
 namespace {
 
+// The services this server serves; their methods come from the generated descriptors.
+constexpr std::array<std::string_view, 2> kServedServices = {v1::Federation::service_full_name(),
+                                                             v1::Admin::service_full_name()};
+
 struct MethodRule {
-  std::string_view method;
+  std::string_view service;
+  std::string_view method;  // as cohort.proto names it
   Permission permission;
 };
 
+// The one place a method is bound to the permission it needs.
 constexpr std::array kMethodRules = {
-    MethodRule{"/cohort.v1.Federation/Join", Permission::kJoin},
-    MethodRule{"/cohort.v1.Federation/PullTask", Permission::kTrain},
-    MethodRule{"/cohort.v1.Federation/PushUpdate", Permission::kTrain},
-    MethodRule{"/cohort.v1.Federation/Heartbeat", Permission::kTrain},
-    MethodRule{"/cohort.v1.Federation/Decline", Permission::kTrain},
-    MethodRule{"/cohort.v1.Admin/GetStatus", Permission::kReadStatus},
-    MethodRule{"/cohort.v1.Admin/ListJobs", Permission::kReadStatus},
-    MethodRule{"/cohort.v1.Admin/StartJob", Permission::kControlJob},
-    MethodRule{"/cohort.v1.Admin/StopJob", Permission::kControlJob},
-    MethodRule{"/cohort.v1.Admin/SetParameter", Permission::kSetParameter},
-    MethodRule{"/cohort.v1.Admin/ListParticipants", Permission::kReadParticipants},
-    MethodRule{"/cohort.v1.Admin/AddParticipant", Permission::kManageParticipants},
-    MethodRule{"/cohort.v1.Admin/RevokeParticipant", Permission::kManageParticipants},
-    MethodRule{"/cohort.v1.Admin/ReadAuditLog", Permission::kReadAudit},
+    MethodRule{v1::Federation::service_full_name(), "Join", Permission::kJoin},
+    MethodRule{v1::Federation::service_full_name(), "PullTask", Permission::kTrain},
+    MethodRule{v1::Federation::service_full_name(), "PushUpdate", Permission::kTrain},
+    MethodRule{v1::Federation::service_full_name(), "Heartbeat", Permission::kTrain},
+    MethodRule{v1::Federation::service_full_name(), "Decline", Permission::kTrain},
+    MethodRule{v1::Admin::service_full_name(), "GetStatus", Permission::kReadStatus},
+    MethodRule{v1::Admin::service_full_name(), "ListJobs", Permission::kReadStatus},
+    MethodRule{v1::Admin::service_full_name(), "StartJob", Permission::kControlJob},
+    MethodRule{v1::Admin::service_full_name(), "StopJob", Permission::kControlJob},
+    MethodRule{v1::Admin::service_full_name(), "SetParameter", Permission::kSetParameter},
+    MethodRule{v1::Admin::service_full_name(), "ListParticipants", Permission::kReadParticipants},
+    MethodRule{v1::Admin::service_full_name(), "AddParticipant", Permission::kManageParticipants},
+    MethodRule{v1::Admin::service_full_name(), "RevokeParticipant", Permission::kManageParticipants},
+    MethodRule{v1::Admin::service_full_name(), "ReadAuditLog", Permission::kReadAudit},
 };
 
-constexpr std::array<std::string_view, kMethodRules.size()> MethodNames() {
-  std::array<std::string_view, kMethodRules.size()> names{};
-  for (size_t i = 0; i < kMethodRules.size(); ++i) names[i] = kMethodRules[i].method;
-  return names;
+// The rules joined with the protocol's methods, once per process.
+struct Table {
+  std::vector<std::string> known;                // methods with a permission, in protocol order
+  std::map<std::string, Permission, std::less<>> permission_of;
+  std::vector<std::string> problems;
+};
+
+Table BuildTable(const google::protobuf::DescriptorPool& protocol) {
+  Table table;
+  std::array<int, kMethodRules.size()> uses{};
+  for (std::string_view service_name : kServedServices) {
+    const google::protobuf::ServiceDescriptor* service = protocol.FindServiceByName(std::string(service_name));
+    if (service == nullptr) {
+      table.problems.push_back(absl::StrCat("service ", std::string(service_name), " is not in the generated protocol"));
+      continue;
+    }
+    for (int i = 0; i < service->method_count(); ++i) {
+      const std::string& method = service->method(i)->name();
+      const std::string full_name = FullMethodName(service->full_name(), method);
+      const MethodRule* found = nullptr;
+      int matches = 0;
+      for (size_t r = 0; r < kMethodRules.size(); ++r) {
+        if (kMethodRules[r].service == service->full_name() && kMethodRules[r].method == method) {
+          found = &kMethodRules[r];
+          ++uses[r];
+          ++matches;
+        }
+      }
+      if (matches == 0) {
+        table.problems.push_back(absl::StrCat(full_name, " has no permission in server/access_policy.cc; ",
+                                              "nobody may call it until it gets one"));
+      } else if (matches > 1) {
+        table.problems.push_back(absl::StrCat(full_name, " is named ", matches,
+                                              " times in server/access_policy.cc; give it one permission"));
+      } else {
+        table.known.push_back(full_name);
+        table.permission_of.emplace(full_name, found->permission);
+      }
+    }
+  }
+  for (size_t r = 0; r < kMethodRules.size(); ++r) {
+    if (uses[r] == 0) {
+      table.problems.push_back(absl::StrCat("server/access_policy.cc names ",
+                                            FullMethodName(kMethodRules[r].service, kMethodRules[r].method),
+                                            ", which the protocol does not define"));
+    }
+  }
+  return table;
 }
-constexpr auto kMethodNames = MethodNames();
+
+const Table& TheTable() {
+  static const Table table = BuildTable(*google::protobuf::DescriptorPool::generated_pool());
+  return table;
+}
 
 }  // namespace
 
@@ -53,14 +110,25 @@ std::string_view PermissionName(Permission permission) {
   return "unknown";
 }
 
+std::string FullMethodName(std::string_view service, std::string_view method) {
+  std::string name;
+  name.reserve(service.size() + method.size() + 2);
+  return name.append("/").append(service).append("/").append(method);
+}
+
 std::optional<Permission> RequiredPermission(std::string_view method) {
-  for (const MethodRule& rule : kMethodRules) {
-    if (rule.method == method) return rule.permission;
-  }
+  const Table& table = TheTable();
+  if (auto it = table.permission_of.find(method); it != table.permission_of.end()) return it->second;
   return std::nullopt;
 }
 
-std::span<const std::string_view> KnownMethods() { return kMethodNames; }
+std::span<const std::string> KnownMethods() { return TheTable().known; }
+
+std::vector<std::string> PermissionTableProblems() { return TheTable().problems; }
+
+std::vector<std::string> PermissionTableProblems(const google::protobuf::DescriptorPool& protocol) {
+  return BuildTable(protocol).problems;
+}
 
 bool RoleHolds(crypto::Role role, Permission permission) {
   switch (role) {

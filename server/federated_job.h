@@ -1,17 +1,25 @@
 #pragma once
-// One federated job on the server: the registry of clients, the round loop, and the
-// acceptance of updates. Transport-agnostic: the gRPC service translates calls into these
-// methods and their absl::Status results into gRPC statuses.
+// One federated job on the server, as the gRPC services see it: a thin coordinator over
+// the job's parts, each in its own file:
+//   participants  server/participant_registry.h  joins, session keys, liveness, enrollment
+//   rounds        server/round_driver.h          select, open, wait, close, retry (Run)
+//   aggregation   server/aggregation_strategy.h  accepted updates -> next global model
+//   records       server/round_recorder.h        audit log, summary, checkpoint, outputs
+//   durable state server/job_store.h             OUT/job.db: runtime changes, enrollment
+// Transport-agnostic: the services translate calls into these methods and their
+// absl::Status results into gRPC statuses.
 //
-// Threads: Run() drives rounds on its own thread; RPC handler threads call Join,
-// WaitForTask, BeginUpdate/CommitUpdate, Heartbeat and Status concurrently. One mutex
-// guards the job's state; model bytes are served from immutable snapshots so a download
-// in progress never sees a half-aggregated model.
+// Threads and locks: Run() drives rounds on its own thread; RPC handler threads call the
+// rest concurrently. One mutex guards the job's in-memory state (server/job_core.h), and
+// nothing holding it does disk I/O, so Join, PullTask, PushUpdate and Heartbeat only
+// ever wait for memory. Admin changes hold a second mutex while they write the audit
+// log and the job database, then take the first to apply what they recorded. Model
+// bytes are served from immutable snapshots, so a download in progress never sees a
+// half-aggregated model.
 
-#include <condition_variable>
+#include <chrono>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,23 +35,15 @@
 #include "core/job_config.h"
 #include "core/metrics.h"
 #include "core/parameter_set.h"
-#include "core/round_tracker.h"
-#include "privacy/ledger.h"
-#include "server/job_privacy.h"
 #include "crypto/key_agreement.h"
-#include "proto/sealing.h"
+#include "server/aggregation_strategy.h"
+#include "server/job_core.h"
+#include "server/job_store.h"
+#include "server/job_types.h"
+#include "server/round_recorder.h"
+#include "wire/sealing.h"
 
 namespace cohort::server {
-
-using Evaluator = std::function<absl::StatusOr<core::EvalMetrics>(const core::ParameterSet&)>;
-using ModelWriter = std::function<absl::Status(const core::ParameterSet&, const std::filesystem::path&)>;
-
-// Who asked for something: the identity and role from the caller's verified certificate
-// ("alice", "admin"), or the claimed name with role "unauthenticated" in --insecure mode.
-struct Actor {
-  std::string identity;
-  std::string role;
-};
 
 struct JobOptions {
   core::JobConfig config;
@@ -78,7 +78,9 @@ struct Task {
   std::string privacy_config_json;  // the job's "privacy" section
   std::shared_ptr<const core::ParameterSet> model;
   std::string message;
-  // kTrain: the client's session (proto/sealing.h); every chunk of `model` is sealed
+  // kDone: why, for the client to act on (kNotJoined: join again); `message` is for people.
+  enum class DoneReason { kNone, kFinished, kStopped, kFailed, kNotJoined } done_reason = DoneReason::kNone;
+  // kTrain: the client's session (wire/sealing.h); every chunk of `model` is sealed
   // with it for this client alone.
   std::shared_ptr<wire::SealedSession> session;
 };
@@ -86,15 +88,6 @@ struct Task {
 struct JoinResult {
   std::string client_id;
   std::string server_public_key;  // this job run's X25519 public key, for the client's half
-};
-
-// A site's DP-SGD spend for the round its update belongs to, as its ledger recorded it.
-struct SiteSpend {
-  double sampling_rate = 0;
-  double noise_multiplier = 0;
-  int64_t steps = 0;
-  double clip_norm = 0;
-  double epsilon_after = 0;
 };
 
 struct UpdateHeader {
@@ -111,11 +104,13 @@ struct UpdateHeader {
 
 class FederatedJob {
  public:
-  // Resumes from OUT/checkpoint.bin when it exists for the same job name.
+  // Resumes from OUT/checkpoint.bin when it exists for the same job name, and replays the
+  // runtime changes and enrollment recorded in OUT/job.db over `options.config`.
   static absl::StatusOr<std::unique_ptr<FederatedJob>> Create(JobOptions options);
+  ~FederatedJob();
 
-  // Drives every round to the end; returns OK when the job finished, an error when it
-  // failed (a round could not reach its minimum after the configured retries).
+  // Drives every round to the end (server/round_driver.h); returns OK when the job
+  // finished or was stopped, an error when it failed.
   absl::Status Run();
   void Cancel();
 
@@ -123,12 +118,26 @@ class FederatedJob {
   // `client_public_key`: the X25519 key of the client's new session. Keys are agreed
   // before the client is registered, so one that sends no usable key is refused
   // (InvalidArgument) and never selected. A re-join replaces the session and its keys.
+  // `num_samples` is the most any of its updates may claim (and so its FedAvg weight);
+  // above federation.max_samples_per_site it is refused.
   absl::StatusOr<JoinResult> Join(const std::string& site, uint64_t num_samples, std::string_view client_public_key);
-  // Blocks up to `wait` for this client's next task.
+  // This client's next task without waiting: TRAIN when it is selected for the open round
+  // and has not reported, DONE when the job has ended (or the client is unknown), nullopt
+  // when it should wait. Never blocks on anything but the job's in-memory lock.
+  std::optional<Task> PollTask(const std::string& client_id);
+  // Blocks up to `wait` for this client's next task (PollTask, then waits for a change);
+  // kWait when none came.
   Task WaitForTask(const std::string& client_id, std::chrono::milliseconds wait);
+  // `listener` is called, outside the job's lock and from any thread, whenever a client
+  // waiting for a task might now get one: a round opened, the job ended, a client joined
+  // or was revoked. It must be cheap and must not call back into the job while it runs
+  // (post work elsewhere instead). Listeners live as long as the job.
+  void AddChangeListener(std::function<void()> listener);
   // Checks the header of an upload and opens a receiver that spools it. The receiver
   // opens each sealed chunk with the client's session keys and checks it as it arrives;
-  // the spool keeps it sealed. CommitUpdate adds a complete, valid update.
+  // the spool keeps it sealed. An update claiming more samples than its site declared at
+  // Join is refused (InvalidArgument naming both). CommitUpdate hands a complete, valid
+  // update to the aggregation strategy.
   absl::StatusOr<core::UpdateReceiver> BeginUpdate(const UpdateHeader& header);
   absl::Status CommitUpdate(const UpdateHeader& header, core::UpdateReceiver receiver);
   // Records that an upload failed mid-stream: the client is out of this round.
@@ -145,9 +154,9 @@ class FederatedJob {
   // Ends the job at the next round boundary (the running round completes).
   absl::Status Stop(const Actor& actor, const std::string& reason);
   // Validates a change of `parameter` (a full key such as "training_config.learning_rate"
-  // or a bare one such as "learning_rate") to `value`, records it, and queues it for the
-  // next round boundary. An invalid change is refused, recorded as refused, and changes
-  // nothing.
+  // or a bare one such as "learning_rate"; the settable ones are core::SettableParameters)
+  // to `value`, records it in the audit log and OUT/job.db, and queues it for the next
+  // round boundary. An invalid change is refused, recorded as refused, and changes nothing.
   absl::StatusOr<ParameterChange> SetParameter(const Actor& actor, const std::string& parameter,
                                                const nlohmann::json& value, const std::string& reason);
   absl::StatusOr<uint64_t> AddParticipant(const Actor& actor, const std::string& site, const std::string& reason);
@@ -158,96 +167,43 @@ class FederatedJob {
   // Records a refused call in the audit log (best effort: a failure is logged, not returned).
   void RecordDenied(const Actor& actor, const std::string& method, const std::string& reason);
   nlohmann::json Participants() const;
-  const audit::Writer* audit_log() const { return audit_; }
+  const audit::Writer* audit_log() const { return recorder_->audit_log(); }
 
-  nlohmann::json Status() const;
-  std::string job_id() const { return config_.name; }
+  JobStatus Status() const;
+  // Status without the per-client list and the summary: cheap enough for every heartbeat.
+  JobStatus BriefStatus() const;
+  std::string job_id() const { return core_.config.name; }
   // The parts that never change while the job runs (name, model, data, chunk size,
   // heartbeat timeout) may be read without a lock; settable parts change at round
   // boundaries under the job's mutex.
-  const core::JobConfig& config() const { return config_; }
+  const core::JobConfig& config() const { return core_.config; }
   bool finished() const;
 
  private:
-  explicit FederatedJob(JobOptions options);
+  FederatedJob(JobOptions options, ParticipantRegistry registry, std::unique_ptr<JobStore> store,
+               std::unique_ptr<AggregationStrategy> strategy, nlohmann::json summary);
+  std::optional<Task> PollTaskLocked(const std::string& client_id);
 
-  struct Client {
-    uint64_t num_samples = 0;
-    core::Clock::time_point last_seen;
-    bool lost = false;
-    bool declined = false;  // left the job (Decline): never selected again
-    uint64_t last_task_round = 0;
-  };
-  struct Report {
-    uint64_t samples = 0;
-    core::TrainMetrics metrics;
-    double update_norm = 0;
-    std::optional<SiteSpend> spend;
-  };
-  // Mirrors a site's declared DP-SGD spend in the server's own ledger for that site
-  // (OUT/ledgers/SITE.ledger) and the audit log; returns what summary.json shows.
-  nlohmann::json MirrorSpendLocked(const std::string& site, uint64_t round, const SiteSpend& spend);
-
-  std::vector<std::string> AliveClientsLocked(core::Clock::time_point now) const;
-  void MarkLostClientsLocked(core::Clock::time_point now);
-  absl::Status CloseRound(uint64_t round, int attempts, core::Clock::time_point started);
-  absl::Status WriteOutputs();
-  // Appends to the audit log when there is one; returns the entry's seq (0 without a log).
-  absl::StatusOr<uint64_t> RecordLocked(const Actor& actor, const std::string& action, const std::string& parameter,
-                                        const std::string& participant, nlohmann::json old_value,
-                                        nlohmann::json new_value, const std::string& reason);
-  // Applies queued parameter changes (round boundary); returns what changed for the summary.
-  nlohmann::json ApplyPendingChangesLocked();
-  // The configuration as it will be at the next round boundary: queued changes applied.
-  nlohmann::json ConfigAtNextBoundaryLocked() const;
-  absl::Status PersistEffectiveConfigLocked();
-
-  core::JobConfig config_;
-  std::filesystem::path out_dir_;
+  JobCore core_;
+  const std::filesystem::path out_dir_;
   Evaluator evaluate_;
   ModelWriter write_model_;
+  const Actor launched_by_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<AggregationStrategy> strategy_;
+  std::unique_ptr<RoundRecorder> recorder_;
+  // Taken by admin changes and the round boundary, never by the network path: they
+  // write the audit log and the job database while holding it, in one order.
+  std::mutex changes_mu_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::string state_ = "waiting";  // waiting | running | finished | failed
-  std::string failure_;
-  bool cancelled_ = false;
-  std::shared_ptr<const core::ParameterSet> global_;
-  uint64_t model_version_ = 0;
-  uint64_t completed_rounds_ = 0;
-  core::RoundTracker tracker_;
-  core::StreamingFedAvg aggregate_;
-  std::map<std::string, Client> clients_;
-  std::map<std::string, Report> reports_;
-  nlohmann::json summary_;
-
-  // Administration and audit.
-  audit::Writer* audit_ = nullptr;
-  Actor launched_by_;
-  bool held_ = false;
-  bool stop_requested_ = false;
-  bool budget_spent_ = false;  // the job ends because its privacy budget is spent
-  struct PendingChange {
-    std::string parameter;
-    nlohmann::json old_value, new_value;
-    Actor actor;
-  };
-  std::vector<PendingChange> pending_changes_;
-  nlohmann::json round_changes_ = nlohmann::json::array();
-  std::map<std::string, std::string> declines_;  // site -> why it left the job
-  std::unique_ptr<JobPrivacy> privacy_;          // client-level DP; null otherwise
-  std::map<std::string, std::unique_ptr<privacy::Ledger>> mirrors_;  // DP-SGD: per-site mirror ledgers  // applied at the closing round's start
-
-  // Sealing (proto/sealing.h). One X25519 key pair per job run: a restarted server has a
+  // Sealing (wire/sealing.h). One X25519 key pair per job run: a restarted server has a
   // new one, so every client re-joins under new keys. One session per client, replaced
-  // at each Join; a replaced session's keys are wiped once the last download using it
-  // ends. Updates carry their own copy of the receive key until folded.
+  // at each Join. Updates carry their own copy of the receive key until folded.
   const crypto::X25519KeyPair sealing_keys_ = crypto::GenerateX25519KeyPair();
   // Model streams reuse freed memory (core/chunking.h says why): set process-wide when
   // the job is made, which is before the server starts its threads, so that the arena
   // limit holds for all of them.
   const bool allocator_tuned_ = (core::KeepFreedMemoryForChunkStreams(), true);
-  std::map<std::string, std::shared_ptr<wire::SealedSession>> sessions_;
 };
 
 }  // namespace cohort::server

@@ -1,89 +1,137 @@
 #pragma once
-// gRPC front of a FederatedJob: translates calls into FederatedJob methods and
-// absl::Status into grpc::Status. Holds nothing but a pointer to the job.
+// gRPC front of a FederatedJob, as callback services: translates calls into FederatedJob
+// methods and absl::Status into grpc::Status. No call holds a thread while it waits: a
+// long-polled PullTask is an entry in TaskWaiters until its task comes, a model download
+// writes its next chunk when the transport has taken the last (TaskStream), and an upload
+// takes each chunk as it arrives (UpdateUpload). Unary calls do their short work on the
+// gRPC thread that delivers them and answer at once.
+//
+// Every handler first asks Authorize (server/call_checks.h) for its method, named by the
+// handler itself: the generated services fix each handler's name to its method's in
+// cohort.proto, so `__func__` is the method name and no method name is written here.
 
 #include <grpcpp/grpcpp.h>
 
-#include <optional>
+#include <string>
 #include <string_view>
 
-#include "crypto/certificates.h"
 #include "proto/cohort.grpc.pb.h"
+#include "server/access_policy.h"
+#include "server/call_checks.h"
 #include "server/federated_job.h"
+#include "server/task_waiters.h"
 
 namespace cohort::server {
 
-grpc::Status ToGrpcStatus(const absl::Status& status);
+// Finishes a unary call with `status`.
+inline grpc::ServerUnaryReactor* AnswerNow(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
 
-// Who is calling, from the verified certificate. In --insecure mode there is no
-// certificate: the identity is whatever name the call carries and the role is
-// "unauthenticated", which the permission table does not consult (anything goes, as the
-// server's startup warning says).
-struct Caller {
-  std::string identity;
-  std::optional<crypto::Role> role;  // empty in --insecure mode
-  Actor actor() const;
-};
-
-// The first step of every handler: identifies the caller and checks the permission table
-// (server/access_policy.h) for `method`. A refusal is PERMISSION_DENIED naming the
-// identity, its role and the permission it lacks, logged, and recorded in the job's audit
-// log.
-grpc::Status Authorize(const grpc::ServerContext& context, bool require_certificate, std::string_view method,
-                       FederatedJob& job, Caller* caller);
-
-// For site calls that name the site they act for: the name must be the certificate's (a
-// site cannot act under another site's name) and the site must take part in the job (not
-// revoked, enrolled when the job lists its sites). On success `*site` is the name to act for.
-grpc::Status ActAsSite(Caller& caller, const std::string& claimed, std::string_view method, FederatedJob& job,
-                       std::string* site);
-
-class FederationService final : public v1::Federation::Service {
+class FederationService final : public v1::Federation::CallbackService {
  public:
-  // `job` must outlive the service. `require_certificate`: callers are identified by
-  // their mTLS certificates (false only in --insecure mode).
+  // `job` must outlive the service, and the service the gRPC server it is registered with.
+  // `require_certificate`: callers are identified by their mTLS certificates (false only in
+  // --insecure mode).
   FederationService(FederatedJob* job, bool require_certificate)
-      : job_(job), require_certificate_(require_certificate) {}
+      : job_(job), require_certificate_(require_certificate), waiters_(*job) {}
 
-  grpc::Status Join(grpc::ServerContext* context, const v1::JoinRequest* request, v1::JoinReply* reply) override;
-  grpc::Status PullTask(grpc::ServerContext* context, const v1::TaskRequest* request,
-                        grpc::ServerWriter<v1::TaskMessage>* writer) override;
-  grpc::Status PushUpdate(grpc::ServerContext* context, grpc::ServerReader<v1::UpdateMessage>* reader,
-                          v1::UpdateReceipt* receipt) override;
-  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
-                         v1::HeartbeatReply* reply) override;
-  grpc::Status Decline(grpc::ServerContext* context, const v1::DeclineRequest* request,
-                       v1::DeclineReply* reply) override;
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context, const v1::JoinRequest* request,
+                                 v1::JoinReply* reply) override {
+    return AnswerNow(context, ServeJoin(context, Method(__func__), request, reply));
+  }
+  grpc::ServerWriteReactor<v1::TaskMessage>* PullTask(grpc::CallbackServerContext* context,
+                                                       const v1::TaskRequest* request) override;
+  grpc::ServerReadReactor<v1::UpdateMessage>* PushUpdate(grpc::CallbackServerContext* context,
+                                                          v1::UpdateReceipt* receipt) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatReply* reply) override {
+    return AnswerNow(context, ServeHeartbeat(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* Decline(grpc::CallbackServerContext* context, const v1::DeclineRequest* request,
+                                    v1::DeclineReply* reply) override {
+    return AnswerNow(context, ServeDecline(context, Method(__func__), request, reply));
+  }
 
  private:
+  static std::string Method(std::string_view name) {
+    return FullMethodName(v1::Federation::service_full_name(), name);
+  }
+  grpc::Status ServeJoin(grpc::CallbackServerContext* context, std::string_view method, const v1::JoinRequest* request,
+                         v1::JoinReply* reply);
+  grpc::Status ServeHeartbeat(grpc::CallbackServerContext* context, std::string_view method,
+                              const v1::HeartbeatRequest* request, v1::HeartbeatReply* reply);
+  grpc::Status ServeDecline(grpc::CallbackServerContext* context, std::string_view method,
+                            const v1::DeclineRequest* request, v1::DeclineReply* reply);
+
   FederatedJob* job_;
   bool require_certificate_;
+  TaskWaiters waiters_;  // the PullTask calls waiting for work
 };
 
-class AdminService final : public v1::Admin::Service {
+class AdminService final : public v1::Admin::CallbackService {
  public:
   AdminService(FederatedJob* job, bool require_certificate)
       : job_(job), require_certificate_(require_certificate) {}
-  grpc::Status GetStatus(grpc::ServerContext* context, const v1::StatusRequest* request,
-                         v1::StatusReply* reply) override;
-  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
-                        v1::ListJobsReply* reply) override;
-  grpc::Status StartJob(grpc::ServerContext* context, const v1::JobControlRequest* request,
-                        v1::JobControlReply* reply) override;
-  grpc::Status StopJob(grpc::ServerContext* context, const v1::JobControlRequest* request,
-                       v1::JobControlReply* reply) override;
-  grpc::Status SetParameter(grpc::ServerContext* context, const v1::SetParameterRequest* request,
-                            v1::SetParameterReply* reply) override;
-  grpc::Status ListParticipants(grpc::ServerContext* context, const v1::ListParticipantsRequest* request,
-                                v1::ListParticipantsReply* reply) override;
-  grpc::Status AddParticipant(grpc::ServerContext* context, const v1::ParticipantRequest* request,
-                              v1::ParticipantReply* reply) override;
-  grpc::Status RevokeParticipant(grpc::ServerContext* context, const v1::ParticipantRequest* request,
-                                 v1::ParticipantReply* reply) override;
-  grpc::Status ReadAuditLog(grpc::ServerContext* context, const v1::AuditLogRequest* request,
-                            grpc::ServerWriter<v1::AuditLogChunk>* writer) override;
+
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context, const v1::StatusRequest* request,
+                                      v1::StatusReply* reply) override {
+    return AnswerNow(context, ServeGetStatus(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
+                                     v1::ListJobsReply* reply) override {
+    return AnswerNow(context, ServeListJobs(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* StartJob(grpc::CallbackServerContext* context, const v1::JobControlRequest* request,
+                                     v1::JobControlReply* reply) override {
+    return AnswerNow(context, ServeStartJob(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* StopJob(grpc::CallbackServerContext* context, const v1::JobControlRequest* request,
+                                    v1::JobControlReply* reply) override {
+    return AnswerNow(context, ServeStopJob(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* SetParameter(grpc::CallbackServerContext* context, const v1::SetParameterRequest* request,
+                                         v1::SetParameterReply* reply) override {
+    return AnswerNow(context, ServeSetParameter(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* ListParticipants(grpc::CallbackServerContext* context,
+                                             const v1::ListParticipantsRequest* request,
+                                             v1::ListParticipantsReply* reply) override {
+    return AnswerNow(context, ServeListParticipants(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* AddParticipant(grpc::CallbackServerContext* context, const v1::ParticipantRequest* request,
+                                           v1::ParticipantReply* reply) override {
+    return AnswerNow(context, ServeAddParticipant(context, Method(__func__), request, reply));
+  }
+  grpc::ServerUnaryReactor* RevokeParticipant(grpc::CallbackServerContext* context,
+                                              const v1::ParticipantRequest* request,
+                                              v1::ParticipantReply* reply) override {
+    return AnswerNow(context, ServeRevokeParticipant(context, Method(__func__), request, reply));
+  }
+  grpc::ServerWriteReactor<v1::AuditLogChunk>* ReadAuditLog(grpc::CallbackServerContext* context,
+                                                             const v1::AuditLogRequest* request) override;
 
  private:
+  static std::string Method(std::string_view name) { return FullMethodName(v1::Admin::service_full_name(), name); }
+  grpc::Status ServeGetStatus(grpc::CallbackServerContext* context, std::string_view method,
+                              const v1::StatusRequest* request, v1::StatusReply* reply);
+  grpc::Status ServeListJobs(grpc::CallbackServerContext* context, std::string_view method,
+                             const v1::ListJobsRequest* request, v1::ListJobsReply* reply);
+  grpc::Status ServeStartJob(grpc::CallbackServerContext* context, std::string_view method,
+                             const v1::JobControlRequest* request, v1::JobControlReply* reply);
+  grpc::Status ServeStopJob(grpc::CallbackServerContext* context, std::string_view method,
+                            const v1::JobControlRequest* request, v1::JobControlReply* reply);
+  grpc::Status ServeSetParameter(grpc::CallbackServerContext* context, std::string_view method,
+                                 const v1::SetParameterRequest* request, v1::SetParameterReply* reply);
+  grpc::Status ServeListParticipants(grpc::CallbackServerContext* context, std::string_view method,
+                                     const v1::ListParticipantsRequest* request, v1::ListParticipantsReply* reply);
+  grpc::Status ServeAddParticipant(grpc::CallbackServerContext* context, std::string_view method,
+                                   const v1::ParticipantRequest* request, v1::ParticipantReply* reply);
+  grpc::Status ServeRevokeParticipant(grpc::CallbackServerContext* context, std::string_view method,
+                                      const v1::ParticipantRequest* request, v1::ParticipantReply* reply);
+
   FederatedJob* job_;
   bool require_certificate_;
 };

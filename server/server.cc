@@ -6,13 +6,23 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "proto/stream_settings.h"
+#include "absl/strings/str_join.h"
+#include "server/access_policy.h"
+#include "wire/stream_settings.h"
 #include "server/grpc_services.h"
 
 namespace cohort::server {
 
 absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
+  // A method of the protocol without a permission would be refused to everyone; a server
+  // built that way is refused instead, so the gap shows at the first start.
+  if (const std::vector<std::string> gaps = PermissionTableProblems(); !gaps.empty()) {
+    return absl::InternalError(absl::StrCat("the permission table does not cover the protocol: ",
+                                            absl::StrJoin(gaps, "; ")));
+  }
   const bool tls = options.credentials != nullptr;
+  // Callback services: gRPC runs their reactions on its own few threads, and no call holds
+  // one while it waits. They are declared before the server, so they outlive every call.
   FederationService federation(&job, /*require_certificate=*/tls);
   AdminService admin(&job, /*require_certificate=*/tls);
   grpc::ServerBuilder builder;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/config_reader.h"
+#include "core/quote.h"
 
 namespace cohort::training {
 namespace {
@@ -28,7 +29,7 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
   for (const auto& d : config["input_shape"]) {
     if (!d.is_number_integer() || d.get<int64_t>() < 1) {
       return absl::InvalidArgumentError(absl::StrCat("model_config.input_shape: expected positive integers, got ",
-                                                     config["input_shape"].dump()));
+                                                     core::JsonPrefix(config["input_shape"])));
     }
     spec.input_shape.push_back(d.get<int64_t>());
   }

@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "core/atomic_file.h"
+#include "storage/atomic_write.h"
 
 namespace cohort::training {
 
@@ -43,14 +43,14 @@ absl::Status WriteStateDict(const core::ParameterSet& parameters, const std::str
     });
     torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
     writer.writeEndOfFile();
-    return core::WriteFileAtomically(path, container);
+    return storage::WriteFileAtomically(path, container);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("writing ", path, ": ", e.what_without_backtrace()));
   }
 }
 
 absl::StatusOr<core::ParameterSet> ReadStateDict(const std::string& path) {
-  absl::StatusOr<std::string> contents = core::ReadFileToString(path);
+  absl::StatusOr<std::string> contents = storage::ReadFile(path);
   if (!contents.ok()) return contents.status();
   try {
     const torch::IValue value = torch::pickle_load(std::vector<char>(contents->begin(), contents->end()));

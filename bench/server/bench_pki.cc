@@ -2,7 +2,7 @@
 
 #include "crypto/provisioning.h"
 #include "crypto/startup_kit.h"
-#include "proto/credentials.h"
+#include "wire/credentials.h"
 
 namespace cohort::bench {
 

@@ -50,9 +50,9 @@
 #include "bench/server/bench_pki.h"
 #include "bench/server/bench_support.h"
 #include "bench/server/tuned_server.h"
-#include "bench/server/wire_client.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "wire/federation_client.h"
 
 namespace cohort::bench {
 namespace {
@@ -162,15 +162,16 @@ int RunClients(int n, size_t params, int port_fd, int phase_fd, const std::optio
         }
         credentials = *loaded;
       }
-      WireClient client(absl::StrCat("127.0.0.1:", port), credentials);
+      wire::FederationClient client(
+          wire::Connection{absl::StrCat("127.0.0.1:", port), credentials, /*own_connection=*/true});
       const uint64_t samples = 100 + static_cast<uint64_t>(i);
-      absl::StatusOr<WireSession> session = client.Join(SiteName(i), samples);
-      absl::StatusOr<PulledTask> task =
-          session.ok() ? client.PullTrainTask(*session, nullptr) : absl::StatusOr<PulledTask>(session.status());
+      absl::StatusOr<wire::Session> session = client.Join(
+          SiteName(i), samples, wire::JoinOptions{.timeout = std::chrono::seconds(60), .wait_for_ready = true});
+      absl::StatusOr<wire::PulledTask> task =
+          session.ok() ? client.PullTrainTask(*session, nullptr) : absl::StatusOr<wire::PulledTask>(session.status());
       downloaded.arrive_and_wait();
       const absl::Status status =
-          task.ok() ? client.PushUpdate(*session, task->header, update, samples, task->header.chunk_bytes())
-                    : task.status();
+          task.ok() ? client.PushUpdate(*session, wire::UpdateInfoFor(task->header, samples), update) : task.status();
       if (!status.ok()) {
         std::cerr << "client " << i << ": " << status << "\n";
         ++failures;
@@ -183,7 +184,7 @@ int RunClients(int n, size_t params, int port_fd, int phase_fd, const std::optio
 
 int64_t AcceptedUpdates(const server::FederatedJob& job) {
   int64_t reported = 0;
-  for (const auto& c : job.Status()["clients"]) reported += c["state"] == "reported";
+  for (const server::JobStatus::Client& c : job.Status().clients) reported += c.state == "reported";
   return reported;
 }
 

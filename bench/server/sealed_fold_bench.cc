@@ -32,7 +32,7 @@
 #include "core/chunking.h"
 #include "core/fedavg.h"
 #include "crypto/key_agreement.h"
-#include "proto/sealing.h"
+#include "wire/sealing.h"
 
 namespace cohort::bench {
 namespace {

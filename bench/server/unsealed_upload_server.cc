@@ -4,8 +4,8 @@
 #include "core/chunking.h"
 #include "core/fedavg.h"
 #include "proto/cohort.grpc.pb.h"
-#include "proto/convert.h"
-#include "proto/stream_settings.h"
+#include "wire/convert.h"
+#include "wire/stream_settings.h"
 
 namespace cohort::bench {
 

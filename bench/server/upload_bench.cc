@@ -4,9 +4,9 @@
 //
 // The gRPC path is the one a deployment runs: a server::FederatedJob (one round, one
 // client, 4 tensors of 25M float32) served by server::ServeJob on 127.0.0.1:0; a client
-// (bench/server/wire_client.h) joins (agreeing session keys), pulls its task (downloading
+// (wire/federation_client.h, as the agent) joins (agreeing session keys), pulls its task (downloading
 // and opening the 400 MB sealed global model), and streams its update exactly as
-// client/agent.cc does: each chunk sealed (AES-256-GCM, proto/sealing.h) straight into its
+// client/agent.cc does: each chunk sealed (AES-256-GCM, wire/sealing.h) straight into its
 // message. Variants: plaintext transport (the --insecure mode; the chunks are sealed all
 // the same) in chunks of each --chunk-mib size, and mutual TLS with kits from a throwaway
 // federation (bench/server/bench_pki.h), as a provisioned deployment runs. Upload time
@@ -82,15 +82,15 @@
 #include "bench/server/bench_support.h"
 #include "bench/server/tuned_server.h"
 #include "bench/server/unsealed_upload_server.h"
-#include "bench/server/wire_client.h"
 #include "core/chunking.h"
 #include "core/fedavg.h"
 #include "crypto/key_agreement.h"
 #include "crypto/provisioning.h"
 #include "proto/cohort.pb.h"
-#include "proto/sealing.h"
+#include "wire/sealing.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "wire/federation_client.h"
 
 namespace cohort::bench {
 namespace {
@@ -211,13 +211,15 @@ absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t 
   const int port = port_future.get();
   if (port == 0) return fail(absl::UnavailableError("the server did not start"));
 
-  WireClient client(absl::StrCat("127.0.0.1:", port), client_credentials);
-  absl::StatusOr<WireSession> session = client.Join("bench-site", 1000);
+  wire::FederationClient client(
+      wire::Connection{absl::StrCat("127.0.0.1:", port), client_credentials, /*own_connection=*/true});
+  absl::StatusOr<wire::Session> session = client.Join(
+      "bench-site", 1000, wire::JoinOptions{.timeout = std::chrono::seconds(60), .wait_for_ready = true});
   if (!session.ok()) return fail(session.status());
   core::ParameterSet global;
   GrpcRun run;
   for (int round = 0; round < 2; ++round) {
-    absl::StatusOr<PulledTask> task = client.PullTrainTask(*session, &global);
+    absl::StatusOr<wire::PulledTask> task = client.PullTrainTask(*session, &global);
     if (!task.ok()) return fail(task.status());
     if (task->header.chunk_bytes() != chunk_bytes || task->header.round() != static_cast<uint64_t>(round + 1)) {
       return fail(absl::InternalError(absl::StrCat("the task is round ", task->header.round(), " in chunks of ",
@@ -226,7 +228,9 @@ absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t 
     }
     run.download_seconds[round] = task->download_seconds;
     const Clock::time_point start = Clock::now();
-    if (absl::Status s = client.PushUpdate(*session, task->header, update, 1000, chunk_bytes); !s.ok()) return fail(s);
+    if (absl::Status s = client.PushUpdate(*session, wire::UpdateInfoFor(task->header, 1000), update); !s.ok()) {
+      return fail(s);
+    }
     run.upload_seconds[round] = SecondsSince(start);
   }
   server_thread.join();
@@ -382,13 +386,18 @@ absl::StatusOr<std::array<double, 2>> UnsealedUploadTwice(const core::ParameterS
   absl::StatusOr<std::unique_ptr<UnsealedUploadServer>> server =
       UnsealedUploadServer::Start(update.manifest(), spool.path());
   if (!server.ok()) return server.status();
-  WireClient client(absl::StrCat("127.0.0.1:", (*server)->port()));
+  wire::FederationClient client(
+      wire::Connection{absl::StrCat("127.0.0.1:", (*server)->port()), nullptr, /*own_connection=*/true});
   // Connected before timing, as the sealed runs are by their Join.
-  if (absl::Status s = client.Connect(std::chrono::seconds(30)); !s.ok()) return s;
+  if (absl::Status s = client.WaitForConnection(std::chrono::seconds(30)); !s.ok()) return s;
+  wire::UpdateInfo info;
+  info.round = 1;
+  info.num_samples = 1000;
+  info.chunk_bytes = chunk_bytes;
   std::array<double, 2> seconds{};
   for (double& taken : seconds) {
     const Clock::time_point start = Clock::now();
-    if (absl::Status s = client.PushUnsealedUpdate("bench-site", update, chunk_bytes); !s.ok()) return s;
+    if (absl::Status s = client.PushUnsealedUpdate("bench-site", info, update); !s.ok()) return s;
     taken = SecondsSince(start);
   }
   return seconds;

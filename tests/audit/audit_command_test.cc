@@ -162,6 +162,37 @@ TEST_F(AuditCommandTest, ShowWithAKeyRefusesALogThatDoesNotVerify) {
   EXPECT_NE(result.err.find("line 1 (seq 0): signature invalid"), std::string::npos) << result.err;
 }
 
+TEST_F(AuditCommandTest, VerifyAndShowOfALineNestedAHundredThousandDeepFailCleanlyNamingTheLine) {
+  std::vector<std::string> lines = ReadLines(log_);
+  lines[2] = std::string(100'000, '[') + std::string(100'000, ']');
+  WriteLines(log_, lines);
+
+  const CliResult verified = RunAudit({"verify", log_, "--key", pub_});
+  EXPECT_EQ(verified.exit_code, 1);
+  EXPECT_NE(verified.out.find("INVALID " + log_ + ": invalid at line 3: bad JSON: the entry: expected JSON "
+                              "nested at most 64 levels deep"),
+            std::string::npos)
+      << verified.out.substr(0, 500);
+  EXPECT_LT(verified.out.size(), 600u);
+
+  const CliResult shown = RunAudit({"show", log_});
+  EXPECT_EQ(shown.exit_code, 1);
+  EXPECT_NE(shown.err.find(log_ + " line 3: entry: expected JSON nested at most 64 levels deep"), std::string::npos)
+      << shown.err.substr(0, 500);
+  EXPECT_LT(shown.err.size(), 600u);
+}
+
+TEST_F(AuditCommandTest, ABundleNestedAHundredThousandDeepIsRefusedNotACrash) {
+  const std::string bundle = (dir_ / "deep.bundle").string();
+  WriteFile(bundle, "{\"format\":" + std::string(100'000, '[') + std::string(100'000, ']') + ",\"sig\":\"" +
+                        std::string(128, 'a') + "\"}\n");
+  const CliResult result = RunAudit({"verify-bundle", bundle, "--key", pub_});
+  EXPECT_EQ(result.exit_code, 1) << result.err.substr(0, 500);
+  EXPECT_NE((result.out + result.err).find("the bundle: expected JSON nested at most 64 levels deep"),
+            std::string::npos)
+      << result.out.substr(0, 500) << result.err.substr(0, 500);
+}
+
 TEST_F(AuditCommandTest, ExportedBundlesVerifyAndTamperedOnesDoNot) {
   const std::string bundle = (dir_ / "export.json").string();
   const CliResult exported = RunAudit({"export", log_, "--key", key_, "--out", bundle});

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "storage/sha256.h"
 #include "tests/audit/test_util.h"
 
 namespace cohort::audit {
@@ -110,7 +111,7 @@ TEST(EntryTest, RecordsBreakingTheFormatAreRefusedWithTheReason) {
 TEST(EntryTest, LineHashIsSha256OfTheLineWithItsNewline) {
   // sha256("abc\n"), as `printf 'abc\n' | sha256sum` prints it.
   EXPECT_EQ(LineHash("abc"), "edeaaff3f1774ad2888673770c6d64097e391bc362d7d6fb34982ddf0efd18cb");
-  EXPECT_EQ(LineHash("abc"), Sha256Hex("abc\n"));
+  EXPECT_EQ(LineHash("abc"), storage::Sha256Hex("abc\n"));
 }
 
 TEST(EntryTest, ParsedLineGivesBackEveryMember) {

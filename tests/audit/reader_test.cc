@@ -222,6 +222,51 @@ TEST_F(VerifyAuditChainTest, AnOverlongLineIsRefusedWithoutReadingItWhole) {
   ExpectFailure(Verify(), 7, std::nullopt, ChainProblem::kLineTooLong);
 }
 
+TEST_F(VerifyAuditChainTest, ALineNestedAHundredThousandDeepIsBadJsonNotACrash) {
+  std::string objects = "{\"seq\":2,\"old\":";
+  for (int i = 0; i < 100'000; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(100'001, '}');
+  for (const std::string& deep : {std::string(100'000, '[') + std::string(100'000, ']'), objects}) {
+    std::vector<std::string> lines = lines_;
+    lines[2] = deep;
+    WriteLines(log_, lines);
+    const ChainVerification result = Verify();
+    ExpectFailure(result, 3, std::nullopt, ChainProblem::kBadJson);
+    EXPECT_NE(result.Summary().find("invalid at line 3: bad JSON: the entry: expected JSON nested at most 64 "
+                                    "levels deep"),
+              std::string::npos)
+        << result.Summary();
+    EXPECT_LT(result.Summary().size(), 400u) << result.Summary();
+
+    absl::StatusOr<ReadResult> read = ReadEntries(log_, EntryFilter{});
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(read.status().message().find(log_.string() + " line 3: entry: expected JSON nested at most 64"),
+              std::string::npos)
+        << read.status().message().substr(0, 400);
+    EXPECT_LT(read.status().message().size(), 300 + log_.string().size());
+  }
+}
+
+TEST_F(VerifyAuditChainTest, ADeepButBoundedValueStillVerifiesAndTheWriterRefusesADeeperOne) {
+  // A forger with the key could sign a line of any depth; the writer never writes one the
+  // readers would refuse, and one within the bound reads back.
+  nlohmann::json deep = 1;
+  for (int i = 0; i < 62; ++i) deep = nlohmann::json::array({deep});
+  Record within = ParamSet("alice", "mnist", "rounds", 1, 2);
+  within.new_value = deep;
+  lines_.push_back(ForgeLine(KeyFromFill(1), 6, LineHash(lines_.back()), within));
+  WriteLines(log_, lines_);
+  EXPECT_TRUE(Verify().ok()) << Verify().Summary();
+
+  Record deeper = within;
+  deeper.new_value = nlohmann::json::array({deep, nlohmann::json::array({deep})});
+  absl::StatusOr<std::string> refused = EncodeUnsignedEntry(7, "2024-05-01T13:00:00.000Z", deeper, head_);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("audit record old/new: expected JSON nested at most 64"),
+            std::string::npos)
+      << refused.status();
+}
+
 TEST_F(VerifyAuditChainTest, OnlyTheLinesThatVerifiedAreHandedOn) {
   std::vector<std::string> tampered = lines_;
   tampered[2].replace(tampered[2].find("alice"), 5, "bobby");

@@ -10,7 +10,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "core/atomic_file.h"
+#include "storage/atomic_write.h"
 #include "tests/temp_dir.h"
 
 namespace cohort::core {
@@ -69,7 +69,7 @@ TEST(CheckpointTest, FileStartsWithTheDocumentedMagicAndVersion) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
   ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
-  absl::StatusOr<std::string> bytes = ReadFileToString(path);
+  absl::StatusOr<std::string> bytes = storage::ReadFile(path);
   ASSERT_TRUE(bytes.ok());
   ASSERT_GT(bytes->size(), 16u);
   EXPECT_EQ(bytes->substr(0, 8), "COHORTCK");
@@ -96,7 +96,7 @@ TEST(CheckpointTest, AFlippedByteAnywhereIsDataLossNamingTheFile) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
   ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
-  const std::string original = *ReadFileToString(path);
+  const std::string original = *storage::ReadFile(path);
   // Every byte: magic, version, header length, header, model and the CRC trailer.
   for (size_t i = 0; i < original.size(); ++i) {
     std::string corrupt = original;
@@ -113,7 +113,7 @@ TEST(CheckpointTest, EachRegionsCorruptionIsExplained) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
   ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
-  const std::string original = *ReadFileToString(path);
+  const std::string original = *storage::ReadFile(path);
   auto message_after_flip = [&](size_t i) {
     std::string corrupt = original;
     corrupt[i] = static_cast<char>(corrupt[i] ^ 0x80);
@@ -132,7 +132,7 @@ TEST(CheckpointTest, ATruncatedFileIsDataLossAtEveryLength) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
   ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
-  const std::string original = *ReadFileToString(path);
+  const std::string original = *storage::ReadFile(path);
   for (size_t length = 0; length < original.size(); ++length) {
     Overwrite(path, std::string_view(original).substr(0, length));
     absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
@@ -175,51 +175,6 @@ TEST(ManifestJsonTest, RoundTripsAndRefusesMalformedEntries) {
       ManifestFromJson(nlohmann::json::parse(R"([{"name": "w", "dtype": "float16", "shape": [1]}])"));
   ASSERT_FALSE(bad_dtype.ok());
   EXPECT_THAT(std::string(bad_dtype.status().message()), HasSubstr("float16"));
-}
-
-TEST(CoreAtomicFileTest, ReplacesTheContentsAndLeavesNoTemporaryFile) {
-  TempDir dir;
-  const fs::path path = dir.path() / "state.json";
-  ASSERT_TRUE(WriteFileAtomically(path, "first version, longer than the second").ok());
-  ASSERT_TRUE(WriteFileAtomically(path, "second").ok());
-  EXPECT_EQ(*ReadFileToString(path), "second") << "the old contents must be replaced, not overwritten in place";
-  EXPECT_EQ(EntriesOf(dir.path()), std::vector<std::string>{"state.json"});
-  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
-}
-
-TEST(CoreAtomicFileTest, AFailingProducerKeepsTheOldFileAndRemovesTheTemporary) {
-  TempDir dir;
-  const fs::path path = dir.path() / "state.json";
-  ASSERT_TRUE(WriteFileAtomically(path, "old").ok());
-  const absl::Status s = WriteFileAtomically(path, [](const ByteSink& sink) -> absl::Status {
-    const std::string partial = "half of the new";
-    if (absl::Status w = sink(std::as_bytes(std::span(partial))); !w.ok()) return w;
-    return absl::AbortedError("producer gave up");
-  });
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
-  EXPECT_EQ(*ReadFileToString(path), "old");
-  EXPECT_EQ(EntriesOf(dir.path()), std::vector<std::string>{"state.json"});
-}
-
-TEST(CoreAtomicFileTest, StreamsSeveralPiecesInOrder) {
-  TempDir dir;
-  const fs::path path = dir.path() / "pieces";
-  ASSERT_TRUE(WriteFileAtomically(path, [](const ByteSink& sink) -> absl::Status {
-                for (const std::string piece : {"ab", "", "cde", "f"}) {
-                  if (absl::Status s = sink(std::as_bytes(std::span(piece))); !s.ok()) return s;
-                }
-                return absl::OkStatus();
-              }).ok());
-  EXPECT_EQ(*ReadFileToString(path), "abcdef");
-}
-
-TEST(CoreAtomicFileTest, FailsNamingThePathWhenTheDirectoryIsMissing) {
-  TempDir dir;
-  const fs::path path = dir.path() / "no-such-dir" / "file";
-  const absl::Status s = WriteFileAtomically(path, "x");
-  ASSERT_FALSE(s.ok());
-  EXPECT_THAT(std::string(s.message()), HasSubstr("no-such-dir"));
 }
 
 }  // namespace

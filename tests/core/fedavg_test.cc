@@ -469,7 +469,7 @@ TEST(StreamingFedAvgTest, AShortSpoolFileFailsTheFoldInsteadOfReadingZeros) {
 }
 
 
-// A stand-in for the sealing codec that core cannot see (proto/sealing.h): each chunk is
+// A stand-in for the sealing codec that core cannot see (wire/sealing.h): each chunk is
 // its plaintext XORed with a key byte and the chunk index, followed by 8 bytes: the index
 // and a checksum over the index and the encoded bytes. Enough to show that core spools
 // what it received, opens with the right index, and reports a chunk that does not open.

@@ -32,7 +32,7 @@ json FullConfig() {
     "federation": {
       "rounds": 30, "clients_per_round": 10, "min_clients": 8, "round_timeout_s": 120.5,
       "heartbeat_timeout_s": 15, "join_grace_s": 7.5, "max_round_retries": 5, "strategy": "fedavg",
-      "max_update_norm": 25.0, "chunk_bytes": 65536,
+      "max_update_norm": 25.0, "chunk_bytes": 65536, "max_samples_per_site": 50000, "max_weight_share": 0.4,
       "sites": ["a", "b"], "revoked_sites": ["c"]
     },
     "data": {
@@ -97,6 +97,8 @@ TEST(ParseJobConfigTest, AFullConfigSetsEveryField) {
   EXPECT_EQ(f.strategy, "fedavg");
   EXPECT_EQ(f.max_update_norm, 25.0);
   EXPECT_EQ(f.chunk_bytes, 65536);
+  EXPECT_EQ(f.max_samples_per_site, 50000);
+  EXPECT_EQ(f.max_weight_share, 0.4);
 
   EXPECT_EQ(c.data.dataset, "csv");
   EXPECT_EQ(c.data.path, "/data/adult.csv");
@@ -148,6 +150,8 @@ TEST(ParseJobConfigTest, AbsentSectionsTakeTheDocumentedDefaults) {
   EXPECT_EQ(c.federation.strategy, "fedavg");
   EXPECT_EQ(c.federation.max_update_norm, 0.0);
   EXPECT_EQ(c.federation.chunk_bytes, 1 << 20);
+  EXPECT_EQ(c.federation.max_samples_per_site, 10'000'000);
+  EXPECT_EQ(c.federation.max_weight_share, 0.5);
   EXPECT_EQ(c.data.dataset, "fashion-mnist");
   EXPECT_EQ(c.data.path, "/usr/share/datasets/fashion-mnist");
   EXPECT_EQ(c.data.partition, "iid");
@@ -251,6 +255,16 @@ TEST(ParseJobConfigTest, AnOutOfRangeValueNamesTheKeyTheValueAndTheRange) {
   json unaligned = FullConfig();
   unaligned["federation"]["chunk_bytes"] = 65537;
   EXPECT_THAT(ErrorOf(unaligned), HasSubstr("federation.chunk_bytes: expected a multiple of 4, got 65537"));
+
+  json share = FullConfig();
+  share["federation"]["max_weight_share"] = 0;
+  EXPECT_THAT(ErrorOf(share), HasSubstr("federation.max_weight_share: expected a number in (0, 1], got 0"));
+  share["federation"]["max_weight_share"] = 1.5;
+  EXPECT_THAT(ErrorOf(share), HasSubstr("federation.max_weight_share: expected a number in (0, 1], got 1.5"));
+
+  json samples = FullConfig();
+  samples["federation"]["max_samples_per_site"] = 0;
+  EXPECT_THAT(ErrorOf(samples), HasSubstr("federation.max_samples_per_site: expected an integer"));
 
   json optimizer = FullConfig();
   optimizer["training_config"]["optimizer"] = "rmsprop";

@@ -69,6 +69,18 @@ TEST(ManifestTest, OffsetsAreTheRunningSumOfTensorSizes) {
   EXPECT_FALSE(m.all_float32());
 }
 
+TEST(ManifestTest, CheckAllFloat32NamesTheFirstOtherTensorItsDtypeAndTheFix) {
+  const Manifest m({{"layers.0.weight", DType::kFloat32, {4, 2}},
+                    {"bn.num_batches_tracked", DType::kInt64, {1}},
+                    {"scale", DType::kFloat64, {3}}});
+  const absl::Status s = m.CheckAllFloat32("FedAvg");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            "FedAvg needs every tensor of the model in float32, but tensor 1 (bn.num_batches_tracked) is int64 [1]: "
+            "make it a float32 parameter in the model, or keep it out of the parameters the job trains");
+  EXPECT_TRUE(Manifest({{"w", DType::kFloat32, {2}}}).CheckAllFloat32("FedAvg").ok());
+}
+
 TEST(ManifestTest, EmptyManifestHasNoBytes) {
   const Manifest m;
   EXPECT_EQ(m.size(), 0u);

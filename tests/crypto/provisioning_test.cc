@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "crypto/atomic_file.h"
+#include "storage/atomic_write.h"
 #include "tests/temp_dir.h"
 
 namespace cohort::crypto {
@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 using cohort::testing::TempDir;
 
 std::string Read(const fs::path& path) {
-  auto text = ReadTextFile(path);
+  auto text = storage::ReadFile(path);
   EXPECT_TRUE(text.ok()) << text.status();
   return text.ok() ? *text : std::string();
 }

@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "crypto/atomic_file.h"
 #include "crypto/provisioning.h"
+#include "storage/atomic_write.h"
 #include "tests/temp_dir.h"
 
 namespace cohort::crypto {
@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 using cohort::testing::TempDir;
 
 std::string Read(const fs::path& path) {
-  auto text = ReadTextFile(path);
+  auto text = storage::ReadFile(path);
   EXPECT_TRUE(text.ok()) << text.status();
   return text.ok() ? *text : std::string();
 }
@@ -62,10 +62,52 @@ TEST_F(StartupKitTest, LoadStartupKitRefusesAReadableKeyAndAConfigThatClaimsAnot
 
   auto config = nlohmann::json::parse(Read(out() / "B" / "config.json"));
   config["role"] = "admin";
-  ASSERT_TRUE(WriteFileAtomically(out() / "B" / "config.json", config.dump(), kPublicFileMode,
-                                  IfExists::kReplace).ok());
+  ASSERT_TRUE(storage::WriteFileAtomically(out() / "B" / "config.json", config.dump(),
+                                           storage::kPublicFileMode, storage::IfExists::kReplace)
+                  .ok());
   auto kit = LoadStartupKit(out() / "B");
   EXPECT_TRUE(absl::IsInvalidArgument(kit.status())) << kit.status();
+}
+
+TEST_F(StartupKitTest, AKitWhoseCertificateAnotherCaIssuedSaysSoNamingTheKitAndTheFix) {
+  FederationSpec spec;
+  spec.federation = "hospitals";
+  spec.server_host = "localhost";
+  spec.participants = {{"A", Role::kSite}};
+  ASSERT_TRUE(ProvisionFederation(spec, dir_.path() / "other").ok());
+  // A's kit with the CA of another provisioning of the same federation name.
+  ASSERT_TRUE(storage::WriteFileAtomically(out() / "A" / "ca.pem",
+                                           Read(dir_.path() / "other" / "A" / "ca.pem"),
+                                           storage::kPublicFileMode, storage::IfExists::kReplace)
+                  .ok());
+  const absl::StatusOr<StartupKit> kit = LoadStartupKit(out() / "A");
+  ASSERT_TRUE(absl::IsInvalidArgument(kit.status())) << kit.status();
+  const std::string message(kit.status().message());
+  EXPECT_NE(message.find("startup kit " + (out() / "A").string() +
+                         ": the kit's own certificate cert.pem \"A\""),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("failed verification against the kit's CA ca.pem"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("cert.pem must chain to ca.pem of the same provisioning: provision"),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(message.find("peer"), std::string::npos) << message;
+}
+
+TEST_F(StartupKitTest, AHostileConfigJsonIsRefusedNamingTheFile) {
+  const fs::path config = out() / "A" / "config.json";
+  for (const std::string& text : {std::string(100'000, '[') + std::string(100'000, ']'),
+                                  "{\"name\": \"" + std::string(50'000'000, 'x') + "\"}"}) {
+    ASSERT_TRUE(storage::WriteFileAtomically(config, text, storage::kPublicFileMode,
+                                             storage::IfExists::kReplace)
+                    .ok());
+    const absl::StatusOr<StartupKit> kit = LoadStartupKit(out() / "A");
+    ASSERT_TRUE(absl::IsInvalidArgument(kit.status())) << kit.status().message().substr(0, 300);
+    const std::string message(kit.status().message());
+    EXPECT_EQ(message.rfind(config.string() + ": expected ", 0), 0u) << message.substr(0, 300);
+    EXPECT_LT(message.size(), 300 + config.string().size()) << message.substr(0, 1000);
+  }
 }
 
 // What gRPC's set_crl_directory does underneath: OpenSSL's hashed-directory lookup.

@@ -1,7 +1,6 @@
 #include "privacy/ledger.h"
 
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +11,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "storage/sha256.h"
 
 namespace cohort::privacy {
 namespace {
@@ -92,19 +93,6 @@ class LedgerTest : public ::testing::Test {
   std::string path_;
 };
 
-std::string Sha256Hex(const std::string& bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
-  std::string hex;
-  char buffer[3];
-  for (unsigned int i = 0; i < length; ++i) {
-    std::snprintf(buffer, sizeof(buffer), "%02x", digest[i]);
-    hex += buffer;
-  }
-  return hex;
-}
-
 TEST_F(LedgerTest, CreatesAFileWithAHeaderForTheSiteAndBudget) {
   auto ledger = OpenOrDie();
   ASSERT_NE(ledger, nullptr);
@@ -121,7 +109,7 @@ TEST_F(LedgerTest, CreatesAFileWithAHeaderForTheSiteAndBudget) {
   EXPECT_EQ(header["budget"]["epsilon"], 8.0);
   EXPECT_EQ(header["budget"]["delta"], 1e-5);
   EXPECT_EQ(header["prev"], std::string(64, '0'));
-  EXPECT_EQ(ledger->head_hash(), Sha256Hex(lines[0]));
+  EXPECT_EQ(ledger->head_hash(), storage::Sha256Hex(lines[0]));
 }
 
 TEST_F(LedgerTest, RecordsEachSpendAsOneHashChainedLine) {
@@ -152,8 +140,8 @@ TEST_F(LedgerTest, RecordsEachSpendAsOneHashChainedLine) {
   EXPECT_EQ(spend["epsilon_after"].get<double>(), expected);
   EXPECT_EQ(spend["delta"], 1e-5);
   EXPECT_TRUE(spend.contains("time"));
-  EXPECT_EQ(spend["prev"], Sha256Hex(lines[0]));
-  EXPECT_EQ(ledger->head_hash(), Sha256Hex(lines[1]));
+  EXPECT_EQ(spend["prev"], storage::Sha256Hex(lines[0]));
+  EXPECT_EQ(ledger->head_hash(), storage::Sha256Hex(lines[1]));
 }
 
 TEST_F(LedgerTest, CanSpendReportsTheResultingEpsilonAndChangesNothing) {
@@ -232,7 +220,7 @@ TEST_F(LedgerTest, RefusesASecondOpenWhileTheFirstIsLive) {
   auto first = OpenOrDie();
   auto second = Ledger::Open(path_, "site-a", kBudget);
   ASSERT_FALSE(second.ok());
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   first.reset();
   EXPECT_TRUE(Ledger::Open(path_, "site-a", kBudget).ok());
 }
@@ -304,6 +292,19 @@ TEST_F(LedgerTest, DetectsCorruptJson) {
   WriteLines(lines);
   ExpectDataLoss(Ledger::Open(path_, "site-a", kBudget),
                  "line 2: not a JSON object");
+}
+
+TEST_F(LedgerTest, DetectsADeeplyNestedLineWithoutCrashing) {
+  MakeLedgerWithSpends(2);
+  for (int depth : {1'000, 100'000}) {
+    std::vector<std::string> lines = Lines();
+    lines[1] = std::string(depth, '[') + std::string(depth, ']');
+    WriteLines(lines);
+    const absl::StatusOr<std::unique_ptr<Ledger>> open = Ledger::Open(path_, "site-a", kBudget);
+    ExpectDataLoss(open, "line 2");
+    EXPECT_LT(open.status().message().size(), 300 + path_.size()) << open.status().message().substr(0, 500);
+    if (depth == 1'000) ExpectDataLoss(open, "line 2: entry: expected JSON nested at most 64 levels deep");
+  }
 }
 
 TEST_F(LedgerTest, DetectsAnInsertedEmptyLine) {

@@ -1,6 +1,10 @@
 // The permission table (server/access_policy.h): every role against every RPC, over real
 // mutual TLS on loopback, allowed or denied exactly as the table says; the table covers
-// every method the protocol defines; and each denied call is on the audit log.
+// every method the protocol defines, and a protocol with a method it does not cover is
+// reported; and each denied call is on the audit log.
+#include <gmock/gmock.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -15,7 +19,7 @@
 #include "crypto/startup_kit.h"
 #include "proto/cohort.grpc.pb.h"
 #include "proto/cohort.pb.h"
-#include "proto/credentials.h"
+#include "wire/credentials.h"
 #include "server/access_policy.h"
 #include "server/federated_job.h"
 #include "server/server.h"
@@ -41,7 +45,51 @@ std::vector<std::string> ProtocolMethods() {
 TEST(AccessPolicy, EveryMethodOfTheProtocolIsInTheTableAndNothingElse) {
   const std::vector<std::string> methods = ProtocolMethods();
   for (const std::string& m : methods) EXPECT_TRUE(RequiredPermission(m).has_value()) << m;
-  EXPECT_EQ(KnownMethods().size(), methods.size());
+  EXPECT_THAT(KnownMethods(), ::testing::ElementsAreArray(methods));
+  EXPECT_THAT(PermissionTableProblems(), ::testing::IsEmpty());
+}
+
+// cohort.proto as built into this binary, changed by `edit`, in a pool of its own.
+std::vector<std::string> ProblemsWithChangedProtocol(
+    const std::function<void(google::protobuf::FileDescriptorProto&)>& edit) {
+  google::protobuf::FileDescriptorProto file;
+  v1::JoinRequest::descriptor()->file()->CopyTo(&file);
+  edit(file);
+  google::protobuf::DescriptorPool pool;
+  EXPECT_NE(pool.BuildFile(file), nullptr);
+  return PermissionTableProblems(pool);
+}
+
+google::protobuf::ServiceDescriptorProto& ServiceNamed(google::protobuf::FileDescriptorProto& file,
+                                                       const std::string& name) {
+  for (google::protobuf::ServiceDescriptorProto& service : *file.mutable_service()) {
+    if (service.name() == name) return service;
+  }
+  ADD_FAILURE() << "cohort.proto has no service " << name;
+  return *file.add_service();
+}
+
+TEST(AccessPolicy, AMethodAddedToTheProtocolWithoutAPermissionIsReported) {
+  const std::vector<std::string> problems = ProblemsWithChangedProtocol([](google::protobuf::FileDescriptorProto& file) {
+    google::protobuf::MethodDescriptorProto* added = ServiceNamed(file, "Federation").add_method();
+    added->set_name("Rejoin");
+    added->set_input_type(".cohort.v1.JoinRequest");
+    added->set_output_type(".cohort.v1.JoinReply");
+  });
+  EXPECT_THAT(problems, ::testing::ElementsAre(::testing::HasSubstr("/cohort.v1.Federation/Rejoin has no permission")));
+  // Until it has one, nobody may call it.
+  EXPECT_FALSE(RequiredPermission("/cohort.v1.Federation/Rejoin").has_value());
+}
+
+TEST(AccessPolicy, APermissionForAMethodTheProtocolDropsIsReported) {
+  const std::vector<std::string> problems = ProblemsWithChangedProtocol([](google::protobuf::FileDescriptorProto& file) {
+    auto* methods = ServiceNamed(file, "Admin").mutable_method();
+    for (int i = 0; i < methods->size(); ++i) {
+      if (methods->Get(i).name() == "ListJobs") methods->DeleteSubrange(i, 1);
+    }
+  });
+  EXPECT_THAT(problems, ::testing::ElementsAre(::testing::HasSubstr("names /cohort.v1.Admin/ListJobs, which the "
+                                                                    "protocol does not define")));
 }
 
 TEST(AccessPolicy, AnUnknownMethodIsDeniedToEveryRole) {

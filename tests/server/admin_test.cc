@@ -111,7 +111,7 @@ TEST_F(AdminJob, AValidChangeIsRecordedWithOldAndNewValueAndQueuedForTheNextRoun
   EXPECT_GT(change->audit_seq, 0u);
   // Not in force yet: the running configuration is unchanged until the boundary.
   EXPECT_EQ(job_->config().training.learning_rate, 0.01);
-  EXPECT_EQ(job_->Status()["pending_changes"].size(), 1u);
+  EXPECT_EQ(job_->Status().pending_changes.size(), 1u);
 
   const std::vector<audit::Entry> sets = Entries(audit::action::kParamSet);
   ASSERT_EQ(sets.size(), 1u);
@@ -146,7 +146,7 @@ TEST_F(AdminJob, AnInvalidChangeChangesNothingAndIsRecordedAsRefused) {
     EXPECT_EQ(change.status().code(), absl::StatusCode::kInvalidArgument) << c.parameter;
     EXPECT_NE(change.status().message().find(c.says), std::string::npos) << change.status().message();
   }
-  EXPECT_TRUE(job_->Status()["pending_changes"].empty());
+  EXPECT_TRUE(job_->Status().pending_changes.empty());
   EXPECT_EQ(job_->config().training.learning_rate, 0.01);
   EXPECT_EQ(job_->config().federation.min_clients, 1);
   const std::vector<audit::Entry> refused = Entries(audit::action::kParamSetRefused);
@@ -169,18 +169,23 @@ TEST_F(AdminJob, TheChangeIsInTheNextTaskClientsReceive) {
   EXPECT_EQ(training["learning_rate"], 0.05);
   EXPECT_EQ(training["local_epochs"], 2);
   EXPECT_EQ(job_->config().training.learning_rate, 0.05);
-  EXPECT_TRUE(job_->Status()["pending_changes"].empty());
-  // A restarted server keeps the changed parameters.
-  std::ifstream effective(dir_ / "out" / "job_config.effective.json");
-  ASSERT_TRUE(effective.good());
-  EXPECT_EQ(nlohmann::json::parse(effective)["training_config"]["learning_rate"], 0.05);
+  EXPECT_TRUE(job_->Status().pending_changes.empty());
+  // A restarted server keeps the changed parameters (OUT/job.db).
+  job_->Cancel();
+  running_.join();
+  job_.reset();
+  CreateJob();
+  EXPECT_EQ(job_->config().training.learning_rate, 0.05);
+  EXPECT_EQ(job_->config().training.local_epochs, 2);
 }
 
 TEST_F(AdminJob, AHeldJobWaitsForStartAndTheStartIsRecorded) {
   CreateJob(/*hold=*/true);
   StartRunning();
-  for (int i = 0; i < 100 && job_->Status()["state"] != "held"; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(job_->Status()["state"], "held");
+  for (int i = 0; i < 100 && job_->Status().state != JobState::kHeld; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(job_->Status().state, JobState::kHeld);
   ASSERT_TRUE(JoinAs(*job_, "hospital-a").ok());
   EXPECT_EQ(job_->WaitForTask("hospital-a", std::chrono::milliseconds(300)).kind, Task::Kind::kWait);
   ASSERT_TRUE(job_->Start(kAlice).ok());
@@ -195,7 +200,7 @@ TEST_F(AdminJob, AStopEndsTheJobAtTheBoundaryWithItsOutputs) {
   ASSERT_TRUE(job_->Stop(kAlice, "enough").ok());
   running_.join();
   EXPECT_TRUE(run_result_.ok()) << run_result_.message();
-  EXPECT_EQ(job_->Status()["state"], "stopped");
+  EXPECT_EQ(job_->Status().state, JobState::kStopped);
   std::ifstream summary(dir_ / "out" / "summary.json");
   ASSERT_TRUE(summary.good());
   EXPECT_EQ(nlohmann::json::parse(summary)["status"], "stopped");

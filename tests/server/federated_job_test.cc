@@ -14,7 +14,7 @@
 #include "core/chunking.h"
 #include "core/checkpoint.h"
 #include "proto/cohort.grpc.pb.h"
-#include "proto/convert.h"
+#include "wire/convert.h"
 #include "server/federated_job.h"
 #include "server/server.h"
 #include "tests/server/served_job.h"
@@ -32,8 +32,12 @@ using v1::TaskHeader;
 const size_t kFloats = SmallManifest().num_elements();
 
 TEST(FederatedJobTest, BadUpdatesAreRejectedWithReasonsAndLeaveNoTraceInTheAggregate) {
-  ServedJob served(SmallJob(/*rounds=*/2, /*per_round=*/4, /*min_clients=*/2, /*heartbeat_timeout_s=*/30));
-  for (const char* site : {"a", "b", "c", "d", "e"}) served.Join(site, 100);
+  core::JobConfig config = SmallJob(/*rounds=*/2, /*per_round=*/4, /*min_clients=*/2, /*heartbeat_timeout_s=*/30);
+  // The exact weighted average below needs one site to hold 3/4 of the round's weight,
+  // over the default cap of a half (the cap has tests of its own).
+  config.federation.max_weight_share = 1.0;
+  ServedJob served(config);
+  for (const char* site : {"a", "b", "c", "d", "e"}) served.Join(site, 300);
 
   // Four of five are selected for round 1; the fifth is told to wait.
   std::vector<std::string> selected, waiting;
@@ -111,10 +115,10 @@ TEST(FederatedJobTest, BadUpdatesAreRejectedWithReasonsAndLeaveNoTraceInTheAggre
   s = served.Push(selected[0], 1, version, std::vector<float>(kFloats, 9.0f), 100);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
 
-  const nlohmann::json status = served.job().Status();
-  ASSERT_EQ(status["summary"]["rounds"].size(), 1u);
-  EXPECT_EQ(status["summary"]["rounds"][0]["clients_reported"], 2);
-  EXPECT_EQ(status["summary"]["rounds"][0]["samples"], 400);
+  const nlohmann::json summary = served.job().Status().summary;
+  ASSERT_EQ(summary["rounds"].size(), 1u);
+  EXPECT_EQ(summary["rounds"][0]["clients_reported"], 2);
+  EXPECT_EQ(summary["rounds"][0]["samples"], 400);
 }
 
 TEST(FederatedJobTest, ARoundCompletesWithoutAClientThatStopsResponding) {
@@ -163,7 +167,7 @@ TEST(FederatedJobTest, ARoundBelowTheMinimumIsRetriedAndThenCompletes) {
   EXPECT_TRUE(served.Push("b", 1, b2.header.model_version(), std::vector<float>(kFloats, 3.0f), 10).ok());
   const absl::Status result = served.Wait();
   EXPECT_TRUE(result.ok()) << result.message();
-  const nlohmann::json summary = served.job().Status()["summary"];
+  const nlohmann::json summary = served.job().Status().summary;
   ASSERT_EQ(summary["rounds"].size(), 1u);
   EXPECT_EQ(summary["rounds"][0]["attempts"], 2);
 }
@@ -186,9 +190,9 @@ TEST(FederatedJobTest, ARestartedServerResumesFromItsCheckpoint) {
   options.out_dir = out;
   absl::StatusOr<std::unique_ptr<FederatedJob>> job = FederatedJob::Create(std::move(options));
   ASSERT_TRUE(job.ok()) << job.status().message();
-  const nlohmann::json status = (*job)->Status();
-  EXPECT_EQ(status["completed_rounds"], 1);
-  EXPECT_EQ(status["model_version"], 1);
+  const JobStatus status = (*job)->Status();
+  EXPECT_EQ(status.completed_rounds, 1u);
+  EXPECT_EQ(status.model_version, 1u);
   // Their keys died with the old process, so they can never be folded; files that are
   // not spooled updates stay.
   EXPECT_FALSE(std::filesystem::exists(out / "spool" / "round-2-site-a-1.update"));
@@ -205,6 +209,66 @@ TEST(FederatedJobTest, ARestartedServerResumesFromItsCheckpoint) {
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("belongs to job"), std::string::npos) << refused.status().message();
   std::filesystem::remove_all(out);
+}
+
+TEST(FederatedJobTest, ASiteDeclaringAHugeCountCannotTakeOverTheGlobalModel) {
+  core::JobConfig config = SmallJob(/*rounds=*/1, /*per_round=*/4, /*min_clients=*/4, /*heartbeat_timeout_s=*/30);
+  config.federation.max_update_norm = 1000;  // the attack stays under the norm bound
+  core::ParameterSet initial(SmallManifest());
+  for (float& v : initial.floats()) v = 1.0f;
+  ServedJob served(config, std::move(initial));
+  for (const char* site : {"a", "b", "c"}) served.Join(site, 100);
+  served.Join("mallory", 10'000'000);  // the most federation.max_samples_per_site allows
+  std::map<std::string, Pulled> tasks;
+  for (const char* site : {"a", "b", "c", "mallory"}) {
+    tasks[site] = served.Pull(site);
+    ASSERT_EQ(tasks[site].header.kind(), TaskHeader::TRAIN) << site;
+  }
+  const uint64_t version = tasks["a"].header.model_version();
+  // Mallory sends delta = -global, which with its claimed weight would zero the model.
+  ASSERT_TRUE(served.Push("mallory", 1, version, std::vector<float>(kFloats, -1.0f), 10'000'000).ok());
+  for (const char* site : {"a", "b", "c"}) {
+    ASSERT_TRUE(served.Push(site, 1, version, std::vector<float>(kFloats, 0.1f), 100).ok()) << site;
+  }
+  ASSERT_TRUE(served.Wait().ok());
+  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin");
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  double norm = 0, initial_norm = static_cast<double>(kFloats);
+  for (float v : checkpoint->model.floats()) norm += static_cast<double>(v) * v;
+  // Mallory's weight is capped at half the round: 1 + 0.5 * (-1) + 0.5 * 0.1 = 0.55.
+  EXPECT_GT(std::sqrt(norm), 0.5 * std::sqrt(initial_norm));
+  for (float v : checkpoint->model.floats()) ASSERT_NEAR(v, 0.55f, 1e-5);
+}
+
+TEST(FederatedJobTest, AnUpdateMayNotClaimMoreSamplesThanItsSiteDeclared) {
+  ServedJob served(SmallJob(/*rounds=*/1, /*per_round=*/2, /*min_clients=*/2, /*heartbeat_timeout_s=*/30));
+  served.Join("a", 100);
+  served.Join("b", 100);
+  Pulled a = served.Pull("a");
+  ASSERT_EQ(a.header.kind(), TaskHeader::TRAIN);
+  const grpc::Status s = served.Push("a", 1, a.header.model_version(), std::vector<float>(kFloats, 1.0f), 101);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("101"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("100 samples"), std::string::npos) << s.error_message();
+}
+
+TEST(FederatedJobTest, AJoinDeclaringMoreThanTheBoundIsRefused) {
+  core::JobConfig config = SmallJob(/*rounds=*/1, /*per_round=*/2, /*min_clients=*/2, /*heartbeat_timeout_s=*/30);
+  config.federation.max_samples_per_site = 5000;
+  ServedJob served(config);
+  const grpc::Status s = served.TryJoin("a", 5001);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("5001"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("max_samples_per_site (5000)"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(served.TryJoin("a", 5000).ok());
+}
+
+TEST(FederatedJobTest, ASiteNameOutsideTheProvisioningRuleCannotJoin) {
+  ServedJob served(SmallJob(1, 2, 2, 30));
+  for (const std::string& name : std::vector<std::string>{"-dash", "has space", std::string(65, 'x')}) {
+    const grpc::Status s = served.TryJoin(name, 10);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+  }
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 #include "crypto/provisioning.h"
 #include "crypto/startup_kit.h"
 #include "proto/cohort.grpc.pb.h"
-#include "proto/credentials.h"
+#include "wire/credentials.h"
 #include "server/federated_job.h"
 #include "server/server.h"
 #include "tests/server/served_job.h"

@@ -1,7 +1,7 @@
 // Attacks on the sealed model streams, against a real server over loopback gRPC: every
 // chunk of an update is sealed under the keys its client agreed at Join, bound to the
 // job, round, client, chunk index and count, model version and direction
-// (proto/sealing.h). Each attack must be refused with a status that names the client,
+// (wire/sealing.h). Each attack must be refused with a status that names the client,
 // the round and the chunk, while an honest client's update in the same round is
 // accepted and the round completes with exactly that update.
 #include <grpcpp/grpcpp.h>
@@ -53,7 +53,7 @@ void ExpectRefused(const grpc::Status& s, grpc::StatusCode code, const std::stri
 void ExpectTheRoundCompletedWithOnly(ServedJob& served, float value, size_t reported) {
   const absl::Status result = served.Wait();
   ASSERT_TRUE(result.ok()) << result.message();
-  const nlohmann::json summary = served.job().Status()["summary"];
+  const nlohmann::json summary = served.job().Status().summary;
   ASSERT_FALSE(summary["rounds"].empty());
   EXPECT_EQ(summary["rounds"].back()["clients_reported"], reported);
   absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin");
@@ -296,9 +296,9 @@ TEST(SealingTest, AJoinWithoutAUsableKeyIsRefusedAndTheClientIsNotRegistered) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("low-order point"));
 
-  for (const auto& c : served.job().Status()["clients"]) {
-    EXPECT_NE(c["client_id"], "keyless");
-    EXPECT_NE(c["client_id"], "low-order");
+  for (const JobStatus::Client& c : served.job().Status().clients) {
+    EXPECT_NE(c.client_id, "keyless");
+    EXPECT_NE(c.client_id, "low-order");
   }
 }
 

@@ -1,14 +1,16 @@
 #pragma once
 // A FederatedJob behind a real gRPC server on 127.0.0.1 (plaintext transport, as
-// --insecure runs it; the model streams are sealed all the same), and a raw client of it
-// that speaks the protocol as client/agent.cc does: a fresh X25519 key at every Join,
-// the global model opened as it is pulled, the update sealed as it is pushed. Hooks let
-// a test alter the update before it is sealed (bad values) or after (attacks on the seal).
+// --insecure runs it; the model streams are sealed all the same), and sites that speak
+// to it through the one client of the protocol (wire/federation_client.h): a fresh
+// X25519 key at every Join, the global model opened as it is pulled, the update sealed
+// as it is pushed. Hooks let a test alter the update before it is sealed (bad values)
+// or after (attacks on the seal).
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -18,13 +20,12 @@
 #include <string>
 #include <vector>
 
-#include "core/chunking.h"
 #include "crypto/key_agreement.h"
 #include "proto/cohort.grpc.pb.h"
-#include "proto/convert.h"
-#include "proto/sealing.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "wire/federation_client.h"
+#include "wire/sealing.h"
 
 namespace cohort::server::testing {
 
@@ -75,7 +76,7 @@ inline core::JobConfig SmallJob(int64_t rounds, int64_t per_round, int64_t min_c
 struct Pulled {
   v1::TaskHeader header;
   std::vector<float> model;         // opened with the client's session
-  std::vector<v1::Chunk> sealed;    // the chunks as they came over the wire
+  std::vector<v1::Chunk> sealed;    // the chunks as they came over the wire, up to one that did not open
   absl::Status opened;              // why the model did not open, if it did not
 };
 
@@ -100,6 +101,11 @@ struct SiteKeys {
   std::shared_ptr<wire::SealedSession> session;
 };
 
+// absl and gRPC share the canonical code numbering.
+inline grpc::Status ToGrpc(const absl::Status& s) {
+  return s.ok() ? grpc::Status::OK : grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
 class ServedJob {
  public:
   explicit ServedJob(core::JobConfig config, core::ParameterSet initial = core::ParameterSet(SmallManifest())) {
@@ -111,8 +117,7 @@ class ServedJob {
     options.out_dir = out_dir_;
     job_ = std::move(*FederatedJob::Create(std::move(options)));
     const int port = ServeOnLoopback(*job_, nullptr, /*linger_seconds=*/0.2, &serving_);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-    stub_ = v1::Federation::NewStub(channel_);
+    client_ = std::make_unique<wire::FederationClient>(wire::Connection{"127.0.0.1:" + std::to_string(port)});
   }
   ~ServedJob() {
     job_->Cancel();
@@ -120,34 +125,24 @@ class ServedJob {
     std::filesystem::remove_all(out_dir_);
   }
 
-  // Joins with a fresh key pair (or with `public_key` as sent, when given) and agrees the
-  // session keys from the reply.
+  // Joins with a fresh key pair (sending `public_key` instead of its public half, when
+  // given) and agrees the session keys from the reply.
   grpc::Status TryJoin(const std::string& site, uint64_t samples, const std::string* public_key = nullptr) {
     SiteKeys keys;
     keys.own = crypto::GenerateX25519KeyPair();
-    grpc::ClientContext context;
-    v1::JoinRequest request;
-    request.set_site(site);
-    request.set_num_samples(samples);
-    if (public_key != nullptr) {
-      request.set_client_public_key(*public_key);
-    } else {
-      request.set_client_public_key(reinterpret_cast<const char*>(keys.own.public_key.data()),
-                                    keys.own.public_key.size());
-    }
-    v1::JoinReply reply;
-    grpc::Status s = stub_->Join(&context, request, &reply);
-    if (!s.ok()) return s;
-    EXPECT_EQ(reply.client_id(), site);
-    EXPECT_EQ(reply.server_public_key().size(), crypto::kX25519KeySize);
-    std::memcpy(keys.server_public.data(), reply.server_public_key().data(),
-                std::min(reply.server_public_key().size(), keys.server_public.size()));
-    absl::StatusOr<std::shared_ptr<wire::SealedSession>> session = wire::SealedSession::Agree(
-        keys.own, reply.server_public_key(), crypto::Side::kClient, reply.job_id(), reply.client_id());
-    EXPECT_TRUE(session.ok()) << session.status();
-    if (session.ok()) keys.session = *session;
+    wire::JoinOptions options;
+    options.own_key = &keys.own;
+    options.public_key_as_sent = public_key;
+    absl::StatusOr<wire::Session> joined = client_->Join(site, samples, options);
+    if (!joined.ok()) return ToGrpc(joined.status());
+    EXPECT_EQ(joined->client_id, site);
+    EXPECT_EQ(joined->server_public_key.size(), crypto::kX25519KeySize);
+    std::memcpy(keys.server_public.data(), joined->server_public_key.data(),
+                std::min(joined->server_public_key.size(), keys.server_public.size()));
+    keys.session = joined->sealing;
     sites_[site] = std::move(keys);
-    return s;
+    joined_[site] = std::move(*joined);
+    return grpc::Status::OK;
   }
   void Join(const std::string& site, uint64_t samples) {
     const grpc::Status s = TryJoin(site, samples);
@@ -157,131 +152,64 @@ class ServedJob {
   // Pulls a task; for TRAIN, opens the model with `open_with` (default: the client's session).
   Pulled Pull(const std::string& client, uint32_t wait_ms = 5000,
               std::shared_ptr<wire::SealedSession> open_with = nullptr) {
-    grpc::ClientContext context;
-    v1::TaskRequest request;
-    request.set_client_id(client);
-    request.set_wait_ms(wait_ms);
-    auto reader = stub_->PullTask(&context, request);
-    v1::TaskMessage message;
+    wire::Session as = joined_.at(client);
+    if (open_with != nullptr) as.sealing = std::move(open_with);
     Pulled pulled;
-    EXPECT_TRUE(reader->Read(&message));
-    pulled.header = message.header();
-    while (reader->Read(&message)) pulled.sealed.push_back(message.chunk());
-    EXPECT_TRUE(reader->Finish().ok());
-    if (pulled.header.kind() != v1::TaskHeader::TRAIN) return pulled;
-    if (open_with == nullptr) open_with = session(client);
-    absl::StatusOr<core::Manifest> manifest = wire::FromProto(pulled.header.manifest());
-    EXPECT_TRUE(manifest.ok());
-    const std::shared_ptr<const core::ChunkCodec> opener = open_with->StreamOpener(
-        pulled.header.round(), pulled.header.model_version(), pulled.header.chunk_count());
-    core::ParameterSetAssembler assembler(*manifest, pulled.header.chunk_count(), pulled.header.chunk_bytes(),
-                                          opener.get());
-    for (const v1::Chunk& c : pulled.sealed) {
-      pulled.opened = assembler.Add(c.index(), c.count(), std::as_bytes(std::span(c.data().data(), c.data().size())));
-      if (!pulled.opened.ok()) return pulled;
+    wire::PullOptions options;
+    options.wait = std::chrono::milliseconds(wait_ms);
+    options.on_chunk = [&pulled](const v1::Chunk& chunk) { pulled.sealed.push_back(chunk); };
+    core::ParameterSet model;
+    absl::StatusOr<wire::PulledTask> task = client_->PullTask(as, &model, options);
+    EXPECT_TRUE(task.ok()) << task.status();
+    if (!task.ok()) return pulled;
+    pulled.header = task->header;
+    pulled.opened = task->download;
+    if (pulled.header.kind() == v1::TaskHeader::TRAIN && pulled.opened.ok()) {
+      pulled.model.assign(model.floats().begin(), model.floats().end());
     }
-    absl::StatusOr<core::ParameterSet> model = std::move(assembler).Finish();
-    if (!model.ok()) {
-      pulled.opened = model.status();
-      return pulled;
-    }
-    pulled.model.assign(model->floats().begin(), model->floats().end());
     return pulled;
-  }
-
-  // The update's chunks, sealed by `session` (default: the client's) as the agent seals them.
-  std::vector<v1::Chunk> SealUpdate(const std::string& client, uint64_t round, uint64_t version,
-                                    const std::vector<float>& values,
-                                    std::shared_ptr<wire::SealedSession> seal_with = nullptr) {
-    if (seal_with == nullptr) seal_with = session(client);
-    std::vector<v1::Chunk> chunks = PlainChunks(values);
-    for (v1::Chunk& c : chunks) {
-      const std::string plain = c.data();
-      EXPECT_TRUE(seal_with->SealChunk(round, version, c.index(), c.count(),
-                                       std::as_bytes(std::span(plain.data(), plain.size())), c.mutable_data())
-                      .ok());
-    }
-    return chunks;
   }
 
   // Streams `values` as an update: header, then the chunks sealed for `round` and
   // `version` (the header's round and base version unless a hook changes them).
   grpc::Status Push(const std::string& client, uint64_t round, uint64_t version, const std::vector<float>& values,
                     uint64_t samples, const PushOptions& options = {}) {
-    v1::UpdateHeader header;
-    header.set_client_id(client);
-    header.set_round(round);
-    header.set_base_model_version(version);
-    wire::ToProto(SmallManifest(), header.mutable_manifest());
-    header.set_num_samples(samples);
-    header.set_chunk_bytes(kSmallChunkBytes);
-    std::vector<v1::Chunk> chunks = PlainChunks(values);
-    header.set_chunk_count(chunks.empty() ? 0 : chunks.front().count());
+    core::ParameterSet delta(SmallManifest());
+    EXPECT_EQ(values.size(), delta.floats().size());
+    std::copy_n(values.begin(), std::min(values.size(), delta.floats().size()), delta.floats().begin());
+    wire::UpdateInfo info;
+    info.round = round;
+    info.base_model_version = version;
+    info.num_samples = samples;
+    info.chunk_bytes = kSmallChunkBytes;
+    v1::UpdateHeader header = wire::FederationClient::UpdateHeaderFor(joined_.at(client), info, delta);
+    std::vector<v1::Chunk> chunks = wire::FederationClient::PlainUpdateChunks(info, delta);
     if (options.before_sealing) options.before_sealing(header, chunks);
-    std::shared_ptr<wire::SealedSession> sealer = options.seal_with ? options.seal_with : session(client);
-    for (v1::Chunk& c : chunks) {
-      const std::string plain = c.data();
-      EXPECT_TRUE(sealer->SealChunk(header.round(), header.base_model_version(), c.index(), c.count(),
-                                    std::as_bytes(std::span(plain.data(), plain.size())), c.mutable_data())
-                      .ok());
-    }
+    const std::shared_ptr<wire::SealedSession> sealer = options.seal_with ? options.seal_with : session(client);
+    EXPECT_TRUE(wire::FederationClient::SealChunks(*sealer, header.round(), header.base_model_version(), chunks).ok());
     if (options.after_sealing) options.after_sealing(header, chunks);
     last_sent_ = chunks;
-    return Send(header, chunks);
+    return ToGrpc(client_->SendUpdate(header, chunks));
   }
   // The chunks of the last Push as they were sent.
   const std::vector<v1::Chunk>& last_sent() const { return last_sent_; }
 
-  grpc::Status Send(const v1::UpdateHeader& header, const std::vector<v1::Chunk>& chunks) {
-    grpc::ClientContext context;
-    v1::UpdateReceipt receipt;
-    auto writer = stub_->PushUpdate(&context, &receipt);
-    v1::UpdateMessage message;
-    *message.mutable_header() = header;
-    writer->Write(message);
-    for (const v1::Chunk& c : chunks) {
-      v1::UpdateMessage m;
-      *m.mutable_chunk() = c;
-      if (!writer->Write(m)) break;
-    }
-    writer->WritesDone();
-    return writer->Finish();
-  }
-
-  void Heartbeat(const std::string& client) {
-    grpc::ClientContext context;
-    v1::HeartbeatRequest request;
-    request.set_client_id(client);
-    v1::HeartbeatReply reply;
-    (void)stub_->Heartbeat(&context, request, &reply);
-  }
+  void Heartbeat(const std::string& client) { (void)client_->Heartbeat(joined_.at(client), std::chrono::seconds(5)); }
 
   const std::shared_ptr<wire::SealedSession>& session(const std::string& site) { return sites_.at(site).session; }
   SiteKeys& keys(const std::string& site) { return sites_.at(site); }
   FederatedJob& job() { return *job_; }
+  const std::string& address() const { return client_->address(); }  // host:port it serves on
   const std::filesystem::path& out_dir() const { return out_dir_; }
   absl::Status Wait() { return serving_.get(); }
 
  private:
-  static std::vector<v1::Chunk> PlainChunks(const std::vector<float>& values) {
-    const auto bytes = std::as_bytes(std::span(values));
-    const uint32_t count = core::ChunkCount(bytes.size(), kSmallChunkBytes);
-    std::vector<v1::Chunk> chunks(count);
-    for (uint32_t i = 0; i < count; ++i) {
-      const auto piece = core::ChunkOf(bytes, i, kSmallChunkBytes);
-      chunks[i].set_index(i);
-      chunks[i].set_count(count);
-      chunks[i].set_data(reinterpret_cast<const char*>(piece.data()), piece.size());
-    }
-    return chunks;
-  }
-
   std::filesystem::path out_dir_;
   std::unique_ptr<FederatedJob> job_;
   std::future<absl::Status> serving_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Federation::Stub> stub_;
+  std::unique_ptr<wire::FederationClient> client_;
   std::map<std::string, SiteKeys> sites_;
+  std::map<std::string, wire::Session> joined_;  // each site's last Join
   std::vector<v1::Chunk> last_sent_;
 };
 

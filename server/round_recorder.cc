@@ -1,0 +1,255 @@
+#include "server/round_recorder.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "audit/entry.h"
+#include "core/checkpoint.h"
+#include "storage/atomic_write.h"
+#include "storage/sha256.h"
+
+namespace cohort::server {
+namespace {
+
+constexpr const char* kCheckpointFile = "checkpoint.bin";
+
+double Seconds(core::Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+RoundRecorder::RoundRecorder(Options options, nlohmann::json summary)
+    : options_(std::move(options)), note_writer_([this] { NoteLoop(); }) {
+  if (summary.is_object() && summary.contains("rounds")) {
+    summary_ = std::move(summary);
+  } else {
+    summary_ = {{"job", options_.job}, {"status", "running"}, {"rounds", nlohmann::json::array()}};
+  }
+}
+
+RoundRecorder::~RoundRecorder() {
+  FlushNotes();
+  {
+    std::lock_guard lock(notes_mu_);
+    quit_ = true;
+  }
+  notes_cv_.notify_all();
+  note_writer_.join();
+}
+
+absl::StatusOr<uint64_t> RoundRecorder::Record(const Actor& actor, const std::string& action,
+                                               const std::string& parameter, const std::string& participant,
+                                               nlohmann::json old_value, nlohmann::json new_value,
+                                               const std::string& reason) {
+  // Auditors read docs/audit.md to know what each entry means: an action it does not
+  // list is a server bug, refused here rather than written.
+  if (!audit::action::IsKnown(action)) {
+    return absl::InternalError(absl::StrCat("audit action \"", action, "\" is not in audit::action::kAll"));
+  }
+  audit::Writer* log = options_.audit;
+  if (log == nullptr) return 0;
+  audit::Record record;
+  record.actor = actor.identity.empty() ? "unknown" : actor.identity;
+  record.role = actor.role.empty() ? "unknown" : actor.role;
+  record.action = action;
+  record.target = {.job = options_.job, .parameter = parameter, .participant = participant};
+  record.old_value = std::move(old_value);
+  record.new_value = std::move(new_value);
+  if (!reason.empty()) record.reason = reason;
+  absl::StatusOr<uint64_t> seq = log->Append(record);
+  if (!seq.ok()) {
+    spdlog::error("job={} audit log {}: cannot record {}: {}", options_.job, log->path().string(), action,
+                  std::string(seq.status().message()));
+    return absl::UnavailableError(absl::StrCat("the audit log cannot record this change (", seq.status().message(),
+                                               "); nothing was changed"));
+  }
+  return seq;
+}
+
+void RoundRecorder::Note(const Actor& actor, const std::string& action, const std::string& participant,
+                         nlohmann::json old_value, nlohmann::json new_value, const std::string& reason) {
+  if (options_.audit == nullptr) return;
+  {
+    std::lock_guard lock(notes_mu_);
+    notes_.push_back({actor, action, participant, std::move(old_value), std::move(new_value), reason});
+  }
+  notes_cv_.notify_all();
+}
+
+void RoundRecorder::NoteLoop() {
+  std::unique_lock lock(notes_mu_);
+  for (;;) {
+    notes_cv_.wait(lock, [this] { return quit_ || !notes_.empty(); });
+    if (notes_.empty()) return;  // quit_, and nothing left to write
+    Noted note = std::move(notes_.front());
+    notes_.pop_front();
+    writing_note_ = true;
+    lock.unlock();
+    // Record logs a failure; an observation changes nothing, so there is nothing to undo.
+    (void)Record(note.actor, note.action, "", note.participant, std::move(note.old_value), std::move(note.new_value),
+                 note.reason);
+    lock.lock();
+    writing_note_ = false;
+    notes_cv_.notify_all();
+  }
+}
+
+void RoundRecorder::FlushNotes() {
+  std::unique_lock lock(notes_mu_);
+  notes_cv_.wait(lock, [this] { return notes_.empty() && !writing_note_; });
+}
+
+nlohmann::json RoundRecorder::MirrorSpend(const std::string& site, uint64_t round, const SiteSpend& spend) {
+  nlohmann::json report = {{"mechanism", "dp_sgd"},
+                           {"epsilon", spend.epsilon_after},
+                           {"noise_multiplier", spend.noise_multiplier},
+                           {"sampling_rate", spend.sampling_rate},
+                           {"steps", spend.steps},
+                           {"clip_norm", spend.clip_norm}};
+  auto it = mirrors_.find(site);
+  if (it == mirrors_.end()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.out_dir / "ledgers", ec);
+    absl::StatusOr<std::unique_ptr<privacy::Ledger>> ledger =
+        privacy::Ledger::Open((options_.out_dir / "ledgers" / (site + ".ledger")).string(), site,
+                              {options_.privacy.target_epsilon, options_.privacy.target_delta});
+    if (!ledger.ok()) {
+      spdlog::error("job={} site={} cannot open the mirror ledger: {}", options_.job, site,
+                    std::string(ledger.status().message()));
+      report["mirror_error"] = std::string(ledger.status().message());
+      return report;
+    }
+    it = mirrors_.emplace(site, std::move(*ledger)).first;
+  }
+  privacy::SpendRequest request;
+  request.job = options_.job;
+  request.round = static_cast<int64_t>(round);
+  request.mechanism = privacy::Mechanism::kDpSgd;
+  request.sampling_rate = spend.sampling_rate;
+  request.noise_multiplier = spend.noise_multiplier;
+  request.steps = spend.steps;
+  request.clip_norm = spend.clip_norm;
+  absl::StatusOr<privacy::SpendCheck> mirrored = it->second->RecordSpend(request);
+  if (!mirrored.ok()) {
+    spdlog::error("job={} round={} site={} spend not mirrored: {}", options_.job, round, site,
+                  std::string(mirrored.status().message()));
+    report["mirror_error"] = std::string(mirrored.status().message());
+  } else {
+    report["job_epsilon"] = mirrored->epsilon_after;
+  }
+  (void)Record({site, "site"}, audit::action::kPrivacySpend, "", site, nullptr, report, "");
+  return report;
+}
+
+absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed, const core::ParameterSet& model) {
+  const std::string model_sha256 = options_.audit != nullptr ? storage::Sha256Hex(model.bytes()) : "";
+  std::vector<std::string> contributors;
+  for (const auto& [id, r] : closed.reports) contributors.push_back(id);
+  // The new model version is on record before any client can download it.
+  absl::StatusOr<uint64_t> published =
+      Record(options_.server, audit::action::kModelPublish, "", "", closed.model_version - 1,
+             {{"model_version", closed.model_version},
+              {"round", closed.round},
+              {"sha256", model_sha256},
+              {"contributors", contributors}},
+             "");
+  if (!published.ok()) return published.status();
+  if (closed.strategy_report.contains("privacy")) {
+    absl::StatusOr<uint64_t> spent = Record(options_.server, audit::action::kPrivacySpend, "", "", nullptr,
+                                            closed.strategy_report["privacy"], "");
+    if (!spent.ok()) return spent.status();
+  }
+
+  nlohmann::json clients = nlohmann::json::array();
+  uint64_t samples = 0;
+  double train_loss = 0, local_eval_accuracy = 0;
+  for (const auto& [id, r] : closed.reports) {
+    samples += r.samples;
+    train_loss += r.metrics.train_loss * static_cast<double>(r.samples);
+    local_eval_accuracy += r.metrics.eval_accuracy * static_cast<double>(r.samples);
+    clients.push_back({{"site", id},
+                       {"samples", r.samples},
+                       {"train_loss", r.metrics.train_loss},
+                       {"eval_loss", r.metrics.eval_loss},
+                       {"eval_accuracy", r.metrics.eval_accuracy},
+                       {"train_seconds", r.metrics.train_seconds},
+                       {"steps", r.metrics.steps},
+                       {"update_norm", r.update_norm}});
+    if (r.spend) clients.back()["privacy"] = MirrorSpend(id, closed.round, *r.spend);
+  }
+  nlohmann::json entry = {{"round", closed.round},
+                          {"attempts", closed.attempts},
+                          {"model_version", closed.model_version},
+                          {"clients_reported", closed.reports.size()},
+                          {"clients", clients},
+                          {"samples", samples},
+                          {"train_loss", samples ? train_loss / static_cast<double>(samples) : 0.0},
+                          {"client_eval_accuracy", samples ? local_eval_accuracy / static_cast<double>(samples) : 0.0},
+                          {"wall_seconds", Seconds(core::Clock::now() - closed.started)},
+                          {"training", {{"optimizer", closed.training.optimizer},
+                                        {"learning_rate", closed.training.learning_rate},
+                                        {"local_epochs", closed.training.local_epochs},
+                                        {"batch_size", closed.training.batch_size}}},
+                          {"parameter_changes", closed.parameter_changes}};
+  if (!model_sha256.empty()) entry["model_sha256"] = model_sha256;
+  for (const auto& [key, value] : closed.strategy_report.items()) entry[key] = value;
+  if (closed.test) {
+    entry["test_loss"] = closed.test->loss;
+    entry["test_accuracy"] = closed.test->accuracy;
+    entry["test_samples"] = closed.test->samples;
+  }
+  nlohmann::json checkpoint_summary;
+  {
+    std::lock_guard lock(summary_mu_);
+    summary_["rounds"].push_back(entry);
+    checkpoint_summary = summary_;
+  }
+  if (!closed.strategy_state.is_null()) checkpoint_summary[kStrategyStateKey] = closed.strategy_state;
+  if (absl::Status s = core::WriteCheckpoint(options_.out_dir / kCheckpointFile, options_.job, closed.round,
+                                             closed.model_version, checkpoint_summary, model);
+      !s.ok()) {
+    return s;
+  }
+  // Logged once durable: a round reported done survives a crash.
+  spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", options_.job,
+               closed.round, closed.total_rounds, closed.reports.size(), samples, entry["train_loss"].get<double>(),
+               closed.test ? fmt::format(", test loss {:.4f}, test accuracy {:.4f}", closed.test->loss,
+                                         closed.test->accuracy)
+                           : "",
+               entry["wall_seconds"].get<double>());
+  return model_sha256;
+}
+
+absl::Status RoundRecorder::Finish(JobState state, const std::string& why, const core::ParameterSet& model,
+                                   const nlohmann::json& model_config, const nlohmann::json& effective_config,
+                                   const ModelWriter& write_model) {
+  nlohmann::json summary;
+  {
+    std::lock_guard lock(summary_mu_);
+    summary_["status"] = std::string(JobStateName(state));
+    if (state == JobState::kFailed) summary_["failure"] = why;
+    summary = summary_;
+  }
+  absl::Status written = absl::OkStatus();
+  if (write_model) written = write_model(model, options_.out_dir / "model.pt");
+  if (written.ok()) written = storage::WriteFileAtomically(options_.out_dir / "model.json", model_config.dump(2) + "\n");
+  summary["config"] = effective_config;
+  if (written.ok()) written = storage::WriteFileAtomically(options_.out_dir / "summary.json", summary.dump(2) + "\n");
+  // The log's last word on the job, after everything observed before the end.
+  FlushNotes();
+  nlohmann::json end = {{"state", std::string(JobStateName(state))}, {"rounds", summary["rounds"].size()}};
+  if (!written.ok()) end["outputs_error"] = std::string(written.message());
+  (void)Record(options_.server, audit::action::kJobEnd, "", "", "running", std::move(end), why);
+  return written;
+}
+
+void RoundRecorder::SetSummaryField(const std::string& key, nlohmann::json value) {
+  std::lock_guard lock(summary_mu_);
+  summary_[key] = std::move(value);
+}
+
+nlohmann::json RoundRecorder::summary() const {
+  std::lock_guard lock(summary_mu_);
+  return summary_;
+}
+
+}  // namespace cohort::server

@@ -1,0 +1,123 @@
+#pragma once
+// What a job leaves on record: the audit log entries of its decisions and observations,
+// each round's summary entry and checkpoint, the DP-SGD spends mirrored from the sites,
+// and the outputs at the end. Every method that writes does disk I/O and is called
+// without the job's lock; the summary has a lock of its own.
+//
+// Two ways into the audit log: Record appends before the caller acts (a change whose
+// entry cannot be written is not made); Note queues an observation made on the network
+// path (a site joined, a site was lost), which a thread of the recorder appends, so that
+// no Join or Heartbeat ever waits for a disk.
+
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "audit/writer.h"
+#include "core/job_config.h"
+#include "core/metrics.h"
+#include "core/parameter_set.h"
+#include "core/round_tracker.h"
+#include "privacy/ledger.h"
+#include "server/job_types.h"
+
+namespace cohort::server {
+
+// One site's accepted update, as the round's summary shows it.
+struct SiteReport {
+  uint64_t samples = 0;
+  core::TrainMetrics metrics;
+  double update_norm = 0;
+  std::optional<SiteSpend> spend;
+};
+
+class RoundRecorder {
+ public:
+  struct Options {
+    std::string job;
+    std::filesystem::path out_dir;
+    audit::Writer* audit = nullptr;  // optional; must outlive the recorder
+    Actor server{"server", "server"};  // the actor of the server's own decisions
+    core::PrivacyConfig privacy;       // the budget of the DP-SGD mirror ledgers
+  };
+  // `summary`: what a resumed job recorded so far (its checkpoint's), or null for a new job.
+  RoundRecorder(Options options, nlohmann::json summary);
+  ~RoundRecorder();  // appends what is still queued
+  RoundRecorder(const RoundRecorder&) = delete;
+  RoundRecorder& operator=(const RoundRecorder&) = delete;
+
+  // Appends now; the entry's seq (0 without a log). Unavailable, naming the log, when it
+  // cannot be written: the caller must then not make the change.
+  absl::StatusOr<uint64_t> Record(const Actor& actor, const std::string& action, const std::string& parameter,
+                                  const std::string& participant, nlohmann::json old_value, nlohmann::json new_value,
+                                  const std::string& reason);
+  // Queues an observation; returns at once. A failure to append it is logged.
+  void Note(const Actor& actor, const std::string& action, const std::string& participant, nlohmann::json old_value,
+            nlohmann::json new_value, const std::string& reason);
+  // Waits until every queued observation is appended.
+  void FlushNotes();
+
+  struct ClosedRound {
+    uint64_t round = 0;
+    int attempts = 1;
+    uint64_t model_version = 0;  // of the new model
+    core::Clock::time_point started;
+    int64_t total_rounds = 0;
+    std::map<std::string, SiteReport> reports;
+    nlohmann::json strategy_report = nlohmann::json::object();  // AggregationStrategy's
+    nlohmann::json strategy_state;                              // for the checkpoint
+    std::optional<core::EvalMetrics> test;
+    core::TrainingConfig training;
+    nlohmann::json parameter_changes = nlohmann::json::array();
+  };
+  // A closed round's record, in this order: model.publish (and privacy.spend) before any
+  // client can download the model, the sites' DP-SGD spends mirrored, the summary entry,
+  // the checkpoint. Returns the model's SHA-256 (empty without an audit log).
+  absl::StatusOr<std::string> RecordRound(const ClosedRound& round, const core::ParameterSet& model);
+
+  // The job's end: summary.json's status (and why), model.json, model.pt, summary.json;
+  // then, after every queued observation, one job.end entry that closes the log.
+  absl::Status Finish(JobState state, const std::string& why, const core::ParameterSet& model,
+                      const nlohmann::json& model_config, const nlohmann::json& effective_config,
+                      const ModelWriter& write_model);
+  // Adds a top-level member to the summary ("ended_early").
+  void SetSummaryField(const std::string& key, nlohmann::json value);
+  nlohmann::json summary() const;
+  const audit::Writer* audit_log() const { return options_.audit; }
+
+  // The checkpoint's summary member that carries the strategy's state; Create strips it.
+  static constexpr const char* kStrategyStateKey = "strategy_state";
+
+ private:
+  struct Noted {
+    Actor actor;
+    std::string action, participant;
+    nlohmann::json old_value, new_value;
+    std::string reason;
+  };
+  void NoteLoop();
+  nlohmann::json MirrorSpend(const std::string& site, uint64_t round, const SiteSpend& spend);
+
+  const Options options_;
+  mutable std::mutex summary_mu_;
+  nlohmann::json summary_;
+  std::map<std::string, std::unique_ptr<privacy::Ledger>> mirrors_;  // only the closing thread
+
+  std::mutex notes_mu_;
+  std::condition_variable notes_cv_;
+  std::deque<Noted> notes_;
+  bool writing_note_ = false;
+  bool quit_ = false;
+  std::thread note_writer_;  // last: starts once everything above exists
+};
+
+}  // namespace cohort::server

@@ -1,0 +1,91 @@
+#include "wire/convert.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/limits.h"
+#include "core/quote.h"
+
+namespace cohort::wire {
+namespace {
+
+v1::DType ToProto(core::DType dtype) {
+  switch (dtype) {
+    case core::DType::kFloat32: return v1::FLOAT32;
+    case core::DType::kFloat64: return v1::FLOAT64;
+    case core::DType::kInt64: return v1::INT64;
+    case core::DType::kInt32: return v1::INT32;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+}  // namespace
+
+void ToProto(const core::Manifest& manifest, v1::Manifest* out) {
+  out->Clear();
+  for (const core::TensorSpec& t : manifest.tensors()) {
+    v1::TensorMeta* meta = out->add_tensors();
+    meta->set_name(t.name);
+    meta->set_dtype(ToProto(t.dtype));
+    for (int64_t d : t.shape) meta->add_shape(d);
+  }
+  out->set_total_bytes(manifest.total_bytes());
+}
+
+absl::StatusOr<core::Manifest> FromProto(const v1::Manifest& manifest) {
+  std::vector<core::TensorSpec> tensors;
+  tensors.reserve(static_cast<size_t>(manifest.tensors_size()));
+  uint64_t total_bytes = 0;
+  for (const v1::TensorMeta& meta : manifest.tensors()) {
+    core::TensorSpec t;
+    t.name = meta.name();
+    switch (meta.dtype()) {
+      case v1::FLOAT32: t.dtype = core::DType::kFloat32; break;
+      case v1::FLOAT64: t.dtype = core::DType::kFloat64; break;
+      case v1::INT64: t.dtype = core::DType::kInt64; break;
+      case v1::INT32: t.dtype = core::DType::kInt32; break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat("tensor ", meta.name(), ": unknown dtype ", meta.dtype()));
+    }
+    t.shape.assign(meta.shape().begin(), meta.shape().end());
+    // Bounded before a Manifest sums the sizes (which could overflow) and a receiver
+    // allocates them.
+    absl::StatusOr<uint64_t> bytes = core::BoundedTensorBytes(t.dtype, t.shape);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", core::QuotePrefix(meta.name()), ": ",
+                                                     bytes.status().message()));
+    }
+    total_bytes += *bytes;
+    if (total_bytes > core::kMaxModelBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("manifest: expected a model of at most ", core::kMaxModelBytes,
+                                                     " bytes, its tensors hold more"));
+    }
+    tensors.push_back(std::move(t));
+  }
+  core::Manifest out(std::move(tensors));
+  if (out.total_bytes() != manifest.total_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest declares ", manifest.total_bytes(),
+                                                   " bytes but its tensors hold ", out.total_bytes()));
+  }
+  return out;
+}
+
+void ToProto(const core::TrainMetrics& m, v1::LocalMetrics* out) {
+  out->set_train_loss(m.train_loss);
+  out->set_eval_loss(m.eval_loss);
+  out->set_eval_accuracy(m.eval_accuracy);
+  out->set_eval_samples(m.eval_samples);
+  out->set_train_seconds(m.train_seconds);
+  out->set_steps(m.steps);
+}
+
+core::TrainMetrics FromProto(const v1::LocalMetrics& m) {
+  core::TrainMetrics out;
+  out.train_loss = m.train_loss();
+  out.eval_loss = m.eval_loss();
+  out.eval_accuracy = m.eval_accuracy();
+  out.eval_samples = m.eval_samples();
+  out.train_seconds = m.train_seconds();
+  out.steps = m.steps();
+  return out;
+}
+
+}  // namespace cohort::wire
