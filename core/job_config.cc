@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/bounded_json.h"
 #include "core/config_reader.h"
+#include "core/names.h"
 #include "core/limits.h"
 #include "core/quote.h"
 
@@ -159,10 +160,9 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   j.String("name", &c.name);
   j.Unsigned("seed", &c.seed);
   if (absl::Status s = j.Finish(); !s.ok()) return s;
-  if (c.name.empty() || c.name.find_first_of("/\\ \t\n") != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("job.name: expected a non-empty name without spaces or slashes, got \"", c.name, "\""));
-  }
+  // The job's name is part of every sealing context, audit entry and request: the same
+  // rule as the participants' names, so a name accepted here never fails a Join later.
+  if (absl::Status s = ValidateName("job.name", c.name); !s.ok()) return s;
 
   absl::StatusOr<TrainingConfig> t = ParseTrainingConfig(training);
   if (!t.ok()) return t.status();

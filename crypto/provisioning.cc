@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "core/names.h"
 #include "absl/strings/str_cat.h"
 #include "crypto/certificate_authority.h"
 #include "crypto/json_fields.h"
@@ -27,7 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr std::size_t kMaxNameSize = 64;
 constexpr std::string_view kCaCertificateFile = "ca.pem";
 constexpr std::string_view kCaKeyFile = "ca-key.pem";
 constexpr std::string_view kCrlFile = "crl.pem";
@@ -39,34 +39,11 @@ absl::string_view ToAbsl(std::string_view text) { return {text.data(), text.size
 
 }  // namespace
 
-// Names become directory names, certificate CNs and log fields: keep them to a set
-// that is safe in all three.
-absl::Status ValidateParticipantName(std::string_view field, std::string_view name) {
-  const auto allowed = [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  };
-  if (name.empty() || name.size() > kMaxNameSize ||
-      !absl::ascii_isalnum(static_cast<unsigned char>(name[0])) ||
-      !std::all_of(name.begin(), name.end(), allowed)) {
-    // A name from the network may be anything: quote only what fits a name, and no byte
-    // that is not printable ASCII.
-    std::string quoted;
-    for (char c : name.substr(0, kMaxNameSize)) {
-      quoted += (c >= 0x20 && c < 0x7f && c != '"') ? c : '?';
-    }
-    if (name.size() > kMaxNameSize) quoted += "...";
-    return absl::InvalidArgumentError(absl::StrCat(
-        ToAbsl(field), ": expected 1 to ", kMaxNameSize,
-        " characters of A-Z a-z 0-9 . _ - starting with a letter or digit, got \"", quoted, "\""));
-  }
-  return absl::OkStatus();
-}
-
 namespace {
 
 absl::Status ValidateParticipant(const ParticipantSpec& participant) {
   const std::string field = absl::StrCat(ToAbsl(RoleName(participant.role)), " name");
-  if (absl::Status s = ValidateParticipantName(field, participant.name); !s.ok()) return s;
+  if (absl::Status s = core::ValidateName(field, participant.name); !s.ok()) return s;
   const std::string lower = absl::AsciiStrToLower(participant.name);
   if (lower == kCaDirectoryName || lower == kServerParticipantName) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": \"", participant.name,
@@ -231,7 +208,7 @@ absl::StatusOr<LoadedCa> LoadCa(const fs::path& ca_dir) {
 
 absl::StatusOr<std::vector<ProvisionedKit>> ProvisionFederation(const FederationSpec& spec,
                                                                 const fs::path& out) {
-  if (absl::Status s = ValidateParticipantName("federation", spec.federation); !s.ok()) return s;
+  if (absl::Status s = core::ValidateName("federation", spec.federation); !s.ok()) return s;
   if (absl::Status s = ValidateHost("server host", spec.server_host); !s.ok()) return s;
   for (const std::string& alt : spec.server_alt_names) {
     if (absl::Status s = ValidateHost("server alternative name", alt); !s.ok()) return s;
@@ -388,7 +365,7 @@ absl::StatusOr<std::vector<ProvisionedKit>> AddParticipants(
 
 absl::StatusOr<std::string> RevokeParticipant(const fs::path& ca_dir, std::string_view name,
                                               const fs::path& server_kit) {
-  if (absl::Status s = ValidateParticipantName("participant name", name); !s.ok()) return s;
+  if (absl::Status s = core::ValidateName("participant name", name); !s.ok()) return s;
   absl::StatusOr<storage::File> lock = LockCaDirectory(ca_dir);
   if (!lock.ok()) return lock.status();
   absl::StatusOr<LoadedCa> ca = LoadCa(ca_dir);

@@ -36,10 +36,8 @@ inline constexpr std::string_view kCaDirectoryName = "ca";
 inline constexpr std::string_view kServerParticipantName = "server";
 inline constexpr std::uint16_t kDefaultServerPort = 50051;
 
-// The one rule for participant names, used wherever a name arrives (provisioning, a
-// site's Join, enrollment): 1-64 of [A-Za-z0-9._-], starting with a letter or digit.
-// InvalidArgument naming `field` and quoting at most 64 characters of `name`.
-absl::Status ValidateParticipantName(std::string_view field, std::string_view name);
+// Participant and federation names follow the one name rule, core::ValidateName
+// (core/names.h), as sites joining and job names do.
 
 struct ParticipantSpec {
   std::string name;  // 1-64 of [A-Za-z0-9._-], starting with a letter or digit.

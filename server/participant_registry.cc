@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/quote.h"
-#include "crypto/provisioning.h"
+#include "core/names.h"
 
 namespace cohort::server {
 namespace {
@@ -20,7 +20,7 @@ ParticipantRegistry::ParticipantRegistry(std::string job, std::vector<std::strin
     : job_(std::move(job)), enrolled_(std::move(enrolled)), revoked_(std::move(revoked)) {}
 
 absl::Status ParticipantRegistry::CheckName(std::string_view site) {
-  return crypto::ValidateParticipantName("site", site);
+  return core::ValidateName("site", site);
 }
 
 bool ParticipantRegistry::IsRevoked(const std::string& site) const { return Contains(revoked_, site); }

@@ -36,7 +36,7 @@ class ParticipantRegistry {
   // `enrolled`: the sites that may take part (empty: any); `revoked`: sites excluded for good.
   ParticipantRegistry(std::string job, std::vector<std::string> enrolled, std::vector<std::string> revoked);
 
-  // The site-name rule of provisioning (crypto::ValidateParticipantName).
+  // The site-name rule of provisioning (core::ValidateName).
   static absl::Status CheckName(std::string_view site);
   // PermissionDenied when `site` is revoked or not enrolled.
   absl::Status CheckMayTakePart(const std::string& site) const;

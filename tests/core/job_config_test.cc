@@ -321,7 +321,7 @@ TEST(ParseJobConfigTest, AJobNameWithSpacesOrSlashesIsRefused) {
   for (const char* bad : {"", "my job", "a/b", "a\\b"}) {
     json config = FullConfig();
     config["job"]["name"] = bad;
-    EXPECT_THAT(ErrorOf(config), HasSubstr("job.name: expected a non-empty name without spaces or slashes"));
+    EXPECT_THAT(ErrorOf(config), HasSubstr("job.name: expected 1 to 64 characters of A-Z a-z 0-9 . _ -"));
   }
 }
 
@@ -491,6 +491,34 @@ TEST(LoadJobConfigTest, ReadsAFileAndPrefixesErrorsWithItsPath) {
   EXPECT_THAT(std::string(not_json.status().message()), HasSubstr(broken + ": not valid JSON"));
 
   EXPECT_EQ(LoadJobConfig((dir.path() / "absent.json").string()).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace cohort::core
+
+namespace cohort::core {
+namespace {
+
+// A job's name goes into every sealing context, audit entry and request: a name that
+// parsed and then failed every Join (control bytes, non-UTF-8, 10 KB long) is refused at
+// load, by the same rule as participant names.
+TEST(ParseJobConfigTest, AJobNameFollowsTheParticipantNameRule) {
+  for (const std::string& bad : std::vector<std::string>{std::string("has space"), std::string("a/b"), std::string("-dash-first"),
+                                std::string("tab\there"), std::string("caf\xc3\xa9"), std::string("\xff\xfe"),
+                                std::string(65, 'a'), std::string(10000, 'x'), std::string("")}) {
+    nlohmann::json config = FullConfig();
+    config["job"]["name"] = bad;
+    absl::StatusOr<JobConfig> parsed = ParseJobConfig(config);
+    ASSERT_FALSE(parsed.ok()) << "accepted job name of " << bad.size() << " bytes";
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().message().find("job.name"), std::string_view::npos) << parsed.status().message();
+    EXPECT_LT(parsed.status().message().size(), 300u) << "the error echoes the whole name";
+  }
+  for (const std::string& good : std::vector<std::string>{"a", "fmnist-cnn-iid", "Job_2.v1", std::string(64, 'z')}) {
+    nlohmann::json config = FullConfig();
+    config["job"]["name"] = good;
+    EXPECT_TRUE(ParseJobConfig(config).ok()) << good;
+  }
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "crypto/provisioning.h"
+#include "core/names.h"
 
 namespace cohort::server {
 namespace {
@@ -14,13 +14,13 @@ using namespace std::chrono_literals;
 TEST(ParticipantRegistry, SiteNamesFollowTheProvisioningRule) {
   for (const std::string& name : std::vector<std::string>{"hospital-a", "a", "Site_1.eu", std::string(64, 'x')}) {
     EXPECT_TRUE(ParticipantRegistry::CheckName(name).ok()) << name;
-    EXPECT_TRUE(crypto::ValidateParticipantName("site", name).ok()) << name;
+    EXPECT_TRUE(core::ValidateName("site", name).ok()) << name;
   }
   for (const std::string& name : std::vector<std::string>{"", "-leading-dash", ".hidden", "has space", "a/b",
                                                           std::string(65, 'x'), "caf\xc3\xa9"}) {
     const absl::Status s = ParticipantRegistry::CheckName(name);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
-    EXPECT_EQ(s, crypto::ValidateParticipantName("site", name)) << name;
+    EXPECT_EQ(s, core::ValidateName("site", name)) << name;
   }
 }
 
