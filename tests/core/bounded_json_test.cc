@@ -1,3 +1,4 @@
+#include "tests/hostile_json.h"
 #include "core/bounded_json.h"
 
 #include <filesystem>
@@ -17,17 +18,10 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 constexpr JsonLimits kTestLimits{std::size_t{1} << 20, kMaxJsonDepth};
-// What an error about hostile input may cost: a fixed message plus a 64-byte quote.
-constexpr size_t kShortMessageBytes = 300;
+using ::cohort::testing::kShortMessageBytes;
 
-std::string NestedArrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
-
-std::string NestedObjects(int depth) {
-  std::string text;
-  for (int i = 0; i < depth; ++i) text += "{\"a\":";
-  text += "1";
-  return text + std::string(depth, '}');
-}
+using ::cohort::testing::NestedArrays;
+using ::cohort::testing::NestedObjects;
 
 TEST(BoundedJsonTest, RefusesAHundredThousandNestedArraysBeforeBuildingATree) {
   absl::StatusOr<nlohmann::json> parsed = ParseBoundedJson(NestedArrays(100'000), kTestLimits, "job config x.json");

@@ -12,6 +12,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/hostile_json.h"
 #include "absl/strings/str_cat.h"
 #include "core/checkpoint.h"
 #include "core/job_config.h"
@@ -25,14 +26,8 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-std::string NestedArrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
-
-std::string NestedObjects(int depth) {
-  std::string text;
-  for (int i = 0; i < depth; ++i) text += "{\"a\":";
-  text += "1";
-  return text + std::string(depth, '}');
-}
+using ::cohort::testing::NestedArrays;
+using ::cohort::testing::NestedObjects;
 
 // A job config whose model_config holds `model_value` (core does not read the model).
 std::string JobConfigWith(const std::string& model_value) {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "tests/hostile_json.h"
 #include "audit/reader.h"
 #include "audit/writer.h"
 #include "core/limits.h"
@@ -27,17 +28,10 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// A fixed message plus a 64-byte quote of the input.
-constexpr size_t kShortMessageBytes = 300;
+using ::cohort::testing::kShortMessageBytes;
 
-std::string NestedArrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
-
-std::string NestedObjects(int depth) {
-  std::string text;
-  for (int i = 0; i < depth; ++i) text += "{\"a\":";
-  text += "1";
-  return text + std::string(depth, '}');
-}
+using ::cohort::testing::NestedArrays;
+using ::cohort::testing::NestedObjects;
 
 class HostileAdminTest : public ::testing::Test {
  protected:
