@@ -59,7 +59,15 @@ absl::Status FederatedJob::Stop(const Actor& actor, const std::string& reason) {
 absl::StatusOr<ParameterChange> FederatedJob::SetParameter(const Actor& actor, const std::string& parameter,
                                                            const nlohmann::json& value, const std::string& reason) {
   std::lock_guard changes(changes_mu_);
-  std::string key = parameter.substr(0, 200);
+  // The name is written to the audit log even when the change is refused, and the log
+  // takes only valid UTF-8 of bounded length: a name that is not a plain key (any bytes
+  // an admin sent) is recorded quoted, printable ASCII and bounded, so that every refusal
+  // leaves its trace.
+  const bool plain_key = !parameter.empty() && parameter.size() <= core::kQuotedPrefixBytes &&
+                         std::all_of(parameter.begin(), parameter.end(), [](char c) {
+                           return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+                         });
+  std::string key = plain_key ? parameter : core::QuotePrefix(parameter);
   auto refuse = [&](absl::Status why) -> absl::Status {
     spdlog::warn("job={} set {} = {} by {} refused: {}", job_id(), key, core::JsonPrefix(value), actor.identity,
                  std::string(why.message()));

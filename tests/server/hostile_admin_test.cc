@@ -146,6 +146,30 @@ TEST_F(HostileAdminTest, AMegabyteParameterNameIsNotEchoed) {
   ExpectStillServing();
 }
 
+// A refused change is recorded whatever name it came with. gRPC delivers only valid UTF-8,
+// but a long name of multi-byte characters cut to a length can end mid-character, which
+// the audit log refuses: the refusal must still reach the log.
+TEST_F(HostileAdminTest, ARefusalOfALongMultiByteNameIsStillRecorded) {
+  std::string name = "learning_rate";
+  for (int i = 0; i < 200; ++i) name += "\xc3\xa9";  // U+00E9, two bytes each, odd offset
+  const grpc::Status s = Set(name, "1");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ExpectStillServing();
+  audit::EntryFilter filter;
+  absl::StatusOr<audit::ReadResult> read = audit::ReadEntries(dir_ / "audit.log", filter);
+  ASSERT_TRUE(read.ok()) << read.status();
+  bool recorded = false;
+  for (const audit::Entry& e : read->entries) {
+    recorded |= e.action == "param.set.refused" && e.target.parameter.find("learning_rate") != std::string::npos &&
+                e.target.parameter.size() < 1000;
+  }
+  EXPECT_TRUE(recorded) << "the refusal of a long multi-byte name left no audit entry";
+  absl::StatusOr<audit::ChainVerification> verified =
+      audit::VerifyAuditChain(dir_ / "audit.log", *public_key_, std::nullopt, std::nullopt);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_TRUE(verified->ok()) << verified->Summary();
+}
+
 TEST_F(HostileAdminTest, ADeepValueWithinTheLimitReachesTheJobAndIsRefusedThereOnTheLog) {
   const std::string message = RefusalOf(NestedArrays(10));
   EXPECT_THAT(message, HasSubstr("training_config.learning_rate: expected"));
