@@ -82,12 +82,16 @@ inline constexpr char kParticipantDecline[] = "participant.decline";
 inline constexpr char kPrivacySpend[] = "privacy.spend";
 inline constexpr char kRoleChange[] = "role.change";
 inline constexpr char kAccessDenied[] = "access.denied";
+inline constexpr char kVerticalStart[] = "vertical.start";
+inline constexpr char kVerticalPsi[] = "vertical.psi";
+inline constexpr char kVerticalEpoch[] = "vertical.epoch";
 // Every action above, once: docs/audit.md documents exactly these (a test compares the
 // two), and the server's recorder refuses any other name.
 inline constexpr const char* kAll[] = {kJobCreate,         kJobStart,         kJobStop,           kJobEnd,
                                        kParamSet,          kParamSetRefused,  kModelPublish,      kParticipantAdd,
                                        kParticipantRevoke, kParticipantJoin,  kParticipantLost,   kParticipantDecline,
-                                       kPrivacySpend,      kRoleChange,       kAccessDenied};
+                                       kPrivacySpend,      kRoleChange,       kAccessDenied,      kVerticalStart,
+                                       kVerticalPsi,       kVerticalEpoch};
 bool IsKnown(std::string_view action);
 }  // namespace action
 

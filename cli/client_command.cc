@@ -5,7 +5,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
+#include "cli/site_workers.h"
 #include "client/agent.h"
+#include "core/job_config.h"
+#include "training/data_parallel.h"
+#include "training/trainer.h"
+#include "client/vertical_party.h"
+#include "core/bounded_json.h"
 #include "training/data_readers.h"
 #include "training/partition.h"
 
@@ -23,7 +29,26 @@ struct ClientFlags {
   int threads = 0;
   double connect_timeout = 120;
   std::string ledger;
+  std::string vertical_data, out = "party-out";  // a party of a vertical job
+  // Devices and data parallelism (training/data_parallel.h).
+  std::string device;
+  int workers = 1, nodes = 1, node_rank = 0, worker_rank = 0;
+  std::string master;
+  double worker_timeout = 30;
 };
+
+// "HOST:PORT" of --master.
+absl::Status ParseMaster(const std::string& text, std::string* host, uint16_t* port) {
+  const size_t colon = text.rfind(':');
+  int value = -1;
+  if (colon != std::string::npos && colon > 0 && absl::SimpleAtoi(text.substr(colon + 1), &value) && value > 0 &&
+      value < 65536) {
+    *host = text.substr(0, colon);
+    *port = static_cast<uint16_t>(value);
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--master: expected HOST:PORT, got \"", text, "\""));
+}
 
 // "I/K": this site is shard I (0-based) of K.
 absl::Status ParseShard(const std::string& text, int* index, int* count) {
@@ -33,6 +58,102 @@ absl::Status ParseShard(const std::string& text, int* index, int* count) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("--shard: expected I/K with 0 <= I < K, got \"", text, "\""));
+}
+
+// `cohort client --kit KIT --vertical-data PARTY.json --out DIR`: a party of a vertical job.
+int RunVerticalPartyCommand(const ClientFlags& f) {
+  if (f.kit.empty()) {
+    spdlog::error("--vertical-data needs --kit DIR: a vertical party's introduction is signed with its kit");
+    return 2;
+  }
+  absl::StatusOr<nlohmann::json> json =
+      core::ReadBoundedJsonFile(f.vertical_data, core::kJobConfigJson, "--vertical-data");
+  if (!json.ok()) {
+    spdlog::error("{}", std::string(json.status().message()));
+    return 2;
+  }
+  absl::StatusOr<training::VerticalDataSpec> spec = training::ParseVerticalDataSpec(*json);
+  if (!spec.ok()) {
+    spdlog::error("--vertical-data {}: {}", f.vertical_data, std::string(spec.status().message()));
+    return 2;
+  }
+  client::VerticalPartyOptions options;
+  options.kit_dir = f.kit;
+  options.server_address = f.server;
+  options.data = *spec;
+  options.out_dir = f.out;
+  options.threads = f.threads;
+  options.connect_timeout_s = f.connect_timeout;
+  const absl::Status result = client::RunVerticalParty(options);
+  if (!result.ok()) spdlog::error("vertical party: {}", std::string(result.message()));
+  return result.ok() ? 0 : 1;
+}
+
+// A site of --nodes x --workers worker processes (data parallelism over Gloo): global worker
+// 0 runs the agent, every other worker follows it; each node's worker 0 starts that node's
+// others. Returns the exit code.
+int RunDataParallelSite(const ClientFlags& f, client::AgentOptions options) {
+  const int world = f.workers * f.nodes;
+  if (f.workers < 1 || f.nodes < 1 || f.node_rank < 0 || f.node_rank >= f.nodes || f.worker_rank < 0 ||
+      f.worker_rank >= f.workers || !(f.worker_timeout > 0)) {
+    spdlog::error("expected --workers >= 1, --nodes >= 1, 0 <= --node-rank < --nodes and --worker-timeout > 0, got "
+                  "--workers {} --nodes {} --node-rank {} --worker-timeout {}",
+                  f.workers, f.nodes, f.node_rank, f.worker_timeout);
+    return 2;
+  }
+  training::GroupOptions group_options;
+  group_options.world_size = world;
+  group_options.rank = f.node_rank * f.workers + f.worker_rank;
+  group_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(f.worker_timeout * 1000));
+  if (!f.master.empty()) {
+    if (absl::Status s = ParseMaster(f.master, &group_options.master_host, &group_options.master_port); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 2;
+    }
+  } else if (f.nodes > 1) {
+    spdlog::error("--nodes > 1 needs --master HOST:PORT (node 0's address)");
+    return 2;
+  }
+  std::unique_ptr<training::Rendezvous> rendezvous;
+  if (group_options.rank == 0) {
+    absl::StatusOr<std::unique_ptr<training::Rendezvous>> listening = training::ListenForWorkers(group_options);
+    if (!listening.ok()) {
+      spdlog::error("site={} {}", f.site, std::string(listening.status().message()));
+      return 1;
+    }
+    rendezvous = std::move(*listening);
+    group_options.master_port = rendezvous->port();
+  }
+  SiteWorkers local_workers;  // this node's workers 1..W-1, started by its worker 0
+  absl::Status result;
+  if (f.worker_rank == 0 && f.workers > 1) {
+    std::vector<std::string> extra;
+    if (f.master.empty()) extra = {"--master", absl::StrCat(group_options.master_host, ":", group_options.master_port)};
+    result = local_workers.Start(f.workers, group_options.rank, extra);
+  }
+  if (result.ok()) {
+    absl::StatusOr<std::unique_ptr<training::Collective>> group =
+        training::JoinGlooGroup(group_options, rendezvous.get());
+    if (!group.ok()) {
+      result = group.status();
+    } else if (group_options.rank == 0) {
+      spdlog::info("site={} worker 0 of {}: data parallel over Gloo ({} node(s) x {} worker(s))", f.site, world,
+                   f.nodes, f.workers);
+      options.group = group->get();
+      result = client::RunAgent(std::move(options));
+    } else {
+      training::TrainerOptions trainer;
+      trainer.device = f.device;
+      trainer.group = group->get();
+      result = training::RunFollower(std::move(options.train), options.seed, trainer);
+    }
+  }
+  if (!result.ok()) {
+    const std::string exits = local_workers.DescribeExits();
+    spdlog::error("site={} worker {} of {}: {}{}", f.site, group_options.rank, world, std::string(result.message()),
+                  exits.empty() ? "" : absl::StrCat(" (", exits, ")"));
+  }
+  return result.ok() ? 0 : 1;
 }
 
 }  // namespace
@@ -60,11 +181,32 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
                   "This site's privacy ledger, kept across jobs (default: ./privacy-ledger-SITE.jsonl)");
   cmd->add_option("--connect-timeout", f->connect_timeout, "Seconds to keep retrying an unreachable server")
       ->capture_default_str();
+  cmd->add_option("--device", f->device, "auto | cpu | cuda | cuda:N (default: the job's training_config.device)");
+  cmd->add_option("--workers", f->workers, "Worker processes on this node (data parallelism over Gloo)")
+      ->capture_default_str();
+  cmd->add_option("--nodes", f->nodes, "Nodes of this site, each running --workers workers")->capture_default_str();
+  cmd->add_option("--node-rank", f->node_rank, "This node's index among --nodes (node 0 talks to the server)")
+      ->capture_default_str();
+  cmd->add_option("--master", f->master, "HOST:PORT of node 0's rendezvous (needed with --nodes > 1)");
+  cmd->add_option("--worker-timeout", f->worker_timeout,
+                  "Seconds a collective call waits for the other workers before the site reports an error")
+      ->capture_default_str();
+  cmd->add_option("--worker-rank", f->worker_rank, "Internal: this process's worker index on its node")
+      ->group("");
+  cmd->add_option("--vertical-data", f->vertical_data,
+                  "Vertical job: this party's data spec (JSON: dataset, path, id_column, feature_columns, "
+                  "label_column; training/vertical_data.h). With --kit; --data and the sharding flags are unused");
+  cmd->add_option("--out", f->out, "Vertical job: where this party saves model.pt (top.pt) and party.json")
+      ->capture_default_str();
   cmd->callback([f, exit_code] {
     auto bad_input = [&](const absl::Status& s) {
       spdlog::error("{}", std::string(s.message()));
       *exit_code = 2;
     };
+    if (!f->vertical_data.empty()) {
+      *exit_code = RunVerticalPartyCommand(*f);
+      return;
+    }
     if (f->kit.empty() == !f->insecure) {
       return bad_input(absl::InvalidArgumentError(
           "pass --kit DIR (mutual TLS with this site's startup kit) or --insecure (plaintext), exactly one"));
@@ -104,6 +246,14 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
     options.threads = f->threads;
     options.connect_timeout_s = f->connect_timeout;
     options.ledger_path = f->ledger;
+    options.device = f->device;
+    if (!f->device.empty()) {
+      if (absl::Status s = core::CheckDeviceName(f->device, "--device"); !s.ok()) return bad_input(s);
+    }
+    if (f->workers * f->nodes > 1 || f->worker_rank > 0) {
+      *exit_code = RunDataParallelSite(*f, std::move(options));
+      return;
+    }
     const absl::Status result = client::RunAgent(std::move(options));
     if (!result.ok()) spdlog::error("site={} {}", f->site, std::string(result.message()));
     *exit_code = result.ok() ? 0 : 1;

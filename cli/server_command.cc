@@ -5,8 +5,12 @@
 #include "cli/commands.h"
 #include "crypto/signing.h"
 #include "cli/job_loading.h"
+#include "core/bounded_json.h"
+#include "server/vertical_job.h"
+#include "absl/strings/str_cat.h"
 #include "crypto/startup_kit.h"
 #include "wire/credentials.h"
+#include "server/checkpoint_key.h"
 #include "server/federated_job.h"
 #include "server/server.h"
 #include "training/data_readers.h"
@@ -34,6 +38,73 @@ absl::StatusOr<crypto::SigningKey> LoadOrCreateAuditKey(const std::string& given
   return key;
 }
 
+// The job at `path` when it is a vertical one, its models checked by the training layer
+// (each bottom model, the top model, and that the bottom outputs add up to the top
+// model's input); any other job as parsed, for LoadJob to check the usual way.
+absl::StatusOr<core::JobConfig> LoadVerticalJob(const std::string& path) {
+  absl::StatusOr<nlohmann::json> json = core::ReadBoundedJsonFile(path, core::kJobConfigJson, "job config");
+  if (!json.ok()) return json.status();
+  if (!json->is_object() || !json->contains("job_type")) return core::JobConfig();
+  absl::StatusOr<core::JobConfig> config = core::ParseJobConfig(*json);
+  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", config.status().message()));
+  if (config->job_type != "vertical") return config;
+  const core::VerticalConfig& v = config->vertical;
+  int64_t bottom_outputs = 0;
+  for (size_t i = 0; i < v.parties.size(); ++i) {
+    absl::StatusOr<training::ModelSpec> bottom = training::ParseModelSpec(v.parties[i].bottom_model);
+    if (!bottom.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": vertical.parties[", i, "].bottom_model: ", bottom.status().message()));
+    }
+    const std::vector<int64_t>& out = bottom->layers.empty() ? bottom->input_shape : bottom->layers.back().output_shape;
+    int64_t size = 1;
+    for (int64_t d : out) size *= d;
+    bottom_outputs += size;
+  }
+  absl::StatusOr<training::ModelSpec> top = training::ParseModelSpec(v.top_model);
+  if (!top.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": vertical.top_model: ", top.status().message()));
+  if (top->input_shape.size() != 1 || top->input_shape[0] != bottom_outputs) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": vertical.top_model.input_shape: expected [", bottom_outputs,
+                                                   "] (the bottom models' outputs together), got ",
+                                                   v.top_model["input_shape"].dump()));
+  }
+  return config;
+}
+
+template <typename Flags>
+int ServeVertical(const core::JobConfig& config, const Flags& flags, std::shared_ptr<grpc::ServerCredentials> credentials,
+                  const server::Actor& launched_by) {
+  absl::StatusOr<crypto::SigningKey> audit_key = LoadOrCreateAuditKey(flags.audit_key, flags.out);
+  if (!audit_key.ok()) {
+    spdlog::error("--audit-key: {}", std::string(audit_key.status().message()));
+    return 2;
+  }
+  const std::filesystem::path audit_path =
+      flags.audit_log.empty() ? std::filesystem::path(flags.out) / "audit.log" : std::filesystem::path(flags.audit_log);
+  std::error_code ec;
+  if (audit_path.has_parent_path()) std::filesystem::create_directories(audit_path.parent_path(), ec);
+  absl::StatusOr<std::unique_ptr<audit::Writer>> audit_log = audit::Writer::Open(audit_path, std::move(*audit_key));
+  if (!audit_log.ok()) {
+    spdlog::error("audit log {}: {}", audit_path.string(), std::string(audit_log.status().message()));
+    return 1;
+  }
+  server::VerticalJobOptions options;
+  options.config = config;
+  options.out_dir = flags.out;
+  options.audit = audit_log->get();
+  options.launched_by = launched_by;
+  absl::StatusOr<std::unique_ptr<server::VerticalJob>> job = server::VerticalJob::Create(std::move(options));
+  if (!job.ok()) {
+    spdlog::error("{}", std::string(job.status().message()));
+    return 2;
+  }
+  server::ServerOptions server_options;
+  server_options.listen_address = flags.listen;
+  server_options.credentials = std::move(credentials);
+  server_options.linger_seconds = 1;
+  return server::ServeVerticalJob(**job, server_options).ok() ? 0 : 1;
+}
+
 }  // namespace
 
 void AddServerCommand(CLI::App& app, int* exit_code) {
@@ -42,7 +113,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     std::string kit;
     bool insecure = false;
     std::string config, listen = "0.0.0.0:7878", out = "cohort-out";
-    std::string audit_key, audit_log;
+    std::string audit_key, audit_log, state;
     bool hold = false;
     int threads = 1;
   };
@@ -57,6 +128,9 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--audit-key", flags->audit_key,
                   "Ed25519 key that signs the audit log (default: OUT/audit/audit.key, created on first start)");
   cmd->add_option("--audit-log", flags->audit_log, "The audit log (default: OUT/audit.log)");
+  cmd->add_option("--state", flags->state,
+                  "The server's own state, kept across jobs: the anchors of the sites' privacy ledgers "
+                  "(default: KIT.state beside the kit, or ./cohort-server-state with --insecure)");
   cmd->add_flag("--hold", flags->hold, "Wait for an admin's `cohort admin start` before the first round");
   cmd->callback([flags, exit_code] {
     if (flags->kit.empty() == !flags->insecure) {
@@ -66,6 +140,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     }
     std::shared_ptr<grpc::ServerCredentials> credentials;
     server::Actor launched_by{"local", "unauthenticated"};
+    std::optional<core::CheckpointKey> checkpoint_key;
     if (!flags->kit.empty()) {
       absl::StatusOr<crypto::StartupKit> kit = crypto::LoadStartupKit(flags->kit);
       if (!kit.ok() || kit->role != crypto::Role::kServer) {
@@ -77,6 +152,21 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
       }
       credentials = wire::ServerCredentialsFromKit(*kit, flags->kit);
       launched_by = {kit->name, std::string(crypto::RoleName(kit->role))};
+      absl::StatusOr<core::CheckpointKey> derived = server::DeriveCheckpointKey(kit->private_key_pem, kit->name);
+      if (!derived.ok()) {
+        spdlog::error("--kit {}: cannot derive the checkpoint key: {}", flags->kit, std::string(derived.status().message()));
+        *exit_code = 1;
+        return;
+      }
+      checkpoint_key = *derived;
+    }
+    if (absl::StatusOr<core::JobConfig> vertical = LoadVerticalJob(flags->config); !vertical.ok()) {
+      spdlog::error("{}", std::string(vertical.status().message()));
+      *exit_code = 2;
+      return;
+    } else if (vertical->job_type == "vertical") {
+      *exit_code = ServeVertical(*vertical, *flags, credentials, launched_by);
+      return;
     }
     absl::StatusOr<LoadedJob> loaded = LoadJob(flags->config);
     if (!loaded.ok()) {
@@ -114,6 +204,29 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     spdlog::info("audit log {}: {} entries, head {}", audit_path.string(), (*audit_log)->entry_count(),
                  (*audit_log)->head_hash());
     options.audit = audit_log->get();
+    // Outlives every job's --out: a site's spend must survive the job that recorded it.
+    std::string kit_dir = flags->kit;
+    while (kit_dir.size() > 1 && kit_dir.back() == '/') kit_dir.pop_back();
+    const std::filesystem::path state_dir = !flags->state.empty() ? std::filesystem::path(flags->state)
+                                            : !kit_dir.empty()    ? std::filesystem::path(kit_dir + ".state")
+                                                                  : std::filesystem::path("cohort-server-state");
+    absl::StatusOr<std::unique_ptr<server::LedgerAnchors>> anchors = server::LedgerAnchors::Open(state_dir);
+    if (!anchors.ok()) {
+      spdlog::error("--state {}: {}", state_dir.string(), std::string(anchors.status().message()));
+      *exit_code = 1;
+      return;
+    }
+    options.ledger_anchors = anchors->get();
+    if (!checkpoint_key) {
+      absl::StatusOr<core::CheckpointKey> key = server::LoadOrCreateCheckpointKeyFile(state_dir / "checkpoint.key");
+      if (!key.ok()) {
+        spdlog::error("--state {}: {}", state_dir.string(), std::string(key.status().message()));
+        *exit_code = 1;
+        return;
+      }
+      checkpoint_key = *key;
+    }
+    options.checkpoint_key = checkpoint_key;
     options.launched_by = launched_by;
     options.hold = flags->hold;
     const core::EvaluationConfig& eval = loaded->config.evaluation;

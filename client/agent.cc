@@ -7,6 +7,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/agent_state_machine.h"
 #include "client/site_ledger.h"
@@ -111,9 +112,17 @@ class Agent {
   AgentEvent Join() {
     wire::JoinOptions join;
     join.job_id = options_.job_id;
+    join.ledger = ledger_->Position();
     absl::StatusOr<wire::Session> joined = client_.Join(options_.site, num_samples_, join);
     if (!joined.ok()) {
       if (ServerAway(joined.status())) return agent_event::ServerUnavailable{joined.status()};
+      if (joined.status().code() == absl::StatusCode::kFailedPrecondition &&
+          absl::StrContains(joined.status().message(), "privacy ledger")) {
+        // The server's anchor says this site's ledger lost spends: name the file to restore.
+        return agent_event::Failed{absl::FailedPreconditionError(
+            absl::StrCat(joined.status().message(), " (this site's ledger file: ", ledger_->path().string(),
+                         "; restore it from a backup of that file)"))};
+      }
       return agent_event::Failed{joined.status()};
     }
     session_ = std::move(*joined);  // a re-join's new keys replace (and wipe) the old ones
@@ -131,7 +140,8 @@ class Agent {
                  session_.job_id, options_.site, spec->name, spec->num_parameters(), options_.train.size(),
                  options_.eval.size());
     absl::StatusOr<std::unique_ptr<training::LocalTrainer>> trainer =
-        training::LocalTrainer::Create(*spec, std::move(options_.train), std::move(options_.eval), options_.seed);
+        training::LocalTrainer::Create(*spec, std::move(options_.train), std::move(options_.eval), options_.seed,
+                                       training::TrainerOptions{options_.device, options_.group, std::nullopt});
     if (!trainer.ok()) return agent_event::Failed{trainer.status()};
     trainer_ = std::move(*trainer);
     heartbeat_.emplace(client_, session_);
@@ -237,6 +247,7 @@ class Agent {
     wire::UpdateInfo info = wire::UpdateInfoFor(task_, num_samples_);
     info.metrics = result_->metrics;
     info.privacy_spend = spend_;
+    if (spend_) info.ledger = ledger_->Position();
     const absl::Status pushed = client_.PushUpdate(session_, info, result_->delta);
     result_.reset();
     if (!pushed.ok()) {

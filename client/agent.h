@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "training/data_parallel.h"
 #include "training/dataset.h"
 
 namespace cohort::client {
@@ -26,6 +27,11 @@ struct AgentOptions {
   // The site's privacy ledger (client/site_ledger.h): every DP-SGD spend on this site's
   // data, across jobs and restarts. Keep it with the data.
   std::string ledger_path;
+  // Overrides training_config.device when not empty (`cohort client --device`).
+  std::string device;
+  // Data parallelism: this process is worker 0 of the site's group (training/data_parallel.h),
+  // whose other workers run training::RunFollower. Must outlive the agent; null: trains alone.
+  training::Collective* group = nullptr;
 };
 
 // Runs until the server says the job is done (OK), or fails (server unreachable, bad model

@@ -32,6 +32,17 @@ absl::StatusOr<std::unique_ptr<SiteLedger>> SiteLedger::Open(std::filesystem::pa
   return ledger;
 }
 
+v1::LedgerPosition SiteLedger::Position() const {
+  v1::LedgerPosition position;
+  if (ledger_ == nullptr) return position;  // no file yet: nothing spent on this site's record
+  position.set_present(true);
+  position.set_header_sha256(ledger_->header_hash());
+  position.set_spends(static_cast<uint64_t>(ledger_->spend_count()));
+  position.set_head_sha256(ledger_->head_hash());
+  position.set_epsilon_spent(ledger_->spent_epsilon());
+  return position;
+}
+
 absl::StatusOr<privacy::SpendCheck> SiteLedger::Reserve(const privacy::SpendRequest& request,
                                                         const privacy::PrivacyBudget& budget) {
   if (ledger_ == nullptr) {

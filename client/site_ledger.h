@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "privacy/budget.h"
 #include "privacy/ledger.h"
+#include "proto/cohort.pb.h"
 
 namespace cohort::client {
 
@@ -30,6 +31,10 @@ class SiteLedger {
   // not; nothing is recorded then.
   absl::StatusOr<privacy::SpendCheck> Reserve(const privacy::SpendRequest& request,
                                               const privacy::PrivacyBudget& budget);
+
+  // Where the ledger stands, as the site reports it at Join and with each DP-SGD update:
+  // the server refuses a ledger behind its anchor (docs/privacy.md, "Anchoring").
+  v1::LedgerPosition Position() const;
 
   const std::filesystem::path& path() const { return path_; }
   // 0 before the first spend.

@@ -1,11 +1,12 @@
 #include "core/checkpoint.h"
 
-#include <zlib.h>
-
+#include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "storage/atomic_write.h"
+#include "storage/hmac.h"
 #include "core/bounded_json.h"
 #include "core/quote.h"
 
@@ -13,7 +14,8 @@ namespace cohort::core {
 namespace {
 
 constexpr char kMagic[8] = {'C', 'O', 'H', 'O', 'R', 'T', 'C', 'K'};
-constexpr uint32_t kVersion = 1;
+// 1 carried a CRC-32 anyone could recompute; 2 carries the server's HMAC.
+constexpr uint32_t kVersion = 2;
 
 void PutU32(std::string& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -73,42 +75,58 @@ absl::StatusOr<Manifest> ManifestFromJson(const nlohmann::json& json) {
   return Manifest(std::move(tensors));
 }
 
-absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint& checkpoint) {
+absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint& checkpoint, const CheckpointKey& key) {
   return WriteCheckpoint(path, checkpoint.job, checkpoint.round, checkpoint.model_version, checkpoint.summary,
-                         checkpoint.model);
+                         checkpoint.model, key);
 }
 
 absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::string& job, uint64_t round,
-                             uint64_t model_version, const nlohmann::json& summary, const ParameterSet& model) {
+                             uint64_t model_version, const nlohmann::json& summary, const ParameterSet& model,
+                             const CheckpointKey& key) {
   const nlohmann::json header = {{"job", job},
                                  {"round", round},
                                  {"model_version", model_version},
                                  {"manifest", ManifestToJson(model.manifest())},
                                  {"summary", summary}};
   const std::string header_text = header.dump();
+  if (header_text.size() > kCheckpointHeaderJson.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path.string(), ": the header is ",
+                                                   header_text.size(), " bytes, over the ",
+                                                   kCheckpointHeaderJson.max_bytes, " a reader accepts"));
+  }
   std::string prefix(kMagic, sizeof(kMagic));
   PutU32(prefix, kVersion);
   PutU32(prefix, static_cast<uint32_t>(header_text.size()));
   prefix += header_text;
   return storage::WriteFileAtomically(path, [&](const storage::ByteSink& sink) -> absl::Status {
-    uLong crc = crc32(0L, Z_NULL, 0);
+    storage::HmacSha256 mac(key.bytes);
     auto put = [&](std::span<const std::byte> bytes) -> absl::Status {
-      // zlib takes uInt lengths: feed the CRC in pieces for models over 4 GiB.
-      for (size_t off = 0; off < bytes.size(); off += (1u << 30)) {
-        const size_t len = std::min<size_t>(bytes.size() - off, 1u << 30);
-        crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), static_cast<uInt>(len));
-      }
+      mac.Update(bytes);
       return sink(bytes);
     };
     if (absl::Status s = put(std::as_bytes(std::span(prefix))); !s.ok()) return s;
     if (absl::Status s = put(model.bytes()); !s.ok()) return s;
-    std::string trailer;
-    PutU32(trailer, static_cast<uint32_t>(crc));
-    return sink(std::as_bytes(std::span(trailer)));
+    const storage::HmacSha256Tag tag = mac.Finish();
+    return sink(std::as_bytes(std::span(tag)));
   });
 }
 
-absl::StatusOr<Checkpoint> ReadCheckpoint(const std::filesystem::path& path) {
+namespace {
+
+// NaN or infinity in a tensor of floating type: the index of the first, or nullopt.
+template <typename T>
+std::optional<size_t> FirstNonFinite(const char* data, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    T v;
+    std::memcpy(&v, data + i * sizeof(T), sizeof(T));
+    if (!std::isfinite(v)) return i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+absl::StatusOr<Checkpoint> ReadCheckpoint(const std::filesystem::path& path, const CheckpointKey& key) {
   absl::StatusOr<std::string> contents = storage::ReadFile(path);
   if (!contents.ok()) return contents.status();
   const std::string& data = *contents;
@@ -116,39 +134,90 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::filesystem::path& path) {
     return absl::DataLossError(absl::StrCat("checkpoint ", path.string(), " is corrupt: ", why,
                                             "; delete it to start the job from round 1"));
   };
-  if (data.size() < 20 || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic");
-  if (GetU32(data.data() + 8) != kVersion) return corrupt("unknown format version");
+  constexpr size_t kPrefix = 16, kMac = storage::kHmacSha256Bytes;
+  if (data.size() < kPrefix + kMac || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) {
+    return corrupt("bad magic");
+  }
+  if (GetU32(data.data() + 8) != kVersion) {
+    return corrupt(absl::StrCat("format version ", GetU32(data.data() + 8), ", expected ", kVersion,
+                                " (an authenticated checkpoint)"));
+  }
+  // Authenticated before anything in it is believed: a forged file gets no further.
+  {
+    storage::HmacSha256 mac(key.bytes);
+    mac.Update(std::string_view(data).substr(0, data.size() - kMac));
+    const storage::HmacSha256Tag tag = mac.Finish();
+    if (!storage::HmacTagsEqual(std::as_bytes(std::span(tag)),
+                                std::as_bytes(std::span(data.data() + data.size() - kMac, kMac)))) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint ", path.string(),
+          " does not carry this server's MAC: it was altered, or written by another server or under another key "
+          "(the server's kit or STATE/checkpoint.key changed); it is not used. Delete it to start the job from "
+          "round 1, or resume with the server key that wrote it"));
+    }
+  }
   const size_t header_len = GetU32(data.data() + 12);
-  if (16 + header_len + 4 > data.size()) return corrupt("header length past end of file");
-  const uint32_t stored_crc = GetU32(data.data() + data.size() - 4);
-  const uLong crc = crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(data.data()),
-                          static_cast<uInt>(data.size() - 4));
-  if (stored_crc != static_cast<uint32_t>(crc)) return corrupt("CRC mismatch");
+  if (header_len > kCheckpointHeaderJson.max_bytes) return corrupt("header longer than a checkpoint header may be");
+  if (kPrefix + header_len + kMac > data.size()) return corrupt("header length past end of file");
   absl::StatusOr<nlohmann::json> parsed =
-      ParseBoundedJson(std::string_view(data).substr(16, header_len), kCheckpointHeaderJson, "header");
+      ParseBoundedJson(std::string_view(data).substr(kPrefix, header_len), kCheckpointHeaderJson, "header");
   if (!parsed.ok()) return corrupt(parsed.status().message());
   const nlohmann::json& header = *parsed;
   // Typed before any value() below, which would throw on a member of the wrong type.
-  auto wrong = [&](const char* key, bool (nlohmann::json::*is)() const noexcept) {
-    return header.contains(key) && !(header[key].*is)();
+  auto is = [&](const char* key_name, bool (nlohmann::json::*check)() const noexcept) {
+    return header.contains(key_name) && (header[key_name].*check)();
   };
-  if (!header.is_object() || wrong("job", &nlohmann::json::is_string) ||
-      wrong("round", &nlohmann::json::is_number_unsigned) ||
-      wrong("model_version", &nlohmann::json::is_number_unsigned) || wrong("summary", &nlohmann::json::is_object)) {
+  if (!header.is_object() || !is("job", &nlohmann::json::is_string) ||
+      !is("round", &nlohmann::json::is_number_unsigned) || !is("model_version", &nlohmann::json::is_number_unsigned) ||
+      !is("manifest", &nlohmann::json::is_array) || !is("summary", &nlohmann::json::is_object)) {
     return corrupt("header: expected an object with job (a string), round and model_version (integers >= 0), "
                    "manifest (an array) and summary (an object)");
   }
-  absl::StatusOr<Manifest> manifest = ManifestFromJson(header.value("manifest", nlohmann::json()));
+  const uint64_t round = header["round"].get<uint64_t>();
+  const uint64_t model_version = header["model_version"].get<uint64_t>();
+  if (model_version != round) {
+    return corrupt(absl::StrCat("model_version ", model_version, " after round ", round,
+                                ": every completed round makes exactly one version"));
+  }
+  const nlohmann::json& summary = header["summary"];
+  if (summary.contains("rounds")) {
+    const nlohmann::json& rounds = summary["rounds"];
+    if (!rounds.is_array() || rounds.size() > round) {
+      return corrupt(absl::StrCat("summary.rounds: expected an array of at most ", round, " rounds"));
+    }
+    for (const nlohmann::json& r : rounds) {
+      if (!r.is_object() || (r.contains("round") && !(r["round"].is_number_unsigned() &&
+                                                      r["round"].get<uint64_t>() >= 1 &&
+                                                      r["round"].get<uint64_t>() <= round))) {
+        return corrupt(absl::StrCat("summary.rounds: expected objects with a round from 1 to ", round, ", got ",
+                                    JsonPrefix(r)));
+      }
+    }
+  }
+  absl::StatusOr<Manifest> manifest = ManifestFromJson(header["manifest"]);
   if (!manifest.ok()) return corrupt(manifest.status().message());
   const size_t model_bytes = manifest->total_bytes();
-  if (16 + header_len + model_bytes + 4 != data.size()) return corrupt("model size does not match manifest");
+  if (kPrefix + header_len + model_bytes + kMac != data.size()) return corrupt("model size does not match manifest");
+  const char* model_data = data.data() + kPrefix + header_len;
+  size_t offset = 0;
+  for (const TensorSpec& t : manifest->tensors()) {
+    const size_t count = t.num_elements();
+    std::optional<size_t> bad;
+    if (t.dtype == DType::kFloat32) bad = FirstNonFinite<float>(model_data + offset, count);
+    if (t.dtype == DType::kFloat64) bad = FirstNonFinite<double>(model_data + offset, count);
+    if (bad) {
+      return corrupt(absl::StrCat("tensor ", QuotePrefix(t.name), " holds a NaN or infinity at element ", *bad));
+    }
+    offset += t.num_bytes();
+  }
   Checkpoint checkpoint;
-  checkpoint.job = header.value("job", "");
-  checkpoint.round = header.value("round", uint64_t{0});
-  checkpoint.model_version = header.value("model_version", uint64_t{0});
-  checkpoint.summary = header.value("summary", nlohmann::json::object());
+  checkpoint.job = header["job"].get<std::string>();
+  checkpoint.round = round;
+  checkpoint.model_version = model_version;
+  checkpoint.summary = summary;
   checkpoint.model = ParameterSet(std::move(*manifest));
-  std::memcpy(checkpoint.model.bytes().data(), data.data() + 16 + header_len, model_bytes);
+  // An empty model has no buffer: memcpy from or to a null pointer is undefined even for 0 bytes.
+  if (model_bytes > 0) std::memcpy(checkpoint.model.bytes().data(), model_data, model_bytes);
   return checkpoint;
 }
 

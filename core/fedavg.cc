@@ -186,7 +186,8 @@ UpdateReceiver::UpdateReceiver(UpdateReceiver&& other) noexcept
       codec_(std::move(other.codec_)),
       opened_(std::move(other.opened_)),
       sum_squares_(other.sum_squares_),
-      kept_(other.kept_) {
+      kept_(other.kept_),
+      refused_(other.refused_) {
   other.kept_ = true;  // the moved-from receiver no longer owns the file
 }
 

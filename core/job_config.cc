@@ -106,6 +106,21 @@ nlohmann::json ToJson(const PrivacyConfig& c) {
   return j;
 }
 
+absl::Status CheckDeviceName(std::string_view device, std::string_view key) {
+  if (device == "auto" || device == "cpu" || device == "cuda") return absl::OkStatus();
+  if (device.substr(0, 5) == "cuda:") {
+    const std::string index(device.substr(5));
+    if (!index.empty() && index.size() <= 4 &&
+        std::all_of(index.begin(), index.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
+        std::stoi(index) < 1024) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(std::string(key),
+                                                 ": expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got ",
+                                                 QuotePrefix(device)));
+}
+
 absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json) {
   TrainingConfig c;
   ConfigReader r("training_config", json);
@@ -126,7 +141,15 @@ absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json) {
   r.Integer("max_steps_per_round", &c.max_steps_per_round, 0, kMaxInt);
   r.Integer("eval_batch_size", &c.eval_batch_size, 1, 1 << 20);
   r.Integer("threads", &c.threads, 1, 256);
+  r.String("device", &c.device);
+  r.String("precision", &c.precision, {"fp32", "bf16", "fp16"});
   if (absl::Status s = r.Finish(); !s.ok()) return s;
+  if (absl::Status s = CheckDeviceName(c.device, "training_config.device"); !s.ok()) return s;
+  if (c.precision == "fp16" && c.device == "cpu") {
+    return absl::InvalidArgumentError(
+        "training_config.precision: \"fp16\" needs a CUDA device (training_config.device \"cuda\", \"cuda:N\" or "
+        "\"auto\"), got device \"cpu\"; use \"bf16\" on the CPU");
+  }
   if (c.nesterov && (c.optimizer != "sgd" || c.momentum <= 0)) {
     return absl::InvalidArgumentError(
         "training_config.nesterov: true needs optimizer \"sgd\" with momentum > 0");
@@ -144,6 +167,9 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   nlohmann::json job = nlohmann::json::object(), training = nlohmann::json::object();
   nlohmann::json federation = nlohmann::json::object(), data = nlohmann::json::object();
   nlohmann::json evaluation = nlohmann::json::object(), privacy = nlohmann::json::object();
+  nlohmann::json vertical = nlohmann::json::object();
+  top.String("job_type", &c.job_type, {"horizontal", "vertical"});
+  top.Object("vertical", &vertical);
   top.Object("job", &job);
   top.Object("model_config", &c.model_config);
   top.Object("training_config", &training);
@@ -152,7 +178,18 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   top.Object("evaluation", &evaluation);
   top.Object("privacy", &privacy);
   if (absl::Status s = top.Finish(); !s.ok()) return s;
-  if (!json.contains("model_config")) {
+  if (c.job_type == "vertical") {
+    if (!json.contains("vertical")) {
+      return absl::InvalidArgumentError(
+          "vertical: missing; job_type \"vertical\" needs the parties, the label party and the models");
+    }
+    absl::StatusOr<VerticalConfig> v = ParseVerticalConfig(vertical);
+    if (!v.ok()) return v.status();
+    c.vertical = std::move(*v);
+  } else if (json.contains("vertical")) {
+    return absl::InvalidArgumentError("vertical: applies only with \"job_type\": \"vertical\"; add it or remove this section");
+  }
+  if (c.job_type == "horizontal" && !json.contains("model_config")) {
     return absl::InvalidArgumentError("model_config: missing; the job must say which model to train");
   }
 
@@ -299,12 +336,14 @@ nlohmann::json ToJson(const TrainingConfig& c) {
           {"min_learning_rate", c.min_learning_rate},
           {"max_grad_norm", c.max_grad_norm}, {"local_epochs", c.local_epochs},
           {"batch_size", c.batch_size},     {"max_steps_per_round", c.max_steps_per_round},
-          {"eval_batch_size", c.eval_batch_size}, {"threads", c.threads}};
+          {"eval_batch_size", c.eval_batch_size}, {"threads", c.threads},
+          {"device", c.device},             {"precision", c.precision}};
 }
 
 nlohmann::json ToJson(const JobConfig& c) {
   const FederationConfig& f = c.federation;
-  return {{"job", {{"name", c.name}, {"seed", c.seed}}},
+  nlohmann::json j = {{"job_type", c.job_type},
+          {"job", {{"name", c.name}, {"seed", c.seed}}},
           {"model_config", c.model_config},
           {"training_config", ToJson(c.training)},
           {"federation",
@@ -331,6 +370,8 @@ nlohmann::json ToJson(const JobConfig& c) {
             {"label_column", c.data.label_column}}},
           {"evaluation", {{"test_data", c.evaluation.test_data}, {"max_samples", c.evaluation.max_samples}}},
           {"privacy", ToJson(c.privacy)}};
+  if (c.job_type == "vertical") j["vertical"] = ToJson(c.vertical);
+  return j;
 }
 
 }  // namespace cohort::core

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "core/vertical_config.h"
 
 namespace cohort::core {
 
@@ -35,7 +36,17 @@ struct TrainingConfig {
   int64_t max_steps_per_round = 0;      // 0: no cap
   int64_t eval_batch_size = 1000;
   int64_t threads = 1;                  // LibTorch intra-op threads per client
+  // Where a site trains: "auto" (the first CUDA device when this LibTorch sees one, else
+  // the CPU), "cpu", "cuda" (device 0) or "cuda:N". `cohort client --device` overrides it.
+  std::string device = "auto";
+  // Arithmetic of the forward and backward passes; weights and optimizer state stay fp32.
+  // fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA only, with dynamic loss scaling).
+  std::string precision = "fp32";
 };
+
+// OK when `device` is auto, cpu, cuda or cuda:N (N a decimal index < 1024); else
+// InvalidArgument naming `key` and the value.
+absl::Status CheckDeviceName(std::string_view device, std::string_view key);
 
 struct FederationConfig {
   int64_t rounds = 20;
@@ -98,6 +109,10 @@ struct PrivacyConfig {
 };
 
 struct JobConfig {
+  // "horizontal": sites hold the same columns of different rows (rounds of FedAvg);
+  // "vertical": parties hold different columns of the same people (PSI, split learning;
+  // `vertical` then says who they are and model_config is not used).
+  std::string job_type = "horizontal";
   std::string name = "job";
   uint64_t seed = 42;
   nlohmann::json model_config = nlohmann::json::object();  // validated by the training layer
@@ -106,6 +121,7 @@ struct JobConfig {
   DataConfig data;
   EvaluationConfig evaluation;
   PrivacyConfig privacy;
+  VerticalConfig vertical;  // job_type "vertical" only
 };
 
 // A parameter an admin may change while a job runs (`cohort admin set`), applied at the

@@ -80,6 +80,17 @@ inline constexpr JsonLimits kCheckpointHeaderJson{std::size_t{64} << 20, kMaxJso
 // and file names.
 inline constexpr JsonLimits kStartupKitJson{std::size_t{64} << 10, kMaxJsonDepth};
 
+// ---- Data sets -----------------------------------------------------------------------
+
+// The largest data file a site reads (an IDX file after decompression, a CSV file): a
+// file over it is refused before it is read whole. Fashion-MNIST's training images are
+// 47 MB; the features of an IDX file take 4 bytes per byte read.
+inline constexpr std::uint64_t kMaxDataFileBytes = std::uint64_t{4} << 30;
+
+// The most classes a data set may have (integer labels are below it; distinct string
+// labels are at most this many): the model's output layer has one unit per class.
+inline constexpr std::int64_t kMaxDataClasses = std::int64_t{1} << 16;
+
 // ---- Quoting hostile input -----------------------------------------------------------
 
 // Bytes of a caller's value an error message or log line quotes (core/quote.h); the

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(
     const std::string header = ledger_format::EncodeHeader(
         {ledger->site_, budget, ledger_format::NowRfc3339(), ledger_format::ZeroHash()});
     if (absl::Status s = ledger->log_->Append(header); !s.ok()) return s;
+    ledger->header_hash_ = ledger->log_->head_hash();
     spdlog::info("privacy ledger {}: created for site={} epsilon={} delta={}",
                  path, ledger->site_, budget.epsilon, budget.delta);
   } else {
@@ -101,6 +102,7 @@ absl::Status Ledger::ReplayLine(const storage::LogLine& line) {
                        "hash chain broken: the header must carry an all-zero "
                        "\"prev\"");
     }
+    header_hash_ = ledger_format::HashLine(line.text);
     return absl::OkStatus();
   }
 
@@ -152,6 +154,7 @@ absl::Status Ledger::ReplayLine(const storage::LogLine& line) {
   }
   spent_epsilon_ = replayed;
   spend_count_ = static_cast<int64_t>(number) - 1;
+  spent_rounds_.emplace(request.job, request.round);
   return absl::OkStatus();
 }
 
@@ -214,6 +217,7 @@ absl::StatusOr<SpendCheck> Ledger::RecordSpend(const SpendRequest& request) {
   accountant_ = std::move(planned);
   spent_epsilon_ = check->epsilon_after;
   ++spend_count_;
+  spent_rounds_.emplace(request.job, request.round);
   spdlog::info(
       "privacy ledger {}: site={} job={} round={} spent {} (q={} sigma={} "
       "steps={}), epsilon now {} of {}",
@@ -236,6 +240,16 @@ double Ledger::remaining_epsilon() const {
 int64_t Ledger::spend_count() const {
   std::lock_guard<std::mutex> lock(mu_);
   return spend_count_;
+}
+
+bool Ledger::HasSpend(std::string_view job, int64_t round) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return spent_rounds_.contains(std::make_pair(std::string(job), round));
+}
+
+std::string Ledger::header_hash() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return header_hash_;
 }
 
 std::string Ledger::head_hash() const {

@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -94,6 +95,11 @@ class Ledger {
   const std::string& site() const { return site_; }
   const std::string& path() const { return path_; }
   int64_t spend_count() const;
+  // Whether a spend for `job`'s `round` is recorded: lets a writer that may be re-run
+  // after a crash (the server's mirror of its sites' spends) record each round once.
+  bool HasSpend(std::string_view job, int64_t round) const;
+  // Hex SHA-256 of the header (line 1): anchored outside the file, it pins the budget.
+  std::string header_hash() const;
   // Hex SHA-256 of the last line: the value to anchor outside the file.
   std::string head_hash() const;
   // Bytes of a torn trailing line dropped by Open; 0 normally.
@@ -119,6 +125,8 @@ class Ledger {
   double spent_epsilon_ = 0.0;
   int64_t spend_count_ = 0;
   int64_t dropped_partial_bytes_ = 0;
+  std::string header_hash_;  // guarded by mu_
+  std::set<std::pair<std::string, int64_t>> spent_rounds_;  // (job, round); guarded by mu_
 };
 
 }  // namespace cohort::privacy

@@ -12,8 +12,8 @@ namespace cohort::server {
 namespace {
 
 // The services this server serves; their methods come from the generated descriptors.
-constexpr std::array<std::string_view, 2> kServedServices = {v1::Federation::service_full_name(),
-                                                             v1::Admin::service_full_name()};
+constexpr std::array<std::string_view, 3> kServedServices = {
+    v1::Federation::service_full_name(), v1::Admin::service_full_name(), v1::Vertical::service_full_name()};
 
 struct MethodRule {
   std::string_view service;
@@ -37,6 +37,7 @@ constexpr std::array kMethodRules = {
     MethodRule{v1::Admin::service_full_name(), "AddParticipant", Permission::kManageParticipants},
     MethodRule{v1::Admin::service_full_name(), "RevokeParticipant", Permission::kManageParticipants},
     MethodRule{v1::Admin::service_full_name(), "ReadAuditLog", Permission::kReadAudit},
+    MethodRule{v1::Vertical::service_full_name(), "Exchange", Permission::kTrain},
 };
 
 // The rules joined with the protocol's methods, once per process.

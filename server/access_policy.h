@@ -15,7 +15,8 @@
 //   participants.manage   x                     Admin.AddParticipant, Admin.RevokeParticipant
 //   audit.read            x       x             Admin.ReadAuditLog
 //   federation.join                      x      Federation.Join
-//   federation.train                     x      Federation.PullTask, PushUpdate, Heartbeat, Decline
+//   federation.train                     x      Federation.PullTask, PushUpdate, Heartbeat, Decline,
+//                                               Vertical.Exchange (a party of a vertical job)
 //
 // The server role (the server's own certificate) holds nothing: it never calls itself.
 //
@@ -61,7 +62,7 @@ std::string FullMethodName(std::string_view service, std::string_view method);
 // nullopt for a method the table does not know (such a call is denied).
 std::optional<Permission> RequiredPermission(std::string_view method);
 
-// Every method of the served services (Federation, Admin) that holds a permission, by full
+// Every method of the served services (Federation, Admin, Vertical) that holds a permission, by full
 // name, in the order of the protocol; for tests and documentation.
 std::span<const std::string> KnownMethods();
 

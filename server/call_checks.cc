@@ -31,21 +31,34 @@ Actor Caller::actor() const {
 
 grpc::Status Authorize(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
                        FederatedJob& job, Caller* caller) {
+  return AuthorizeCaller(
+      context, require_certificate, method,
+      [&job](const Actor& actor, const std::string& m, const std::string& why) {
+        spdlog::warn("job={} access denied on {}: {}", job.job_id(), m, why);
+        job.RecordDenied(actor, m, why);
+      },
+      caller);
+}
+
+grpc::Status AuthorizeCaller(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
+                             const DenialRecorder& record_denial, Caller* caller) {
   if (!require_certificate) {
     caller->identity.clear();
     caller->role.reset();
     return grpc::Status::OK;
   }
+  const auto deny = [&](const absl::Status& why) {
+    record_denial(caller->actor(), std::string(method), std::string(why.message()));
+    return ToGrpcStatus(why);
+  };
   absl::StatusOr<crypto::CertificateIdentity> identity = wire::PeerIdentity(context);
   if (!identity.ok()) {
     caller->identity = context.peer();
-    return Deny(job, *caller, method, absl::PermissionDeniedError(std::string(identity.status().message())));
+    return deny(absl::PermissionDeniedError(std::string(identity.status().message())));
   }
   caller->identity = identity->name;
   caller->role = identity->role;
-  if (absl::Status allowed = CheckAccess(identity->name, identity->role, method); !allowed.ok()) {
-    return Deny(job, *caller, method, allowed);
-  }
+  if (absl::Status allowed = CheckAccess(identity->name, identity->role, method); !allowed.ok()) return deny(allowed);
   return grpc::Status::OK;
 }
 

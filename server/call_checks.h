@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,13 @@ struct Caller {
 // logged, and recorded in the job's audit log.
 grpc::Status Authorize(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
                        FederatedJob& job, Caller* caller);
+
+// Authorize for a service that serves no FederatedJob (Vertical): the same identity and
+// permission checks, each refusal logged and handed to `record_denial` (which should put
+// it on the audit log before the caller hears of it).
+using DenialRecorder = std::function<void(const Actor& actor, const std::string& method, const std::string& why)>;
+grpc::Status AuthorizeCaller(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
+                             const DenialRecorder& record_denial, Caller* caller);
 
 // Requests name a job; empty means the server's own. NOT_FOUND for another job's name.
 grpc::Status CheckServedJob(const FederatedJob& job, const std::string& job_id);

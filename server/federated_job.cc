@@ -8,6 +8,7 @@
 #include "audit/entry.h"
 #include "core/checkpoint.h"
 #include "core/limits.h"
+#include "server/checkpoint_key.h"
 #include "server/round_driver.h"
 #include "server/runtime_parameters.h"
 
@@ -76,10 +77,13 @@ FederatedJob::FederatedJob(JobOptions options, ParticipantRegistry registry, std
       evaluate_(std::move(options.evaluate)),
       write_model_(std::move(options.write_model)),
       launched_by_(std::move(options.launched_by)),
+      ledger_anchors_(options.ledger_anchors),
       store_(std::move(store)),
       strategy_(std::move(strategy)),
       recorder_(std::make_unique<RoundRecorder>(RoundRecorder::Options{core_.config.name, out_dir_, options.audit,
-                                                                       launched_by_, core_.config.privacy},
+                                                                       launched_by_, core_.config.privacy,
+                                                                       options.ledger_anchors,
+                                                                       *options.checkpoint_key, options.after_checkpoint},
                                                 std::move(summary))) {
   core_.held = options.hold;
 }
@@ -93,11 +97,21 @@ absl::StatusOr<std::unique_ptr<FederatedJob>> FederatedJob::Create(JobOptions op
     return absl::InternalError(
         absl::StrCat("cannot create output directory ", options.out_dir.string(), ": ", ec.message()));
   }
+  if (!options.checkpoint_key) {
+    absl::StatusOr<core::CheckpointKey> key = LoadOrCreateCheckpointKeyFile(options.out_dir / "checkpoint.key");
+    if (!key.ok()) return key.status();
+    options.checkpoint_key = *key;
+  }
   const std::filesystem::path checkpoint_path = options.out_dir / kCheckpointFile;
   std::optional<core::Checkpoint> resumed;
   if (std::filesystem::exists(checkpoint_path)) {
-    absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(checkpoint_path);
+    absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(checkpoint_path, *options.checkpoint_key);
     if (!checkpoint.ok()) return checkpoint.status();
+    if (checkpoint->round > static_cast<uint64_t>(options.config.federation.rounds)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          checkpoint_path.string(), " is after round ", checkpoint->round, " but the job has ",
+          options.config.federation.rounds, " rounds; use another --out directory or the job file it was run with"));
+    }
     if (checkpoint->job != options.config.name) {
       return absl::FailedPreconditionError(
           absl::StrCat(checkpoint_path.string(), " belongs to job \"", checkpoint->job, "\", not \"",
@@ -116,6 +130,13 @@ absl::StatusOr<std::unique_ptr<FederatedJob>> FederatedJob::Create(JobOptions op
   absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(database, options.config.name);
   if (!store.ok()) return store.status();
   if (absl::Status s = ReplayStore(**store, options.config); !s.ok()) return s;
+  // job.db records every round after its checkpoint: a checkpoint behind it is an older
+  // (authentic) one put back, which would train rounds again and publish their versions twice.
+  if (absl::StatusOr<uint64_t> last = (*store)->LastRound(); resumed && last.ok() && *last > resumed->round) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        checkpoint_path.string(), " holds round ", resumed->round, " but ", database.string(), " records round ",
+        *last, " as completed: the checkpoint was replaced by an older one; restore the newest checkpoint"));
+  }
   const core::FederationConfig& f = options.config.federation;
   for (const auto* list : {&f.sites, &f.revoked_sites}) {
     for (const std::string& site : *list) {
@@ -150,6 +171,8 @@ absl::StatusOr<std::unique_ptr<FederatedJob>> FederatedJob::Create(JobOptions op
     job->core_.model_version = resumed->model_version;
     const nlohmann::json rounds = job->recorder_->summary()["rounds"];
     if (absl::Status s = job->strategy_->RestoreState(strategy_state, rounds); !s.ok()) return s;
+    // A crash after the checkpoint and before its record: complete the record, once.
+    if (absl::Status s = job->recorder_->CompleteResumedRound(); !s.ok()) return s;
     spdlog::info("job={} resuming after round {} from {}", job->job_id(), resumed->round, checkpoint_path.string());
   }
   return job;
@@ -177,7 +200,7 @@ bool FederatedJob::finished() const {
 // --- the network path: memory only ---
 
 absl::StatusOr<JoinResult> FederatedJob::Join(const std::string& site, uint64_t num_samples,
-                                               std::string_view client_public_key) {
+                                               std::string_view client_public_key, const LedgerPosition& ledger) {
   if (absl::Status s = ParticipantRegistry::CheckName(site); !s.ok()) return s;
   // Keys first: a client that cannot agree keys is not registered, so it is never
   // selected for a round it could not take part in.
@@ -187,6 +210,15 @@ absl::StatusOr<JoinResult> FederatedJob::Join(const std::string& site, uint64_t 
     spdlog::warn("job={} site={} join refused: {}", job_id(), site, std::string(session.status().message()));
     return absl::Status(session.status().code(),
                         absl::StrCat("join of ", site, " to job ", job_id(), ": ", session.status().message()));
+  }
+  // A site whose ledger lost spends the server saw would train on a reset budget. The
+  // check may anchor a first ledger on disk: it runs before the job's lock is taken.
+  if (ledger_anchors_ != nullptr) {
+    if (absl::Status s = ledger_anchors_->CheckJoin(site, ledger); !s.ok()) {
+      recorder_->Note({site, "site"}, audit::action::kAccessDenied, site, nullptr, nullptr,
+                      absl::StrCat("Join: ", s.message()));
+      return s;
+    }
   }
   {
     std::lock_guard lock(core_.mu);

@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "audit/writer.h"
+#include "core/checkpoint.h"
 #include "core/chunking.h"
 #include "core/fedavg.h"
 #include "core/job_config.h"
@@ -40,6 +41,7 @@
 #include "server/job_core.h"
 #include "server/job_store.h"
 #include "server/job_types.h"
+#include "server/ledger_anchors.h"
 #include "server/round_recorder.h"
 #include "wire/sealing.h"
 
@@ -57,6 +59,15 @@ struct JobOptions {
   audit::Writer* audit = nullptr;
   Actor launched_by{"server", "server"};  // recorded as the creator of the job
   bool hold = false;                       // wait for Start() before the first round
+  // Optional: the server's anchors of its sites' privacy ledgers (server/ledger_anchors.h),
+  // checked at every Join and advanced by every recorded DP-SGD spend. Must outlive the job.
+  LedgerAnchors* ledger_anchors = nullptr;
+  // The key checkpoints are authenticated under (server/checkpoint_key.h). Unset: a random
+  // key kept in OUT/checkpoint.key, which only guards against accidents, not against
+  // whoever can write OUT; `cohort server` always sets it.
+  std::optional<core::CheckpointKey> checkpoint_key;
+  // Tests: a failure injected between a round's checkpoint and its record (RoundRecorder).
+  std::function<absl::Status(uint64_t round)> after_checkpoint;
 };
 
 // A validated parameter change waiting for the next round boundary.
@@ -120,7 +131,10 @@ class FederatedJob {
   // (InvalidArgument) and never selected. A re-join replaces the session and its keys.
   // `num_samples` is the most any of its updates may claim (and so its FedAvg weight);
   // above federation.max_samples_per_site it is refused.
-  absl::StatusOr<JoinResult> Join(const std::string& site, uint64_t num_samples, std::string_view client_public_key);
+  // `ledger`: where the site's privacy ledger stands; with ledger anchors, a ledger
+  // behind, missing or re-headed is refused (FailedPrecondition, server/ledger_anchors.h).
+  absl::StatusOr<JoinResult> Join(const std::string& site, uint64_t num_samples, std::string_view client_public_key,
+                                  const LedgerPosition& ledger = {});
   // This client's next task without waiting: TRAIN when it is selected for the open round
   // and has not reported, DONE when the job has ended (or the client is unknown), nullopt
   // when it should wait. Never blocks on anything but the job's in-memory lock.
@@ -189,6 +203,7 @@ class FederatedJob {
   Evaluator evaluate_;
   ModelWriter write_model_;
   const Actor launched_by_;
+  LedgerAnchors* const ledger_anchors_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<AggregationStrategy> strategy_;
   std::unique_ptr<RoundRecorder> recorder_;

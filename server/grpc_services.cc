@@ -66,7 +66,8 @@ grpc::Status FederationService::ServeJoin(grpc::CallbackServerContext* context, 
   if (grpc::Status s = CheckServedJob(*job_, request->job_id()); !s.ok()) return s;
   std::string site;
   if (grpc::Status s = ActAsSite(caller, request->site(), method, *job_, &site); !s.ok()) return s;
-  absl::StatusOr<JoinResult> joined = job_->Join(site, request->num_samples(), request->client_public_key());
+  absl::StatusOr<JoinResult> joined = job_->Join(site, request->num_samples(), request->client_public_key(),
+                                                  LedgerPositionFromProto(request->ledger()));
   if (!joined.ok()) return ToGrpcStatus(joined.status());
   reply->set_job_id(job_->job_id());
   reply->set_client_id(joined->client_id);

@@ -27,6 +27,16 @@ struct Actor {
   std::string role;
 };
 
+// Where a site's privacy ledger stands, as the site reports it (v1::LedgerPosition): what
+// the server anchors (server/ledger_anchors.h).
+struct LedgerPosition {
+  bool present = false;       // the site has a ledger file with a header
+  std::string header_sha256;  // of line 1, which holds the budget
+  uint64_t spends = 0;
+  std::string head_sha256;    // of the last line
+  double epsilon_spent = 0;
+};
+
 // A site's DP-SGD spend for the round its update belongs to, as its ledger recorded it.
 struct SiteSpend {
   double sampling_rate = 0;
@@ -34,6 +44,7 @@ struct SiteSpend {
   int64_t steps = 0;
   double clip_norm = 0;
   double epsilon_after = 0;
+  LedgerPosition ledger;  // the site's ledger with this spend; present=false when not sent
 };
 
 // held: waiting for an admin's Start; waiting: for enough sites; running: a round is

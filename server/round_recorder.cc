@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "audit/entry.h"
+#include "audit/filter.h"
+#include "audit/reader.h"
 #include "core/checkpoint.h"
 #include "storage/atomic_write.h"
 #include "storage/sha256.h"
@@ -98,13 +100,23 @@ void RoundRecorder::FlushNotes() {
   notes_cv_.wait(lock, [this] { return notes_.empty() && !writing_note_; });
 }
 
-nlohmann::json RoundRecorder::MirrorSpend(const std::string& site, uint64_t round, const SiteSpend& spend) {
+nlohmann::json RoundRecorder::SpendJson(const SiteSpend& spend) {
   nlohmann::json report = {{"mechanism", "dp_sgd"},
                            {"epsilon", spend.epsilon_after},
                            {"noise_multiplier", spend.noise_multiplier},
                            {"sampling_rate", spend.sampling_rate},
                            {"steps", spend.steps},
                            {"clip_norm", spend.clip_norm}};
+  if (spend.ledger.present) {
+    report["ledger"] = {{"header_sha256", spend.ledger.header_sha256},
+                        {"spends", spend.ledger.spends},
+                        {"head_sha256", spend.ledger.head_sha256},
+                        {"epsilon_spent", spend.ledger.epsilon_spent}};
+  }
+  return report;
+}
+
+nlohmann::json RoundRecorder::MirrorSpend(const std::string& site, uint64_t round, nlohmann::json report) {
   auto it = mirrors_.find(site);
   if (it == mirrors_.end()) {
     std::error_code ec;
@@ -120,14 +132,20 @@ nlohmann::json RoundRecorder::MirrorSpend(const std::string& site, uint64_t roun
     }
     it = mirrors_.emplace(site, std::move(*ledger)).first;
   }
+  // Once per round, even when a crash after the checkpoint makes the resumed server
+  // complete this round's record a second time.
+  if (it->second->HasSpend(options_.job, static_cast<int64_t>(round))) {
+    report["job_epsilon"] = it->second->spent_epsilon();
+    return report;
+  }
   privacy::SpendRequest request;
   request.job = options_.job;
   request.round = static_cast<int64_t>(round);
   request.mechanism = privacy::Mechanism::kDpSgd;
-  request.sampling_rate = spend.sampling_rate;
-  request.noise_multiplier = spend.noise_multiplier;
-  request.steps = spend.steps;
-  request.clip_norm = spend.clip_norm;
+  request.sampling_rate = report.value("sampling_rate", 0.0);
+  request.noise_multiplier = report.value("noise_multiplier", 0.0);
+  request.steps = report.value("steps", int64_t{0});
+  request.clip_norm = report.value("clip_norm", 0.0);
   absl::StatusOr<privacy::SpendCheck> mirrored = it->second->RecordSpend(request);
   if (!mirrored.ok()) {
     spdlog::error("job={} round={} site={} spend not mirrored: {}", options_.job, round, site,
@@ -136,29 +154,11 @@ nlohmann::json RoundRecorder::MirrorSpend(const std::string& site, uint64_t roun
   } else {
     report["job_epsilon"] = mirrored->epsilon_after;
   }
-  (void)Record({site, "site"}, audit::action::kPrivacySpend, "", site, nullptr, report, "");
   return report;
 }
 
 absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed, const core::ParameterSet& model) {
   const std::string model_sha256 = options_.audit != nullptr ? storage::Sha256Hex(model.bytes()) : "";
-  std::vector<std::string> contributors;
-  for (const auto& [id, r] : closed.reports) contributors.push_back(id);
-  // The new model version is on record before any client can download it.
-  absl::StatusOr<uint64_t> published =
-      Record(options_.server, audit::action::kModelPublish, "", "", closed.model_version - 1,
-             {{"model_version", closed.model_version},
-              {"round", closed.round},
-              {"sha256", model_sha256},
-              {"contributors", contributors}},
-             "");
-  if (!published.ok()) return published.status();
-  if (closed.strategy_report.contains("privacy")) {
-    absl::StatusOr<uint64_t> spent = Record(options_.server, audit::action::kPrivacySpend, "", "", nullptr,
-                                            closed.strategy_report["privacy"], "");
-    if (!spent.ok()) return spent.status();
-  }
-
   nlohmann::json clients = nlohmann::json::array();
   uint64_t samples = 0;
   double train_loss = 0, local_eval_accuracy = 0;
@@ -174,7 +174,7 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
                        {"train_seconds", r.metrics.train_seconds},
                        {"steps", r.metrics.steps},
                        {"update_norm", r.update_norm}});
-    if (r.spend) clients.back()["privacy"] = MirrorSpend(id, closed.round, *r.spend);
+    if (r.spend) clients.back()["privacy"] = SpendJson(*r.spend);
   }
   nlohmann::json entry = {{"round", closed.round},
                           {"attempts", closed.attempts},
@@ -204,11 +204,20 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
     checkpoint_summary = summary_;
   }
   if (!closed.strategy_state.is_null()) checkpoint_summary[kStrategyStateKey] = closed.strategy_state;
+  // The checkpoint first, naming the round's record (its last "rounds" entry); the record
+  // after it. A crash before the rename leaves no trace of the round, which is run again;
+  // a crash after it leaves a checkpoint whose record the resumed server completes
+  // (CompleteResumedRound). Either way the round's model.publish and spends are written
+  // once, and always before a client can download the model.
   if (absl::Status s = core::WriteCheckpoint(options_.out_dir / kCheckpointFile, options_.job, closed.round,
-                                             closed.model_version, checkpoint_summary, model);
+                                             closed.model_version, checkpoint_summary, model, options_.checkpoint_key);
       !s.ok()) {
     return s;
   }
+  if (options_.after_checkpoint) {
+    if (absl::Status s = options_.after_checkpoint(closed.round); !s.ok()) return s;
+  }
+  if (absl::Status s = WriteRoundRecord(entry, /*already=*/{}); !s.ok()) return s;
   // Logged once durable: a round reported done survives a crash.
   spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", options_.job,
                closed.round, closed.total_rounds, closed.reports.size(), samples, entry["train_loss"].get<double>(),
@@ -217,6 +226,103 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
                            : "",
                entry["wall_seconds"].get<double>());
   return model_sha256;
+}
+
+absl::Status RoundRecorder::WriteRoundRecord(const nlohmann::json& entry, const RecordedRound& already) {
+  const uint64_t round = entry.value("round", uint64_t{0});
+  const uint64_t version = entry.value("model_version", uint64_t{0});
+  std::vector<std::string> contributors;
+  for (const nlohmann::json& c : entry.value("clients", nlohmann::json::array())) {
+    contributors.push_back(c.value("site", ""));
+  }
+  if (!already.published) {
+    absl::StatusOr<uint64_t> published =
+        Record(options_.server, audit::action::kModelPublish, "", "", version - 1,
+               {{"model_version", version},
+                {"round", round},
+                {"sha256", entry.value("model_sha256", "")},
+                {"contributors", contributors}},
+               "");
+    if (!published.ok()) return published.status();
+  }
+  if (entry.contains("privacy") && !already.server_spend) {
+    nlohmann::json spend = entry["privacy"];
+    if (spend.is_object()) spend["round"] = round;
+    absl::StatusOr<uint64_t> spent =
+        Record(options_.server, audit::action::kPrivacySpend, "", "", nullptr, std::move(spend), "");
+    if (!spent.ok()) return spent.status();
+  }
+  nlohmann::json clients = entry.value("clients", nlohmann::json::array());
+  bool mirrored_any = false;
+  for (nlohmann::json& c : clients) {
+    if (!c.contains("privacy") || !c["privacy"].is_object()) continue;
+    const std::string site = c.value("site", "");
+    nlohmann::json report = MirrorSpend(site, round, c["privacy"]);
+    report["round"] = round;
+    if (!already.site_spends.contains(site)) {
+      (void)Record({site, "site"}, audit::action::kPrivacySpend, "", site, nullptr, report, "");
+    }
+    if (options_.ledger_anchors != nullptr && report.contains("ledger") && report["ledger"].is_object()) {
+      const nlohmann::json& l = report["ledger"];
+      LedgerPosition position{true, l.value("header_sha256", ""), l.value("spends", uint64_t{0}),
+                              l.value("head_sha256", ""), l.value("epsilon_spent", 0.0)};
+      if (absl::Status s = options_.ledger_anchors->Advance(site, position); !s.ok()) {
+        spdlog::error("job={} round={} site={} ledger not anchored: {}", options_.job, round, site,
+                      std::string(s.message()));
+      }
+    }
+    report.erase("round");
+    c["privacy"] = std::move(report);
+    mirrored_any = true;
+  }
+  if (mirrored_any) {
+    std::lock_guard lock(summary_mu_);
+    for (nlohmann::json& r : summary_["rounds"]) {
+      if (r.value("round", uint64_t{0}) == round) r["clients"] = clients;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoundRecorder::CompleteResumedRound() {
+  nlohmann::json entry;
+  {
+    std::lock_guard lock(summary_mu_);
+    if (!summary_.contains("rounds") || !summary_["rounds"].is_array() || summary_["rounds"].empty()) {
+      return absl::OkStatus();
+    }
+    entry = summary_["rounds"].back();
+  }
+  if (!entry.is_object()) return absl::OkStatus();
+  const uint64_t round = entry.value("round", uint64_t{0});
+  const uint64_t version = entry.value("model_version", uint64_t{0});
+  RecordedRound already;
+  if (options_.audit != nullptr) {
+    audit::EntryFilter filter;
+    filter.job = options_.job;
+    absl::StatusOr<audit::ReadResult> read = audit::ReadEntries(options_.audit->path(), filter);
+    if (!read.ok()) return read.status();
+    for (const audit::Entry& e : read->entries) {
+      const nlohmann::json& v = e.new_value;
+      if (!v.is_object()) continue;
+      if (e.action == audit::action::kModelPublish && v.value("model_version", uint64_t{0}) == version) {
+        already.published = true;
+      } else if (e.action == audit::action::kPrivacySpend && v.value("round", uint64_t{0}) == round) {
+        if (e.target.participant.empty()) {
+          already.server_spend = true;
+        } else {
+          already.site_spends.insert(e.target.participant);
+        }
+      }
+    }
+  }
+  const bool complete = already.published && (!entry.contains("privacy") || already.server_spend);
+  if (!complete) {
+    spdlog::warn("job={} round={} the checkpoint's record was incomplete in the audit log (a crash after the "
+                 "checkpoint): completing it",
+                 options_.job, round);
+  }
+  return WriteRoundRecord(entry, already);
 }
 
 absl::Status RoundRecorder::Finish(JobState state, const std::string& why, const core::ParameterSet& model,

@@ -15,7 +15,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -23,12 +25,14 @@
 
 #include "absl/status/statusor.h"
 #include "audit/writer.h"
+#include "core/checkpoint.h"
 #include "core/job_config.h"
 #include "core/metrics.h"
 #include "core/parameter_set.h"
 #include "core/round_tracker.h"
 #include "privacy/ledger.h"
 #include "server/job_types.h"
+#include "server/ledger_anchors.h"
 
 namespace cohort::server {
 
@@ -48,6 +52,12 @@ class RoundRecorder {
     audit::Writer* audit = nullptr;  // optional; must outlive the recorder
     Actor server{"server", "server"};  // the actor of the server's own decisions
     core::PrivacyConfig privacy;       // the budget of the DP-SGD mirror ledgers
+    // Optional: advanced to each site's ledger position once its spend is on record.
+    LedgerAnchors* ledger_anchors = nullptr;
+    core::CheckpointKey checkpoint_key;  // what checkpoints are authenticated under
+    // Tests: runs between a round's checkpoint and its record; an error stops the round
+    // there, as a crash at that moment would.
+    std::function<absl::Status(uint64_t round)> after_checkpoint;
   };
   // `summary`: what a resumed job recorded so far (its checkpoint's), or null for a new job.
   RoundRecorder(Options options, nlohmann::json summary);
@@ -79,10 +89,17 @@ class RoundRecorder {
     core::TrainingConfig training;
     nlohmann::json parameter_changes = nlohmann::json::array();
   };
-  // A closed round's record, in this order: model.publish (and privacy.spend) before any
-  // client can download the model, the sites' DP-SGD spends mirrored, the summary entry,
-  // the checkpoint. Returns the model's SHA-256 (empty without an audit log).
+  // A closed round's record, in this order: the summary entry and the checkpoint (which
+  // names the record to come), then model.publish (and the job's privacy.spend), the
+  // sites' DP-SGD spends mirrored and anchored; all before any client can download the
+  // model. Returns the model's SHA-256 (empty without an audit log).
   absl::StatusOr<std::string> RecordRound(const ClosedRound& round, const core::ParameterSet& model);
+
+  // After a resume: writes what the checkpoint's last round is missing from its record
+  // (model.publish, privacy.spend entries, mirrored spends), each found by round and
+  // version, so a crash between the checkpoint and the record leaves it complete and
+  // written once.
+  absl::Status CompleteResumedRound();
 
   // The job's end: summary.json's status (and why), model.json, model.pt, summary.json;
   // then, after every queued observation, one job.end entry that closes the log.
@@ -105,7 +122,18 @@ class RoundRecorder {
     std::string reason;
   };
   void NoteLoop();
-  nlohmann::json MirrorSpend(const std::string& site, uint64_t round, const SiteSpend& spend);
+  // What of a round's record is already in the audit log.
+  struct RecordedRound {
+    bool published = false;
+    bool server_spend = false;
+    std::set<std::string> site_spends;
+  };
+  // The round's record for the checkpoint's summary `entry`, skipping what `already` holds.
+  absl::Status WriteRoundRecord(const nlohmann::json& entry, const RecordedRound& already);
+  static nlohmann::json SpendJson(const SiteSpend& spend);
+  // Mirrors a site's spend (SpendJson's `report`) once per round; returns the report with
+  // the mirror's job_epsilon (or mirror_error).
+  nlohmann::json MirrorSpend(const std::string& site, uint64_t round, nlohmann::json report);
 
   const Options options_;
   mutable std::mutex summary_mu_;

@@ -10,6 +10,7 @@
 #include "server/access_policy.h"
 #include "wire/stream_settings.h"
 #include "server/grpc_services.h"
+#include "server/vertical_service.h"
 
 namespace cohort::server {
 
@@ -25,6 +26,14 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
   // one while it waits. They are declared before the server, so they outlive every call.
   FederationService federation(&job, /*require_certificate=*/tls);
   AdminService admin(&job, /*require_certificate=*/tls);
+  // Served without a job, so that a vertical party sent here hears why it is refused.
+  VerticalService vertical(
+      nullptr, /*require_certificate=*/tls,
+      [&job](const Actor& actor, const std::string& method, const std::string& why) {
+        spdlog::warn("job={} access denied on {}: {}", job.job_id(), method, why);
+        job.RecordDenied(actor, method, why);
+      },
+      job.job_id());
   grpc::ServerBuilder builder;
   int port = 0;
   if (!tls) {
@@ -35,6 +44,7 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
                            &port);
   builder.RegisterService(&federation);
   builder.RegisterService(&admin);
+  builder.RegisterService(&vertical);
   wire::ApplyChunkStreamSettings(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
@@ -53,6 +63,46 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
     spdlog::error("job={} failed: {}", job.job_id(), std::string(result.message()));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(options.linger_seconds * 1000)));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return result;
+}
+
+absl::Status ServeVerticalJob(VerticalJob& job, const ServerOptions& options) {
+  if (const std::vector<std::string> gaps = PermissionTableProblems(); !gaps.empty()) {
+    return absl::InternalError(absl::StrCat("the permission table does not cover the protocol: ",
+                                            absl::StrJoin(gaps, "; ")));
+  }
+  const bool tls = options.credentials != nullptr;
+  VerticalService vertical(
+      &job, /*require_certificate=*/tls,
+      [&job](const Actor& actor, const std::string& method, const std::string& why) {
+        spdlog::warn("job={} access denied on {}: {}", job.job_id(), method, why);
+        job.RecordDenied(actor, method, why);
+      },
+      job.job_id());
+  grpc::ServerBuilder builder;
+  int port = 0;
+  if (!tls) {
+    spdlog::warn("job={} INSECURE: plaintext gRPC, no certificates; parties are who their hellos say. "
+                 "Use only for local experiments.", job.job_id());
+  }
+  builder.AddListeningPort(options.listen_address, tls ? options.credentials : grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&vertical);
+  wire::ApplyChunkStreamSettings(builder);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    job.Cancel("the server could not listen");
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address, " (address in use or not local?)"));
+  }
+  spdlog::info("job={} (vertical) serving on port {} over {}: {} parties, label party {}, {} epochs", job.job_id(),
+               port, tls ? "mutual TLS" : "plaintext", job.config().vertical.parties.size(),
+               job.config().vertical.label_party, job.config().vertical.epochs);
+  if (options.on_listening) options.on_listening(port);
+  const absl::Status result = job.Run();
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(options.linger_seconds * 1000)));
+  // Streams still open are cancelled; the service outlives every call.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return result;
 }

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "server/federated_job.h"
+#include "server/vertical_job.h"
 
 namespace cohort::server {
 
@@ -24,5 +25,7 @@ struct ServerOptions {
 
 // Runs `job` to completion behind a gRPC server. Returns the job's result.
 absl::Status ServeJob(FederatedJob& job, const ServerOptions& options);
+// The same for a vertical job (server/vertical_job.h): serves the Vertical service.
+absl::Status ServeVerticalJob(VerticalJob& job, const ServerOptions& options);
 
 }  // namespace cohort::server

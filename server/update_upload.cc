@@ -8,6 +8,10 @@
 
 namespace cohort::server {
 
+LedgerPosition LedgerPositionFromProto(const v1::LedgerPosition& p) {
+  return {p.present(), p.header_sha256(), p.spends(), p.head_sha256(), p.epsilon_spent()};
+}
+
 UpdateUpload::UpdateUpload(FederatedJob& job, Caller caller, std::string method, v1::UpdateReceipt* receipt)
     : job_(job), caller_(std::move(caller)), method_(std::move(method)), receipt_(receipt) {
   StartRead(&message_);
@@ -50,7 +54,8 @@ std::optional<grpc::Status> UpdateUpload::TakeHeader(bool ok) {
   if (h.has_privacy_spend()) {
     const v1::PrivacySpend& p = h.privacy_spend();
     header_.privacy_spend =
-        SiteSpend{p.sampling_rate(), p.noise_multiplier(), p.steps(), p.clip_norm(), p.epsilon_after()};
+        SiteSpend{p.sampling_rate(), p.noise_multiplier(), p.steps(), p.clip_norm(), p.epsilon_after(),
+                  LedgerPositionFromProto(h.ledger())};
   }
   absl::StatusOr<core::UpdateReceiver> receiver = job_.BeginUpdate(header_);
   if (!receiver.ok()) {

@@ -21,6 +21,9 @@
 
 namespace cohort::server {
 
+// A ledger position as a site reports it, at Join and with each DP-SGD update.
+LedgerPosition LedgerPositionFromProto(const v1::LedgerPosition& position);
+
 class UpdateUpload final : public grpc::ServerReadReactor<v1::UpdateMessage> {
  public:
   // `caller` passed Authorize for `method`. `job` and `receipt` must outlive the call; the

@@ -49,9 +49,9 @@ torch::Tensor ClipFactors(const torch::Tensor& norms, double clip_norm) {
   return (clip_norm / (norms + 1e-6)).clamp_max(1.0);
 }
 
-std::vector<torch::Tensor> PrivatizedGradient(PerExampleGradients& engine, const std::vector<torch::Tensor>& parameters,
-                                              const torch::Tensor& x, const torch::Tensor& y, const DpSgdSpend& spend,
-                                              at::Generator& noise, DpStepStats* stats) {
+std::vector<torch::Tensor> ClippedGradientSum(PerExampleGradients& engine, const std::vector<torch::Tensor>& parameters,
+                                              const torch::Tensor& x, const torch::Tensor& y, double clip_norm,
+                                              DpStepStats* stats) {
   std::vector<torch::Tensor> sums;
   DpStepStats s;
   s.batch_size = x.size(0);
@@ -59,18 +59,31 @@ std::vector<torch::Tensor> PrivatizedGradient(PerExampleGradients& engine, const
     s.loss_sum = engine.Backward(x, y).sum().item<double>();
     torch::NoGradGuard no_grad;
     const torch::Tensor norms = engine.SquaredNorms().sqrt();
-    s.clipped = norms.gt(spend.clip_norm).sum().item<int64_t>();
-    sums = engine.WeightedSum(ClipFactors(norms, spend.clip_norm));
+    s.clipped = norms.gt(clip_norm).sum().item<int64_t>();
+    sums = engine.WeightedSum(ClipFactors(norms, clip_norm));
     engine.Release();
   } else {
     for (const torch::Tensor& p : parameters) sums.push_back(torch::zeros_like(p));
   }
-  torch::NoGradGuard no_grad;
-  const double stddev = spend.noise_multiplier * spend.clip_norm;
-  for (torch::Tensor& sum : sums) {
-    sum.add_(torch::empty_like(sum).normal_(0.0, stddev, noise)).div_(spend.expected_batch_size);
-  }
   if (stats != nullptr) *stats = s;
+  return sums;
+}
+
+void AddGaussianNoise(std::vector<torch::Tensor>& sums, double stddev, at::Generator& noise) {
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& sum : sums) {
+    const torch::Tensor draw = torch::empty(sum.sizes(), torch::kFloat32).normal_(0.0, stddev, noise);
+    sum.add_(draw.to(sum.device()));
+  }
+}
+
+std::vector<torch::Tensor> PrivatizedGradient(PerExampleGradients& engine, const std::vector<torch::Tensor>& parameters,
+                                              const torch::Tensor& x, const torch::Tensor& y, const DpSgdSpend& spend,
+                                              at::Generator& noise, DpStepStats* stats) {
+  std::vector<torch::Tensor> sums = ClippedGradientSum(engine, parameters, x, y, spend.clip_norm, stats);
+  AddGaussianNoise(sums, spend.noise_multiplier * spend.clip_norm, noise);
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& sum : sums) sum.div_(spend.expected_batch_size);
   return sums;
 }
 

@@ -46,6 +46,17 @@ struct DpStepStats {
 // constant keeps every clipped norm strictly below C, also when ||g_n|| is 0.
 torch::Tensor ClipFactors(const torch::Tensor& norms, double clip_norm);
 
+// sum_n clip(g_n) over the batch (x, y), which may be empty: one tensor per parameter in the
+// model's named_parameters() order, on the parameters' device, in fp32 whatever precision
+// the forward pass ran in. `parameters` gives their shapes.
+std::vector<torch::Tensor> ClippedGradientSum(PerExampleGradients& engine, const std::vector<torch::Tensor>& parameters,
+                                              const torch::Tensor& x, const torch::Tensor& y, double clip_norm,
+                                              DpStepStats* stats);
+
+// Adds N(0, stddev^2) to every coordinate of `sums`, drawn from `noise` (a CPU generator) and
+// copied to the sums' device.
+void AddGaussianNoise(std::vector<torch::Tensor>& sums, double stddev, at::Generator& noise);
+
 // The privatized gradient of the batch (x, y), which may be empty (a Poisson batch can be):
 // (sum_n clip(g_n) + N(0, (sigma C)^2)) / (q N), one tensor per parameter in the model's
 // named_parameters() order. `parameters` gives their shapes.

@@ -93,16 +93,22 @@ torch::Tensor PerExampleGradients::Backward(const torch::Tensor& x, const torch:
     }
     ++index;
   }
-  const torch::Tensor losses = F::cross_entropy(h, y, F::CrossEntropyFuncOptions().reduction(torch::kNone));
+  // The loss in fp32 whatever precision the layers ran in (autocast may have made h bf16).
+  const torch::Tensor losses =
+      F::cross_entropy(h.to(torch::kFloat32), y, F::CrossEntropyFuncOptions().reduction(torch::kNone));
   batch_size_ = x.size(0);
   if (outputs.empty()) return losses.detach();
   // The losses are summed, not averaged, so that row n of each output gradient is example
   // n's own gradient.
   std::vector<torch::Tensor> grads = torch::autograd::grad({losses.sum()}, outputs);
   torch::NoGradGuard no_grad;
+  // Norms, clip factors and sums are computed in fp32 even when the forward pass ran under
+  // autocast (bf16 activations and output gradients): clipping to C must hold to fp32
+  // precision, and autocast would run the per-example convolution below in bf16 again.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   for (size_t k = 0; k < records_.size(); ++k) {
-    records_[k].input = records_[k].input.detach();
-    records_[k].grad_output = grads[k];
+    records_[k].input = records_[k].input.detach().to(torch::kFloat32);
+    records_[k].grad_output = grads[k].to(torch::kFloat32);
     if (trainable_[k].kind == Kind::kLayerNorm) LayerNormPerExample(trainable_[k], records_[k]);
     if (trainable_[k].kind == Kind::kConv2d) Conv2dPerExample(trainable_[k], records_[k]);
   }
@@ -144,6 +150,7 @@ void PerExampleGradients::Conv2dPerExample(const Layer& layer, Record& r) const 
 
 std::vector<torch::Tensor> PerExampleGradients::SquaredNormsPerParameter() const {
   torch::NoGradGuard no_grad;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // fp32, see Backward
   std::vector<torch::Tensor> out;
   const int64_t b = batch_size_;
   for (size_t k = 0; k < trainable_.size(); ++k) {
@@ -224,6 +231,7 @@ torch::Tensor PerExampleGradients::SquaredNorms() const {
 
 std::vector<torch::Tensor> PerExampleGradients::WeightedSum(const torch::Tensor& weights) const {
   torch::NoGradGuard no_grad;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // fp32, see Backward
   std::vector<torch::Tensor> out;
   const int64_t b = batch_size_;
   for (size_t k = 0; k < trainable_.size(); ++k) {

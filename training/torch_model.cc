@@ -77,7 +77,11 @@ absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters
                                                      spec.ShapeString()));
     }
     const auto bytes = parameters.tensor_bytes(i);
-    std::memcpy(item.value().data_ptr<float>(), bytes.data(), bytes.size());
+    if (item.value().is_cpu()) {
+      std::memcpy(item.value().data_ptr<float>(), bytes.data(), bytes.size());
+    } else {  // a model on a GPU: one host-to-device copy per tensor, once per round
+      item.value().copy_(torch::from_blob(const_cast<std::byte*>(bytes.data()), item.value().sizes(), torch::kFloat32));
+    }
   }
   return absl::OkStatus();
 }
@@ -86,11 +90,31 @@ core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manif
   core::ParameterSet out(manifest);
   const auto named = net->named_parameters(/*recurse=*/true);
   for (size_t i = 0; i < named.size() && i < manifest.size(); ++i) {
-    const torch::Tensor t = named[i].value().detach().contiguous();
+    const torch::Tensor t = named[i].value().detach().to(torch::kCPU).contiguous();
     const auto bytes = out.tensor_bytes(i);
     std::memcpy(bytes.data(), t.data_ptr<float>(), bytes.size());
   }
   return out;
+}
+
+std::unique_ptr<torch::optim::Optimizer> NewOptimizer(std::vector<torch::Tensor> parameters,
+                                                      const core::TrainingConfig& config) {
+  if (config.optimizer == "adam") {
+    return std::make_unique<torch::optim::Adam>(std::move(parameters), torch::optim::AdamOptions(config.learning_rate)
+                                                                           .betas({config.beta1, config.beta2})
+                                                                           .eps(config.eps)
+                                                                           .weight_decay(config.weight_decay));
+  }
+  if (config.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(std::move(parameters), torch::optim::AdamWOptions(config.learning_rate)
+                                                                            .betas({config.beta1, config.beta2})
+                                                                            .eps(config.eps)
+                                                                            .weight_decay(config.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(std::move(parameters), torch::optim::SGDOptions(config.learning_rate)
+                                                                        .momentum(config.momentum)
+                                                                        .nesterov(config.nesterov)
+                                                                        .weight_decay(config.weight_decay));
 }
 
 }  // namespace cohort::training

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
+#include "core/job_config.h"
 #include "core/parameter_set.h"
 #include "training/model_spec.h"
 
@@ -43,5 +44,11 @@ TORCH_MODULE(CohortNet);
 absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters);
 // The module's parameters as a set laid out like `manifest`.
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest);
+
+// The optimizer `config` names (sgd | adam | adamw, with its momentum, betas, eps and
+// weight decay) over `parameters`, at config.learning_rate. Used by the split-learning
+// parts; the learning-rate schedule is the caller's (it sets each group's lr every step).
+std::unique_ptr<torch::optim::Optimizer> NewOptimizer(std::vector<torch::Tensor> parameters,
+                                                      const core::TrainingConfig& config);
 
 }  // namespace cohort::training

@@ -6,8 +6,15 @@
 #include <numeric>
 #include <random>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/bounded_json.h"
+#include "core/limits.h"
+#include "training/data_parallel.h"
+#include "training/device.h"
 #include "training/dp_sgd_step.h"
 #include "training/lr_schedule.h"
 #include "training/per_example_grads.h"
@@ -69,12 +76,14 @@ core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size)
   net->eval();
   const torch::Tensor x = FeaturesOf(data), y = LabelsOf(data);
   const int64_t n = static_cast<int64_t>(data.size());
+  const std::vector<torch::Tensor> parameters = net->parameters();
+  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU) : parameters[0].device();
   double loss_sum = 0;
   int64_t correct = 0;
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t end = std::min(n, begin + batch_size);
-    const torch::Tensor logits = net->forward(x.slice(0, begin, end));
-    const torch::Tensor target = y.slice(0, begin, end);
+    const torch::Tensor logits = net->forward(x.slice(0, begin, end).to(device));
+    const torch::Tensor target = y.slice(0, begin, end).to(device);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
@@ -87,6 +96,127 @@ core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size)
     m.accuracy = static_cast<double>(correct) / static_cast<double>(n);
   }
   return m;
+}
+
+// Autocast for the forward pass (and the loss) of one step: bf16 or fp16 compute, fp32
+// weights. Scoped to a step because autocast caches the casts of weights, which change at
+// every optimizer step; the cache is cleared when the scope closes.
+class AutocastScope {
+ public:
+  AutocastScope(const torch::Device& device, const std::string& precision) {
+    if (precision == "fp32") return;
+    active_ = true;
+    cuda_ = device.is_cuda();
+    const at::ScalarType dtype = precision == "fp16" ? at::kHalf : at::kBFloat16;
+    if (cuda_) {
+      was_enabled_ = at::autocast::is_enabled();
+      was_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_autocast_gpu_dtype(dtype);
+      at::autocast::set_enabled(true);
+    } else {
+      was_enabled_ = at::autocast::is_cpu_enabled();
+      was_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(dtype);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) {
+      at::autocast::set_enabled(was_enabled_);
+      at::autocast::set_autocast_gpu_dtype(was_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(was_enabled_);
+      at::autocast::set_autocast_cpu_dtype(was_dtype_);
+    }
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool active_ = false, cuda_ = false, was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kBFloat16;
+};
+
+// fp16's dynamic loss scaling: the loss is multiplied by `scale` before backward so small
+// gradients survive fp16; a step whose unscaled gradient is not finite is skipped and the
+// scale halved; after 2000 good steps it doubles (PyTorch's GradScaler defaults).
+class LossScaler {
+ public:
+  double scale() const { return scale_; }
+  // Whether to take the step.
+  bool Update(bool finite) {
+    if (!finite) {
+      scale_ = std::max(1.0, scale_ / 2);
+      good_steps_ = 0;
+      return false;
+    }
+    if (++good_steps_ == 2000) {
+      scale_ *= 2;
+      good_steps_ = 0;
+    }
+    return true;
+  }
+
+ private:
+  double scale_ = 65536.0;
+  int64_t good_steps_ = 0;
+};
+
+// A batch of host rows on the training device: through a pinned staging buffer and an
+// asynchronous copy on CUDA, a plain gather on the CPU.
+torch::Tensor ToDevice(const torch::Tensor& host, const torch::Tensor& rows, const torch::Device& device) {
+  if (device.is_cpu()) return host.index_select(0, rows);
+  std::vector<int64_t> shape = host.sizes().vec();
+  shape[0] = rows.size(0);
+  torch::Tensor staged = torch::empty(shape, host.options().pinned_memory(true));
+  torch::index_select_out(staged, host, 0, rows);
+  return staged.to(device, /*non_blocking=*/true);
+}
+
+// Sums the gradients of `parameters` (and `extras`, statistics that travel with them) over
+// the group, in one collective call on one flat buffer.
+absl::Status AllReduceGradients(Collective& group, const std::vector<torch::Tensor>& parameters,
+                                std::vector<double>& extras) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> pieces;
+  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU) : parameters[0].device();
+  for (const torch::Tensor& p : parameters) {
+    pieces.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
+  }
+  std::vector<float> extra_floats(extras.begin(), extras.end());
+  pieces.push_back(torch::from_blob(extra_floats.data(), {static_cast<int64_t>(extra_floats.size())}, torch::kFloat32)
+                       .to(device));
+  const torch::Device reduce_on = group.device_memory() ? device : torch::Device(torch::kCPU);
+  torch::Tensor flat = torch::cat(pieces).to(reduce_on).contiguous();
+  if (absl::Status s = group.AllReduceSum(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())));
+      !s.ok()) {
+    return s;
+  }
+  flat = flat.to(device);
+  int64_t offset = 0;
+  for (const torch::Tensor& p : parameters) {
+    const torch::Tensor summed = flat.slice(0, offset, offset + p.numel()).view(p.sizes());
+    if (p.grad().defined()) {
+      p.mutable_grad().copy_(summed);
+    } else {
+      p.mutable_grad() = summed.clone();
+    }
+    offset += p.numel();
+  }
+  const torch::Tensor tail = flat.slice(0, offset).to(torch::kCPU);
+  for (size_t i = 0; i < extras.size(); ++i) extras[i] = tail[static_cast<int64_t>(i)].item<double>();
+  return absl::OkStatus();
+}
+
+bool GradientsFinite(const std::vector<torch::Tensor>& parameters) {
+  torch::NoGradGuard no_grad;
+  for (const torch::Tensor& p : parameters) {
+    if (p.grad().defined() && !torch::isfinite(p.grad()).all().item<bool>()) return false;
+  }
+  return true;
 }
 
 // The learning-rate schedule over the whole job, and where this round starts in it.
@@ -102,9 +232,21 @@ struct LoopResult {
   double last_epoch_loss = 0;  // mean training loss over the round's last epoch
 };
 
-// Shuffled epochs of fixed-size batches, the batch order fixed by `shuffle_seed`.
-LoopResult TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Dataset& train, uint64_t shuffle_seed,
-                      int64_t steps_per_round, const Schedule& schedule) {
+// Where one step runs: the device, the precision, and the worker group (null: alone).
+struct StepContext {
+  torch::Device device;
+  std::string precision;
+  Collective* group = nullptr;
+  int rank() const { return group == nullptr ? 0 : group->rank(); }
+  int size() const { return group == nullptr ? 1 : group->size(); }
+};
+
+// Shuffled epochs of fixed-size batches, the batch order fixed by `shuffle_seed`. Each worker
+// takes its shard of every batch; the loss is summed over the shard and divided by the whole
+// batch's size, so the group's summed gradient is the whole batch's mean gradient.
+absl::StatusOr<LoopResult> TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Dataset& train,
+                                      uint64_t shuffle_seed, int64_t steps_per_round, const Schedule& schedule,
+                                      const StepContext& where) {
   const core::TrainingConfig& config = schedule.config;
   const int64_t n = static_cast<int64_t>(train.size());
   const int64_t batch = std::min<int64_t>(config.batch_size, n);
@@ -112,6 +254,9 @@ LoopResult TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Datase
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(shuffle_seed);
+  std::vector<torch::Tensor> parameters = net->parameters();
+  std::optional<LossScaler> scaler;
+  if (where.precision == "fp16") scaler.emplace();
 
   LoopResult result;
   double epoch_loss = 0;
@@ -122,15 +267,42 @@ LoopResult TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Datase
     epoch_loss = 0;
     epoch_batches = 0;
     for (int64_t begin = 0; begin < n && result.steps < steps_per_round; begin += batch) {
-      const torch::Tensor idx = perm.slice(0, begin, std::min(n, begin + batch));
-      const torch::Tensor xb = x.index_select(0, idx), yb = y.index_select(0, idx);
+      const int64_t size = std::min(n, begin + batch) - begin;
+      const Shard shard = ShardOf(size, where.rank(), where.size());
       SetLearningRate(optimizer, schedule.At(result.steps));
       optimizer.zero_grad();
-      torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(xb), yb);
-      loss.backward();
-      if (config.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), config.max_grad_norm);
-      optimizer.step();
-      epoch_loss += loss.item<double>();
+      double loss_sum = 0;
+      if (shard.end > shard.begin) {
+        const torch::Tensor idx = perm.slice(0, begin + shard.begin, begin + shard.end);
+        const torch::Tensor xb = ToDevice(x, idx, where.device), yb = ToDevice(y, idx, where.device);
+        torch::Tensor loss;
+        {
+          AutocastScope autocast(where.device, where.precision);
+          loss = torch::nn::functional::cross_entropy(
+              net->forward(xb).to(torch::kFloat32), yb,
+              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+        }
+        (scaler ? loss * (scaler->scale() / static_cast<double>(size)) : loss / static_cast<double>(size)).backward();
+        loss_sum = loss.item<double>();
+      }
+      if (where.group != nullptr) {
+        std::vector<double> extras = {loss_sum};
+        if (absl::Status s = AllReduceGradients(*where.group, parameters, extras); !s.ok()) return s;
+        loss_sum = extras[0];
+      }
+      bool take_step = true;
+      if (scaler) {
+        torch::NoGradGuard no_grad;
+        for (torch::Tensor& p : parameters) {
+          if (p.grad().defined()) p.mutable_grad().div_(scaler->scale());
+        }
+        take_step = scaler->Update(GradientsFinite(parameters));
+      }
+      if (take_step) {
+        if (config.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters, config.max_grad_norm);
+        optimizer.step();
+      }
+      epoch_loss += loss_sum / static_cast<double>(size);
       ++epoch_batches;
       ++result.steps;
     }
@@ -139,17 +311,55 @@ LoopResult TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Datase
   return result;
 }
 
+// Where DP-SGD's randomness comes from: each step's Poisson-sampling seed (worker 0 draws it
+// and the group shares it, so every worker sees the same batch) and the noise (worker 0's
+// alone). From the OS's secure randomness, or from a fixed seed in tests.
+class DpRandomness {
+ public:
+  static absl::StatusOr<DpRandomness> Create(std::optional<uint64_t> test_seed) {
+    if (test_seed) {
+      return DpRandomness(std::nullopt, at::make_generator<at::CPUGeneratorImpl>(*test_seed), *test_seed);
+    }
+    absl::StatusOr<SecureGenerator> secure = SecureGenerator::Create();
+    if (!secure.ok()) return secure.status();
+    at::Generator noise = secure->generator();
+    return DpRandomness(std::move(*secure), std::move(noise), 0);
+  }
+  absl::StatusOr<uint64_t> NextSampleSeed() {
+    if (!secure_) return test_seeds_();
+    return OsRandom64();
+  }
+  // The generator for this step's noise, freshly reseeded when secure.
+  absl::StatusOr<at::Generator*> Noise() {
+    if (secure_) {
+      if (absl::Status s = secure_->Reseed(); !s.ok()) return s;
+      return &secure_->generator();
+    }
+    return &test_noise_;
+  }
+
+ private:
+  DpRandomness(std::optional<SecureGenerator> secure, at::Generator test_noise, uint64_t test_seed)
+      : secure_(std::move(secure)), test_noise_(std::move(test_noise)), test_seeds_(test_seed ^ 0x9e3779b97f4a7c15ULL) {}
+  std::optional<SecureGenerator> secure_;
+  at::Generator test_noise_;
+  std::mt19937_64 test_seeds_;
+};
+
 // DP-SGD (training/dp_sgd.h): `spend.steps` steps on Poisson-sampled batches, each on the
-// privatized gradient. Sampling and noise come from a SecureGenerator, not the job seed.
+// privatized gradient. With a group, each worker clips the per-example gradients of its
+// shard of the sample, worker 0 adds the noise, and the sum over workers is the same
+// privatized gradient one worker would compute from the whole sample.
 absl::StatusOr<LoopResult> TrainDpSgd(CohortNet& net, const ModelSpec& spec, torch::optim::Optimizer& optimizer,
-                                      Dataset& train, const DpSgdSpend& spend, const Schedule& schedule) {
+                                      Dataset& train, const DpSgdSpend& spend, const Schedule& schedule,
+                                      const StepContext& where, std::optional<uint64_t> test_seed) {
   std::vector<std::string> labels;
   for (size_t i = 0; i < spec.layers.size(); ++i) {
     labels.push_back(absl::StrCat("model_config.layers[", i, "] (", spec.layers[i].type, ")"));
   }
   absl::StatusOr<PerExampleGradients> engine = PerExampleGradients::Create(net->layers(), std::move(labels));
   if (!engine.ok()) return engine.status();
-  absl::StatusOr<SecureGenerator> random = SecureGenerator::Create();
+  absl::StatusOr<DpRandomness> random = DpRandomness::Create(test_seed);
   if (!random.ok()) return random.status();
 
   const int64_t n = static_cast<int64_t>(train.size());
@@ -165,16 +375,50 @@ absl::StatusOr<LoopResult> TrainDpSgd(CohortNet& net, const ModelSpec& spec, tor
       epoch_loss = 0;
       epoch_examples = 0;
     }
-    if (absl::Status s = random->Reseed(); !s.ok()) return s;
-    const torch::Tensor idx = PoissonSample(n, spend.sampling_rate, random->generator());
+    uint64_t sample_seed = 0;
+    if (where.rank() == 0) {
+      absl::StatusOr<uint64_t> drawn = random->NextSampleSeed();
+      if (!drawn.ok()) return drawn.status();
+      sample_seed = *drawn;
+    }
+    if (where.group != nullptr) {
+      if (absl::Status s = where.group->Broadcast(std::as_writable_bytes(std::span<uint64_t>(&sample_seed, 1)), 0);
+          !s.ok()) {
+        return s;
+      }
+    }
+    at::Generator sampler = at::make_generator<at::CPUGeneratorImpl>(sample_seed);
+    const torch::Tensor sample = PoissonSample(n, spend.sampling_rate, sampler);
+    const Shard shard = ShardOf(sample.size(0), where.rank(), where.size());
+    const torch::Tensor idx = sample.slice(0, shard.begin, shard.end);
     DpStepStats stats;
-    std::vector<torch::Tensor> gradient = PrivatizedGradient(*engine, parameters, x.index_select(0, idx),
-                                                             y.index_select(0, idx), spend, random->generator(), &stats);
-    SetLearningRate(optimizer, schedule.At(step));
+    std::vector<torch::Tensor> gradient;
+    {
+      AutocastScope autocast(where.device, where.precision);
+      gradient = ClippedGradientSum(*engine, parameters, ToDevice(x, idx, where.device), ToDevice(y, idx, where.device),
+                                    spend.clip_norm, &stats);
+    }
+    if (where.rank() == 0) {
+      absl::StatusOr<at::Generator*> noise = random->Noise();
+      if (!noise.ok()) return noise.status();
+      AddGaussianNoise(gradient, spend.noise_multiplier * spend.clip_norm, **noise);
+    }
     for (size_t i = 0; i < parameters.size(); ++i) parameters[i].mutable_grad() = std::move(gradient[i]);
+    double loss_sum = stats.loss_sum, examples = static_cast<double>(stats.batch_size);
+    if (where.group != nullptr) {
+      std::vector<double> extras = {loss_sum, examples};
+      if (absl::Status s = AllReduceGradients(*where.group, parameters, extras); !s.ok()) return s;
+      loss_sum = extras[0];
+      examples = extras[1];
+    }
+    {
+      torch::NoGradGuard no_grad;
+      for (torch::Tensor& p : parameters) p.mutable_grad().div_(spend.expected_batch_size);
+    }
+    SetLearningRate(optimizer, schedule.At(step));
     optimizer.step();
-    epoch_loss += stats.loss_sum;
-    epoch_examples += stats.batch_size;
+    epoch_loss += loss_sum;
+    epoch_examples += static_cast<int64_t>(examples);
     ++result.steps;
   }
   result.last_epoch_loss = epoch_examples > 0 ? epoch_loss / static_cast<double>(epoch_examples) : 0;
@@ -187,26 +431,53 @@ struct LocalTrainer::Impl {
   ModelSpec spec;
   Dataset train, eval;
   uint64_t seed;
+  TrainerOptions options;
   CohortNet net;
-  Impl(const ModelSpec& s, Dataset t, Dataset e, uint64_t sd)
-      : spec(s), train(std::move(t)), eval(std::move(e)), seed(sd), net(s) {}
+  std::string device;  // where net lives: empty until the first round moves it
+  Impl(const ModelSpec& s, Dataset t, Dataset e, uint64_t sd, TrainerOptions o)
+      : spec(s), train(std::move(t)), eval(std::move(e)), seed(sd), options(std::move(o)), net(s) {}
 };
 
+namespace {
+
+// What worker 0 tells the others once, at Create: the model and how many rows it trains on.
+std::string HelloText(const ModelSpec& spec, size_t train_rows) {
+  return nlohmann::json{{"model_config", spec.config}, {"train_rows", train_rows}}.dump();
+}
+
+}  // namespace
+
 LocalTrainer::LocalTrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-LocalTrainer::~LocalTrainer() = default;
+
+LocalTrainer::~LocalTrainer() {
+  // Worker 0 releases the others; if the group already failed they are gone or will fail.
+  if (Collective* group = impl_->options.group; group != nullptr && group->rank() == 0) {
+    RoundOrder stop;
+    stop.stop = true;
+    (void)SendRoundOrder(*group, stop, nullptr);
+  }
+}
 
 size_t LocalTrainer::num_train_examples() const { return impl_->train.size(); }
+std::string LocalTrainer::device() const { return impl_->device; }
 
 absl::StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const ModelSpec& spec, Dataset train, Dataset eval,
-                                                                   uint64_t seed) {
+                                                                   uint64_t seed, TrainerOptions options) {
   if (absl::Status s = CheckShape(spec, train, "training"); !s.ok()) return s;
   if (eval.size() > 0) {
     if (absl::Status s = CheckShape(spec, eval, "held-out"); !s.ok()) return s;
   }
   if (train.size() == 0) return absl::InvalidArgumentError("training data is empty");
+  if (!options.device.empty()) {
+    if (absl::Status s = core::CheckDeviceName(options.device, "--device"); !s.ok()) return s;
+  }
+  if (Collective* group = options.group; group != nullptr && group->rank() == 0) {
+    std::string hello = HelloText(spec, train.size());
+    if (absl::Status s = BroadcastString(*group, hello, 0); !s.ok()) return s;
+  }
   try {
     return std::unique_ptr<LocalTrainer>(
-        new LocalTrainer(std::make_unique<Impl>(spec, std::move(train), std::move(eval), seed)));
+        new LocalTrainer(std::make_unique<Impl>(spec, std::move(train), std::move(eval), seed, std::move(options))));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("building the model failed: ", e.what_without_backtrace()));
   }
@@ -216,16 +487,38 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
                                                      const core::TrainingConfig& config, uint64_t round,
                                                      uint64_t total_rounds, const core::PrivacyConfig& privacy) {
   const auto started = std::chrono::steady_clock::now();
+  Collective* group = impl_->options.group;
+  if (group != nullptr && group->rank() == 0) {
+    RoundOrder order{false, config, privacy, round, total_rounds};
+    if (absl::Status s = SendRoundOrder(*group, order, &global); !s.ok()) return s;
+  }
   std::optional<DpSgdSpend> spend;
   if (privacy.mechanism == "dp_sgd") {
     absl::StatusOr<DpSgdSpend> planned = PlanDpSgdRound(privacy, config, impl_->train.size(), total_rounds);
     if (!planned.ok()) return planned.status();
     spend = *planned;
   }
+  absl::StatusOr<std::string> device =
+      ResolveDevice(impl_->options.device.empty() ? config.device : impl_->options.device);
+  if (!device.ok()) return device.status();
+  if (config.precision == "fp16" && *device == "cpu") {
+    return absl::InvalidArgumentError(
+        "training_config.precision: \"fp16\" needs a CUDA device, and this site trains on the CPU; use \"bf16\"");
+  }
+  if (config.precision == "fp16" && spend) {
+    return absl::InvalidArgumentError(
+        "training_config.precision: \"fp16\" is not supported with privacy.mechanism \"dp_sgd\" (its loss scaling "
+        "would scale the per-example gradients before clipping); use \"bf16\" or \"fp32\"");
+  }
   try {
     CohortNet& net = impl_->net;
+    if (impl_->device != *device) {  // the model stays on its device across rounds
+      net->to(torch::Device(*device));
+      impl_->device = *device;
+    }
     if (absl::Status s = LoadParameters(net, global); !s.ok()) return s;
-    torch::manual_seed(impl_->seed * 1000003 + round);
+    // Dropout masks differ per worker: each drops units of its own examples.
+    torch::manual_seed(impl_->seed * 1000003 + round + (group == nullptr ? 0 : 7777u * group->rank()));
     net->train();
     std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(net, config);
 
@@ -233,13 +526,15 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     const int64_t steps_per_round = StepsPerRound(config, impl_->train.size());
     const Schedule schedule{config, steps_per_round * static_cast<int64_t>(round - 1),
                             steps_per_round * static_cast<int64_t>(total_rounds)};
+    const StepContext where{torch::Device(*device), config.precision, group};
     absl::StatusOr<LoopResult> loop =
-        spend ? TrainDpSgd(net, impl_->spec, *optimizer, impl_->train, *spend, schedule)
-              : TrainPlain(net, *optimizer, impl_->train, impl_->seed * 7919 + round, steps_per_round, schedule);
+        spend ? TrainDpSgd(net, impl_->spec, *optimizer, impl_->train, *spend, schedule, where,
+                           impl_->options.dp_sgd_seed_for_tests)
+              : TrainPlain(net, *optimizer, impl_->train, impl_->seed * 7919 + round, steps_per_round, schedule, where);
     if (!loop.ok()) return loop.status();
 
     RoundResult result;
-    result.delta = ExtractParameters(net, global.manifest());
+    result.delta = ExtractParameters(net, global.manifest());  // back to host memory, once per round
     std::span<float> d = result.delta.floats();
     std::span<const float> g = global.floats();
     for (size_t i = 0; i < d.size(); ++i) d[i] -= g[i];
@@ -259,6 +554,42 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     return result;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("training round ", round, " failed: ", e.what_without_backtrace()));
+  }
+}
+
+absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options) {
+  Collective* group = options.group;
+  if (group == nullptr || group->rank() == 0) {
+    return absl::InvalidArgumentError("RunFollower is for workers 1..W-1 of a group");
+  }
+  std::string hello;
+  if (absl::Status s = BroadcastString(*group, hello, 0); !s.ok()) return s;
+  absl::StatusOr<nlohmann::json> json = core::ParseBoundedJson(hello, core::kTaskConfigJson, "model from worker 0");
+  if (!json.ok()) return json.status();
+  if (!json->contains("model_config") || !json->contains("train_rows") || !(*json)["train_rows"].is_number_unsigned()) {
+    return absl::DataLossError("worker 0 sent no model_config and train_rows");
+  }
+  const uint64_t rows = (*json)["train_rows"].get<uint64_t>();
+  const std::string me = absl::StrCat("worker ", group->rank(), " of ", group->size());
+  if (rows != train.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(me, " holds ", train.size(), " training rows but worker 0 holds ",
+                                                      rows, ": every worker of a site must load the same data "
+                                                      "(same --data, --shard, --seed, --train-subset)"));
+  }
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec((*json)["model_config"]);
+  if (!spec.ok()) return spec.status();
+  absl::StatusOr<std::unique_ptr<LocalTrainer>> trainer =
+      LocalTrainer::Create(*spec, std::move(train), Dataset{}, seed, std::move(options));
+  if (!trainer.ok()) return trainer.status();
+  core::ParameterSet global(spec->ParameterManifest());
+  while (true) {
+    absl::StatusOr<RoundOrder> order = ReceiveRoundOrder(*group, global);
+    if (!order.ok()) return order.status();
+    if (order->stop) return absl::OkStatus();
+    SetTrainingThreads(static_cast<int>(order->config.threads));
+    absl::StatusOr<RoundResult> result =
+        (*trainer)->TrainRound(global, order->config, order->round, order->total_rounds, order->privacy);
+    if (!result.ok()) return absl::Status(result.status().code(), absl::StrCat(me, ": ", result.status().message()));
   }
 }
 

@@ -25,12 +25,36 @@ struct RoundResult {
   std::optional<DpSgdSpend> dp_sgd;
 };
 
+class Collective;  // training/data_parallel.h
+
+struct TrainerOptions {
+  // Overrides training_config.device when not empty (`cohort client --device`).
+  std::string device;
+  // Data parallelism: this site's worker group (training/data_parallel.h), which must outlive
+  // the trainer. Null: this process trains alone. With a group of W workers, every worker
+  // holds the same training rows and seed, walks the same batches, and computes the gradient
+  // of its shard (training::ShardOf) of each batch scaled by 1 / (whole batch size); the sum
+  // over workers is then exactly the whole batch's mean gradient, also when shards are
+  // unequal, so every worker takes the step one worker would take alone. Under DP-SGD each
+  // worker clips its own examples before the sum, worker 0 draws each step's Poisson sample
+  // seed (shared by broadcast) and adds the noise, once. Worker 0 (the one that talks to the
+  // server) calls TrainRound, which first sends the round's order and the global model to the
+  // others (RunFollower); its destructor tells them to stop.
+  Collective* group = nullptr;
+  // Tests only: DP-SGD's sampling seeds and noise come from this seed instead of the OS's
+  // secure randomness, so that two runs can be compared. Never set it where privacy matters:
+  // whoever knows it can subtract the noise.
+  std::optional<uint64_t> dp_sgd_seed_for_tests;
+};
+
 // Trains one site's model, round after round, on its own data.
 class LocalTrainer {
  public:
   // `seed` fixes batch order and dropout; `train` and `eval` must match spec.input_shape.
+  // With options.group, worker 0 sends the model spec and the number of training rows to the
+  // others here, so every worker must be running RunFollower (or fail).
   static absl::StatusOr<std::unique_ptr<LocalTrainer>> Create(const ModelSpec& spec, Dataset train, Dataset eval,
-                                                              uint64_t seed);
+                                                              uint64_t seed, TrainerOptions options = {});
   ~LocalTrainer();
   LocalTrainer(const LocalTrainer&) = delete;
   LocalTrainer& operator=(const LocalTrainer&) = delete;
@@ -46,12 +70,20 @@ class LocalTrainer {
                                          uint64_t round, uint64_t total_rounds,
                                          const core::PrivacyConfig& privacy = {});
   size_t num_train_examples() const;
+  // The device the model lives on ("cpu", "cuda:0"); empty before the first round.
+  std::string device() const;
 
  private:
   struct Impl;
   explicit LocalTrainer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// Workers 1..W-1 of a data-parallel site (options.group set, rank > 0): receives the model
+// spec from worker 0's LocalTrainer::Create, then trains every round worker 0 orders, until it
+// stops the group (OK) or the group fails (the collective's error). `train` must be the same
+// rows as worker 0's; `seed` the same seed.
+absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options);
 
 // Mean cross-entropy and accuracy of `parameters` on `data`.
 absl::StatusOr<core::EvalMetrics> Evaluate(const ModelSpec& spec, const core::ParameterSet& parameters,

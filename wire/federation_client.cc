@@ -123,6 +123,7 @@ absl::StatusOr<Session> FederationClient::Join(const std::string& site, uint64_t
   request.set_job_id(options.job_id);
   request.set_site(site);
   request.set_num_samples(num_samples);
+  if (options.ledger) *request.mutable_ledger() = *options.ledger;
   if (options.public_key_as_sent != nullptr) {
     request.set_client_public_key(*options.public_key_as_sent);
   } else {
@@ -218,6 +219,7 @@ v1::UpdateHeader FederationClient::UpdateHeaderFor(const Session& session, const
   header.set_chunk_bytes(static_cast<uint32_t>(info.chunk_bytes));
   ToProto(info.metrics, header.mutable_metrics());
   if (info.privacy_spend) *header.mutable_privacy_spend() = *info.privacy_spend;
+  if (info.ledger) *header.mutable_ledger() = *info.ledger;
   return header;
 }
 

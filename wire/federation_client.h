@@ -61,6 +61,9 @@ struct JoinOptions {
   // Tests: send these bytes as the public key instead of the pair's (a key the server
   // must refuse).
   const std::string* public_key_as_sent = nullptr;
+  // Where the site's privacy ledger stands (the server checks it against its anchor);
+  // unset: reported as no ledger.
+  std::optional<v1::LedgerPosition> ledger{};
 };
 
 struct PullOptions {
@@ -87,6 +90,7 @@ struct UpdateInfo {
   size_t chunk_bytes = 0;           // plaintext bytes per chunk: the task's chunk_bytes
   core::TrainMetrics metrics{};
   std::optional<v1::PrivacySpend> privacy_spend{};  // under DP-SGD
+  std::optional<v1::LedgerPosition> ledger{};        // under DP-SGD: the ledger with this spend
 };
 
 // The UpdateInfo of an update answering TRAIN `task`: its round, the model version it

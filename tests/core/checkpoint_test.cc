@@ -34,17 +34,29 @@ std::vector<std::string> EntriesOf(const fs::path& dir) {
   return out;
 }
 
+CheckpointKey KeyOf(char fill) {
+  CheckpointKey key;
+  key.bytes.fill(std::byte(fill));
+  return key;
+}
+const CheckpointKey kKey = KeyOf('k');
+
 Checkpoint ExampleCheckpoint() {
   Checkpoint c;
   c.job = "fmnist-cnn";
   c.round = 17;
-  c.model_version = 18;
+  c.model_version = 17;
   c.summary = {{"eval_accuracy", 0.8812}, {"clients", {"site-1", "site-2"}}, {"loss", 0.33}};
   c.model = ParameterSet(Manifest({{"layers.1.weight", DType::kFloat32, {6, 1, 2, 2}},
                                    {"layers.1.bias", DType::kFloat32, {6}},
                                    {"num_batches_tracked", DType::kInt64, {}}}));
+  // Finite weights (a NaN or infinity is refused), every byte position distinct.
   std::span<std::byte> b = c.model.bytes();
-  for (size_t i = 0; i < b.size(); ++i) b[i] = std::byte((i * 37 + 11) & 0xff);
+  for (size_t i = 0; i + 4 <= 30 * 4; i += 4) {
+    const float v = 0.37f * static_cast<float>(i) - 11.0f;
+    std::memcpy(&b[i], &v, 4);
+  }
+  for (size_t i = 30 * 4; i < b.size(); ++i) b[i] = std::byte((i * 37 + 11) & 0xff);
   return c;
 }
 
@@ -52,12 +64,12 @@ TEST(CheckpointTest, RoundTripsJobRoundVersionSummaryAndModel) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
   const Checkpoint written = ExampleCheckpoint();
-  ASSERT_TRUE(WriteCheckpoint(path, written).ok());
-  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+  ASSERT_TRUE(WriteCheckpoint(path, written, kKey).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path, kKey);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->job, "fmnist-cnn");
   EXPECT_EQ(read->round, 17u);
-  EXPECT_EQ(read->model_version, 18u);
+  EXPECT_EQ(read->model_version, 17u);
   EXPECT_EQ(read->summary, written.summary);
   EXPECT_EQ(read->model.manifest(), written.model.manifest());
   ASSERT_EQ(read->model.bytes().size(), written.model.bytes().size());
@@ -68,16 +80,16 @@ TEST(CheckpointTest, RoundTripsJobRoundVersionSummaryAndModel) {
 TEST(CheckpointTest, FileStartsWithTheDocumentedMagicAndVersion) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
-  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint(), kKey).ok());
   absl::StatusOr<std::string> bytes = storage::ReadFile(path);
   ASSERT_TRUE(bytes.ok());
   ASSERT_GT(bytes->size(), 16u);
   EXPECT_EQ(bytes->substr(0, 8), "COHORTCK");
-  EXPECT_EQ(bytes->substr(8, 4), std::string("\x01\x00\x00\x00", 4));
-  // Header length, then header, then the model, then a 4-byte CRC.
+  EXPECT_EQ(bytes->substr(8, 4), std::string("\x02\x00\x00\x00", 4));
+  // Header length, then header, then the model, then a 32-byte HMAC-SHA256.
   uint32_t header_len = 0;
   for (int i = 0; i < 4; ++i) header_len |= uint32_t{static_cast<uint8_t>((*bytes)[12 + i])} << (8 * i);
-  EXPECT_EQ(bytes->size(), 16 + header_len + ExampleCheckpoint().model.bytes().size() + 4);
+  EXPECT_EQ(bytes->size(), 16 + header_len + ExampleCheckpoint().model.bytes().size() + 32);
   EXPECT_EQ((*bytes)[16], '{') << "the header is JSON";
 }
 
@@ -85,8 +97,8 @@ TEST(CheckpointTest, AnEmptyModelRoundTrips) {
   TempDir dir;
   Checkpoint c;
   c.job = "empty";
-  ASSERT_TRUE(WriteCheckpoint(dir.path() / "c", c).ok());
-  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "c");
+  ASSERT_TRUE(WriteCheckpoint(dir.path() / "c", c, kKey).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "c", kKey);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->job, "empty");
   EXPECT_EQ(read->model.manifest().size(), 0u);
@@ -95,14 +107,14 @@ TEST(CheckpointTest, AnEmptyModelRoundTrips) {
 TEST(CheckpointTest, AFlippedByteAnywhereIsDataLossNamingTheFile) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
-  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint(), kKey).ok());
   const std::string original = *storage::ReadFile(path);
-  // Every byte: magic, version, header length, header, model and the CRC trailer.
+  // Every byte: magic, version, header length, header, model and the MAC trailer.
   for (size_t i = 0; i < original.size(); ++i) {
     std::string corrupt = original;
     corrupt[i] = static_cast<char>(corrupt[i] ^ 0x01);
     Overwrite(path, corrupt);
-    absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+    absl::StatusOr<Checkpoint> read = ReadCheckpoint(path, kKey);
     ASSERT_FALSE(read.ok()) << "flipping byte " << i << " of " << original.size() << " went unnoticed";
     ASSERT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << "byte " << i << ": " << read.status();
     ASSERT_THAT(std::string(read.status().message()), HasSubstr(path.string())) << "byte " << i;
@@ -112,30 +124,41 @@ TEST(CheckpointTest, AFlippedByteAnywhereIsDataLossNamingTheFile) {
 TEST(CheckpointTest, EachRegionsCorruptionIsExplained) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
-  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint(), kKey).ok());
   const std::string original = *storage::ReadFile(path);
   auto message_after_flip = [&](size_t i) {
     std::string corrupt = original;
     corrupt[i] = static_cast<char>(corrupt[i] ^ 0x80);
     Overwrite(path, corrupt);
-    return std::string(ReadCheckpoint(path).status().message());
+    return std::string(ReadCheckpoint(path, kKey).status().message());
   };
   EXPECT_THAT(message_after_flip(0), HasSubstr("bad magic"));
-  EXPECT_THAT(message_after_flip(8), HasSubstr("unknown format version"));
-  EXPECT_THAT(message_after_flip(15), HasSubstr("header length past end of file"));
-  EXPECT_THAT(message_after_flip(20), HasSubstr("CRC mismatch"));                    // header
-  EXPECT_THAT(message_after_flip(original.size() - 10), HasSubstr("CRC mismatch"));  // model
-  EXPECT_THAT(message_after_flip(original.size() - 1), HasSubstr("CRC mismatch"));   // trailer
+  EXPECT_THAT(message_after_flip(8), HasSubstr("format version 130, expected 2"));
+  // Everything after the version is under the MAC, checked before any of it is parsed.
+  for (size_t i : {size_t{15}, size_t{20}, original.size() - 40, original.size() - 1}) {
+    EXPECT_THAT(message_after_flip(i), HasSubstr("does not carry this server's MAC")) << "byte " << i;
+  }
+}
+
+TEST(CheckpointTest, ACheckpointWrittenUnderAnotherKeyIsRefused) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint(), KeyOf('x')).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path, kKey);
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("does not carry this server's MAC"));
+  EXPECT_TRUE(ReadCheckpoint(path, KeyOf('x')).ok());
 }
 
 TEST(CheckpointTest, ATruncatedFileIsDataLossAtEveryLength) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
-  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint(), kKey).ok());
   const std::string original = *storage::ReadFile(path);
   for (size_t length = 0; length < original.size(); ++length) {
     Overwrite(path, std::string_view(original).substr(0, length));
-    absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+    absl::StatusOr<Checkpoint> read = ReadCheckpoint(path, kKey);
     ASSERT_FALSE(read.ok()) << "truncated to " << length << " bytes";
     ASSERT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << length << ": " << read.status();
   }
@@ -143,7 +166,7 @@ TEST(CheckpointTest, ATruncatedFileIsDataLossAtEveryLength) {
 
 TEST(CheckpointTest, AMissingFileIsNotFoundRatherThanDataLoss) {
   TempDir dir;
-  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "absent.bin");
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "absent.bin", kKey);
   ASSERT_FALSE(read.ok());
   EXPECT_EQ(read.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(read.status().message()), HasSubstr("absent.bin"));
@@ -152,12 +175,13 @@ TEST(CheckpointTest, AMissingFileIsNotFoundRatherThanDataLoss) {
 TEST(CheckpointTest, WritingAgainReplacesTheCheckpoint) {
   TempDir dir;
   const fs::path path = dir.path() / "checkpoint.bin";
-  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint()).ok());
+  ASSERT_TRUE(WriteCheckpoint(path, ExampleCheckpoint(), kKey).ok());
   Checkpoint next = ExampleCheckpoint();
   next.round = 18;
+  next.model_version = 18;
   next.model.bytes()[0] = std::byte{0xAB};
-  ASSERT_TRUE(WriteCheckpoint(path, next).ok());
-  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path);
+  ASSERT_TRUE(WriteCheckpoint(path, next, kKey).ok());
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(path, kKey);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->round, 18u);
   EXPECT_EQ(read->model.bytes()[0], std::byte{0xAB});

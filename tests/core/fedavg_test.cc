@@ -661,6 +661,25 @@ TEST(SealedSpoolTest, AfterAChunkRefusedInPlaceTheReceiverTakesNothingMore) {
   EXPECT_FALSE(receiver->Finish(1, "a").ok());
 }
 
+// The server keeps each upload's receiver in the upload's state and moves it there: a
+// refusal must move with it, or a client could send the right chunk after a forged one.
+TEST(SealedSpoolTest, AReceiverMovedAfterARefusalStillTakesNothingMore) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  auto codec = std::make_shared<const XorCodec>(5);
+  const std::vector<float> values = RandomValues(1000, 9);
+  const uint32_t count = ChunkCount(m.total_bytes(), kChunkBytes);
+  absl::StatusOr<UpdateReceiver> receiver = UpdateReceiver::Open(m, count, kChunkBytes, dir.path() / "u", {}, codec);
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  std::vector<std::byte> bad = codec->Encode(0, ChunkOf(AsBytes(values), 0, kChunkBytes));
+  bad[0] ^= std::byte{0x40};
+  EXPECT_EQ(receiver->AddChunkInPlace(0, count, bad).code(), absl::StatusCode::kDataLoss);
+  UpdateReceiver moved(std::move(*receiver));
+  std::vector<std::byte> good = codec->Encode(0, ChunkOf(AsBytes(values), 0, kChunkBytes));
+  EXPECT_EQ(moved.AddChunkInPlace(0, count, good).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(moved.Finish(1, "a").ok());
+}
+
 TEST(SealedSpoolTest, AChunkAlteredAtRestFailsTheFoldNamingTheClient) {
   TempDir dir;
   const Manifest m = ModelManifest();

@@ -19,6 +19,7 @@ using json = nlohmann::json;
 // Every key of every section, each set to a value other than its default.
 json FullConfig() {
   return json::parse(R"({
+    "job_type": "horizontal",
     "job": {"name": "fmnist-cnn", "seed": 7},
     "model_config": {"name": "niid_cnn", "input_shape": [1, 28, 28], "num_classes": 10,
                      "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 10}]},
@@ -27,7 +28,7 @@ json FullConfig() {
       "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.0005,
       "lr_scheduler": "cosine", "warmup_steps": 100, "min_learning_rate": 0.001,
       "max_grad_norm": 1.5, "local_epochs": 2, "batch_size": 32, "max_steps_per_round": 50,
-      "eval_batch_size": 500, "threads": 2
+      "eval_batch_size": 500, "threads": 2, "device": "cpu", "precision": "bf16"
     },
     "federation": {
       "rounds": 30, "clients_per_round": 10, "min_clients": 8, "round_timeout_s": 120.5,

@@ -188,7 +188,8 @@ TEST(FederationTest, AServerKilledMidJobResumesFromItsCheckpointAndTheClientsCar
   std::ofstream(dir / "job.json") << job.dump();
   const std::string port = std::to_string(20000 + ::getpid() % 20000);
   const std::vector<std::string> server_args = {"server", "--insecure", "--config", (dir / "job.json").string(),
-                                                "--listen", "127.0.0.1:" + port, "--out", (dir / "out").string()};
+                                                "--listen", "127.0.0.1:" + port, "--out", (dir / "out").string(),
+                                                "--state", (dir / "state").string()};
   pid_t server = Spawn(server_args, dir / "server1.log");
   std::vector<pid_t> clients;
   for (int i = 0; i < 2; ++i) {

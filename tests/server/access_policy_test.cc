@@ -32,7 +32,8 @@ std::vector<std::string> ProtocolMethods() {
   std::vector<std::string> methods;
   const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
   for (const google::protobuf::ServiceDescriptor* service :
-       {pool->FindServiceByName("cohort.v1.Federation"), pool->FindServiceByName("cohort.v1.Admin")}) {
+       {pool->FindServiceByName("cohort.v1.Federation"), pool->FindServiceByName("cohort.v1.Admin"),
+        pool->FindServiceByName("cohort.v1.Vertical")}) {
     EXPECT_NE(service, nullptr);
     if (service == nullptr) continue;
     for (int i = 0; i < service->method_count(); ++i) {
@@ -163,6 +164,18 @@ std::map<std::string, Call> Calls() {
     v1::DeclineReply r;
     return v1::Federation::NewStub(std::shared_ptr<grpc::Channel>(&ch, [](auto*) {}))
         ->Decline(&c, v1::DeclineRequest(), &r);
+  };
+  // A horizontal job's server answers a site's Exchange with FAILED_PRECONDITION (it runs no
+  // vertical job), everyone else's with PERMISSION_DENIED.
+  calls["/cohort.v1.Vertical/Exchange"] = [=](grpc::Channel& ch) {
+    grpc::ClientContext c;
+    deadline(c);
+    auto stream = v1::Vertical::NewStub(std::shared_ptr<grpc::Channel>(&ch, [](auto*) {}))->Exchange(&c);
+    stream->WritesDone();
+    v1::VerticalMessage m;
+    while (stream->Read(&m)) {
+    }
+    return stream->Finish();
   };
   auto admin = [](grpc::Channel& ch) { return v1::Admin::NewStub(std::shared_ptr<grpc::Channel>(&ch, [](auto*) {})); };
   calls["/cohort.v1.Admin/GetStatus"] = [=](grpc::Channel& ch) {

@@ -139,7 +139,7 @@ TEST(FederatedJobTest, ARoundCompletesWithoutAClientThatStopsResponding) {
   EXPECT_EQ(summary["status"], "finished");
   EXPECT_EQ(summary["rounds"][0]["clients_reported"], 2);
   // The checkpoint holds the average of the two who reported.
-  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin");
+  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin", testing::CheckpointKeyOf(served.out_dir()));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
   EXPECT_EQ(checkpoint->round, 1u);
   for (float v : checkpoint->model.floats()) ASSERT_EQ(v, 3.0f);
@@ -178,7 +178,7 @@ TEST(FederatedJobTest, ARestartedServerResumesFromItsCheckpoint) {
   core::ParameterSet model(SmallManifest());
   for (float& v : model.floats()) v = 7.0f;
   nlohmann::json summary = {{"job", "test-job"}, {"status", "running"}, {"rounds", nlohmann::json::array({{{"round", 1}}})}};
-  ASSERT_TRUE(core::WriteCheckpoint(out / "checkpoint.bin", {"test-job", 1, 1, summary, model}).ok());
+  ASSERT_TRUE(core::WriteCheckpoint(out / "checkpoint.bin", {"test-job", 1, 1, summary, model}, testing::CheckpointKeyOf(out)).ok());
   // What a server killed mid-round leaves in its spool: a partial upload and a kept file.
   std::filesystem::create_directories(out / "spool");
   for (const char* name : {"round-2-site-a-1.update", "round-1-site-b-2.update.kept-0", "operator-notes.txt"}) {
@@ -231,7 +231,7 @@ TEST(FederatedJobTest, ASiteDeclaringAHugeCountCannotTakeOverTheGlobalModel) {
     ASSERT_TRUE(served.Push(site, 1, version, std::vector<float>(kFloats, 0.1f), 100).ok()) << site;
   }
   ASSERT_TRUE(served.Wait().ok());
-  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin");
+  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin", testing::CheckpointKeyOf(served.out_dir()));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   double norm = 0, initial_norm = static_cast<double>(kFloats);
   for (float v : checkpoint->model.floats()) norm += static_cast<double>(v) * v;

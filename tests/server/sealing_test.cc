@@ -56,7 +56,7 @@ void ExpectTheRoundCompletedWithOnly(ServedJob& served, float value, size_t repo
   const nlohmann::json summary = served.job().Status().summary;
   ASSERT_FALSE(summary["rounds"].empty());
   EXPECT_EQ(summary["rounds"].back()["clients_reported"], reported);
-  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin");
+  absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin", testing::CheckpointKeyOf(served.out_dir()));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   for (float v : checkpoint->model.floats()) ASSERT_NEAR(v, value, 1e-6) << "a refused update reached the aggregate";
   // Folded files are kept for reuse under ".kept-N" names; none may still be an update's.

@@ -22,6 +22,7 @@
 
 #include "crypto/key_agreement.h"
 #include "proto/cohort.grpc.pb.h"
+#include "server/checkpoint_key.h"
 #include "server/federated_job.h"
 #include "server/server.h"
 #include "wire/federation_client.h"
@@ -100,6 +101,13 @@ struct SiteKeys {
   crypto::X25519PublicKey server_public{};
   std::shared_ptr<wire::SealedSession> session;
 };
+
+// The key a job served without one authenticates its checkpoints under (OUT/checkpoint.key).
+inline core::CheckpointKey CheckpointKeyOf(const std::filesystem::path& out_dir) {
+  absl::StatusOr<core::CheckpointKey> key = LoadOrCreateCheckpointKeyFile(out_dir / "checkpoint.key");
+  EXPECT_TRUE(key.ok()) << key.status();
+  return key.ok() ? *key : core::CheckpointKey{};
+}
 
 // absl and gRPC share the canonical code numbering.
 inline grpc::Status ToGrpc(const absl::Status& s) {

@@ -94,7 +94,7 @@ TEST(CrashTest, AKilledCheckpointWriterLeavesOneWholeVersion) {
         [&](Acknowledger& ack) {
           for (std::uint64_t round = first;; ++round) {
             if (!core::WriteCheckpoint(path, "crash", round, round, {{"round", round}},
-                                       ModelOfVersion(round))
+                                       ModelOfVersion(round), core::CheckpointKey{})
                      .ok()) {
               return 3;
             }
@@ -104,7 +104,7 @@ TEST(CrashTest, AKilledCheckpointWriterLeavesOneWholeVersion) {
         kill.min_acks, kill.delay);
     const std::uint64_t acknowledged = LastAcknowledged(run, iteration);
 
-    absl::StatusOr<core::Checkpoint> read = core::ReadCheckpoint(path);
+    absl::StatusOr<core::Checkpoint> read = core::ReadCheckpoint(path, core::CheckpointKey{});
     ASSERT_TRUE(read.ok()) << "iteration " << iteration << ": " << read.status();
     EXPECT_GE(read->round, acknowledged) << "an acknowledged checkpoint was lost";
     EXPECT_LE(read->round, acknowledged + 1) << "a version that was never written";

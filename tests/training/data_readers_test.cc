@@ -281,5 +281,127 @@ TEST_F(CsvTest, ReadDatasetDispatchesOnTheDatasetName) {
                                                              "\"cifar10\""));
 }
 
+// ---- Crafted files, written as an attacker (or a broken export) would ----------------
+
+// An IDX header: magic 0x00 0x00 0x08 num_dims, then each dimension big-endian.
+std::string IdxHeader(std::vector<uint32_t> dims) {
+  std::string out = {0, 0, 8, static_cast<char>(dims.size())};
+  for (uint32_t d : dims) {
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((d >> shift) & 0xff);
+  }
+  return out;
+}
+
+class CraftedIdxTest : public ::testing::Test {
+ protected:
+  // Writes the test split's image and label files (not gzip'd: zlib reads them as they
+  // are, as it would any file an attacker left in place of the real ones).
+  absl::StatusOr<Dataset> Read(const std::string& images, const std::string& labels) {
+    WriteFile(dir_.path() / "t10k-images-idx3-ubyte.gz", images);
+    WriteFile(dir_.path() / "t10k-labels-idx1-ubyte.gz", labels);
+    return ReadFashionMnist(dir_.path().string(), Split::kTest);
+  }
+  std::string images_path() const { return (dir_.path() / "t10k-images-idx3-ubyte.gz").string(); }
+  TempDir dir_;
+};
+
+TEST_F(CraftedIdxTest, ReadsASmallWellFormedPair) {
+  std::string pixels;
+  for (int i = 0; i < 3 * 4 * 5; ++i) pixels += static_cast<char>(i * 4);
+  absl::StatusOr<Dataset> d = Read(IdxHeader({3, 4, 5}) + pixels, IdxHeader({3}) + std::string{0, 9, 4});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->example_shape, (std::vector<int64_t>{1, 4, 5}));
+  EXPECT_EQ(d->labels, (std::vector<int64_t>{0, 9, 4}));
+  ASSERT_EQ(d->features.size(), 60u);
+  EXPECT_FLOAT_EQ(d->features[59], 236.0f / 255.0f);
+}
+
+// The attack of issue 14: 65,536 images of 2^24 x 2^24 pixels. The product is 2^64, which
+// wraps to 0 in 64 bits, so a 16-byte image file "matched" its header, and the client
+// aborted when it built tensors of that shape.
+TEST_F(CraftedIdxTest, DimensionsWhoseProductOverflowsAreRefusedNamingTheFile) {
+  absl::StatusOr<Dataset> d =
+      Read(IdxHeader({1u << 16, 1u << 24, 1u << 24}), IdxHeader({1u << 16}) + std::string(1u << 16, '\0'));
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(images_path()));
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("dimension"));
+}
+
+TEST_F(CraftedIdxTest, DimensionsPastTheFileAreRefusedBeforeAnyAllocation) {
+  // 4 billion images of 4 billion x 4 billion pixels, in a file of 20 bytes: refused by the
+  // file's size, not by a failed allocation.
+  absl::StatusOr<Dataset> d = Read(IdxHeader({0xffffffffu, 0xffffffffu, 0xffffffffu}) + "abcd",
+                                   IdxHeader({0xffffffffu}) + "x");
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(images_path()));
+}
+
+TEST_F(CraftedIdxTest, AZeroDimensionIsRefused) {
+  absl::StatusOr<Dataset> d = Read(IdxHeader({2, 0, 28}) + "ab", IdxHeader({2}) + std::string(2, '\1'));
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("IDX dimension 1 is 0"));
+}
+
+TEST_F(CraftedIdxTest, TrailingBytesAndShortFilesAreRefused) {
+  const std::string labels = IdxHeader({1}) + std::string(1, '\2');
+  absl::StatusOr<Dataset> longer = Read(IdxHeader({1, 2, 2}) + "abcdE", labels);
+  ASSERT_FALSE(longer.ok());
+  EXPECT_THAT(std::string(longer.status().message()), HasSubstr("trailing bytes"));
+  absl::StatusOr<Dataset> header_cut = Read(IdxHeader({1, 2, 2}).substr(0, 9), labels);
+  ASSERT_FALSE(header_cut.ok());
+  EXPECT_THAT(std::string(header_cut.status().message()), HasSubstr("not an IDX3 image file"));
+}
+
+TEST_F(CraftedIdxTest, ALabelOutOfRangeIsNamed) {
+  absl::StatusOr<Dataset> d = Read(IdxHeader({2, 1, 1}) + "ab", IdxHeader({2}) + std::string{1, 10});
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("label 1 is 10, expected 0 to 9"));
+}
+
+TEST_F(CsvTest, AnIntegerLabelPastTheClassBoundIsRefused) {
+  // INT64_MAX as a label made num_classes overflow (max + 1); any huge label asked the
+  // model for that many outputs.
+  const std::string path = Write("huge.csv", "label,x\n9223372036854775807,1\n0,2\n");
+  absl::StatusOr<Dataset> d = ReadCsv(path, "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("label 9223372036854775807"));
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(path));
+}
+
+TEST_F(CsvTest, TooManyDistinctStringLabelsAreRefused) {
+  std::string text = "label,x\n";
+  for (int i = 0; i <= 65536; ++i) text += "c" + std::to_string(i) + ",1\n";
+  absl::StatusOr<Dataset> d = ReadCsv(Write("classes.csv", text), "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("65537 distinct labels"));
+}
+
+TEST_F(CsvTest, NonFiniteAndOutOfRangeFeaturesAreRefused) {
+  for (const std::string value : {"nan", "inf", "-1e39", "1e400"}) {
+    absl::StatusOr<Dataset> d = ReadCsv(Write("f.csv", "label,x\n0," + value + "\n"), "label");
+    ASSERT_FALSE(d.ok()) << value;
+    EXPECT_THAT(std::string(d.status().message()), HasSubstr("column \"x\" is not a")) << value;
+  }
+}
+
+TEST_F(CsvTest, AHugeFieldIsQuotedOnlyInPart) {
+  const std::string path = Write("wide.csv", "label,x\n0," + std::string(100000, 'z') + "\n");
+  absl::StatusOr<Dataset> d = ReadCsv(path, "label");
+  ASSERT_FALSE(d.ok());
+  EXPECT_LT(d.status().message().size(), 400u);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("(100000 bytes)"));
+}
+
+TEST_F(CsvTest, AFileWithoutFeaturesOrRowsIsRefused) {
+  absl::StatusOr<Dataset> only_label = ReadCsv(Write("l.csv", "label\n0\n1\n"), "label");
+  ASSERT_FALSE(only_label.ok());
+  EXPECT_THAT(std::string(only_label.status().message()), HasSubstr("at least one feature column"));
+  absl::StatusOr<Dataset> no_rows = ReadCsv(Write("n.csv", "label,x\n\n"), "label");
+  ASSERT_FALSE(no_rows.ok());
+  EXPECT_THAT(std::string(no_rows.status().message()), HasSubstr("no data rows"));
+}
+
 }  // namespace
 }  // namespace cohort::training
