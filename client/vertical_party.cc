@@ -283,6 +283,12 @@ class PartyRun {
     }
     absl::StatusOr<std::vector<size_t>> rows = psi::AlignedRows(final_list, intersection);
     if (!rows.ok()) return rows.status();
+    // The blinded values' order changes with every run's fresh scalars. Every party holds
+    // the same identifier for each shared row, so ordering the shared rows by identifier
+    // gives one order at every party that is also the same in every run: a job's held-out
+    // rows and batches then depend on its seed alone (and match training::IntersectByIdentifier).
+    std::sort(rows->begin(), rows->end(),
+              [this](size_t a, size_t b) { return table_.identifiers[a] < table_.identifiers[b]; });
     set_size_ = static_cast<int64_t>(table_.rows());
     v1::PartyReport report;
     report.set_stage(v1::PartyReport::PSI_DONE);
