@@ -82,6 +82,9 @@ inline constexpr char kParticipantDecline[] = "participant.decline";
 inline constexpr char kPrivacySpend[] = "privacy.spend";
 inline constexpr char kRoleChange[] = "role.change";
 inline constexpr char kAccessDenied[] = "access.denied";
+// Repeats of one access.denied (same actor, method and status code) within a window,
+// counted and written as one entry (server/denial_aggregator.h).
+inline constexpr char kAccessDeniedRepeated[] = "access.denied.repeated";
 inline constexpr char kVerticalStart[] = "vertical.start";
 inline constexpr char kVerticalPsi[] = "vertical.psi";
 inline constexpr char kVerticalEpoch[] = "vertical.epoch";
@@ -91,7 +94,7 @@ inline constexpr const char* kAll[] = {kJobCreate,         kJobStart,         kJ
                                        kParamSet,          kParamSetRefused,  kModelPublish,      kParticipantAdd,
                                        kParticipantRevoke, kParticipantJoin,  kParticipantLost,   kParticipantDecline,
                                        kPrivacySpend,      kRoleChange,       kAccessDenied,      kVerticalStart,
-                                       kVerticalPsi,       kVerticalEpoch};
+                                       kVerticalPsi,       kVerticalEpoch,    kAccessDeniedRepeated};
 bool IsKnown(std::string_view action);
 }  // namespace action
 

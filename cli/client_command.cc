@@ -5,10 +5,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
+#include "cli/metrics_listener.h"
+#include "client/site_metrics.h"
+#include "observe/metrics_registry.h"
 #include "cli/site_workers.h"
 #include "client/agent.h"
 #include "core/job_config.h"
 #include "training/data_parallel.h"
+#include "training/device.h"
 #include "training/trainer.h"
 #include "client/vertical_party.h"
 #include "core/bounded_json.h"
@@ -23,18 +27,22 @@ struct ClientFlags {
   bool insecure = false;
   std::string server, site, job, data = "/usr/share/datasets/fashion-mnist", dataset = "fashion-mnist";
   std::string label_column = "label", shard, partition = "iid";
+  std::vector<std::string> files;  // text: names in --data
+  int64_t sequence_length = 64;    // text: tokens per window
   uint64_t seed = 42;
   double eval_fraction = 0.1;
   int64_t train_subset = 0;
   int threads = 0;
   double connect_timeout = 120;
   std::string ledger;
+  std::string metrics_listen = "none";  // the site's /metrics (cli/metrics_listener.h)
   std::string vertical_data, out = "party-out";  // a party of a vertical job
   // Devices and data parallelism (training/data_parallel.h).
   std::string device;
   int workers = 1, nodes = 1, node_rank = 0, worker_rank = 0;
   std::string master;
   double worker_timeout = 30;
+  int64_t dp_sgd_seed_for_tests = -1;  // < 0: DP-SGD randomness from the OS, as always outside tests
 };
 
 // "HOST:PORT" of --master.
@@ -89,7 +97,8 @@ int RunVerticalPartyCommand(const ClientFlags& f) {
   return result.ok() ? 0 : 1;
 }
 
-// A site of --nodes x --workers worker processes (data parallelism over Gloo): global worker
+// A site of --nodes x --workers worker processes (data parallelism over NCCL on GPUs, Gloo
+// on CPUs; training::PlaceSiteWorker): global worker
 // 0 runs the agent, every other worker follows it; each node's worker 0 starts that node's
 // others. Returns the exit code.
 int RunDataParallelSite(const ClientFlags& f, client::AgentOptions options) {
@@ -114,6 +123,17 @@ int RunDataParallelSite(const ClientFlags& f, client::AgentOptions options) {
     spdlog::error("--nodes > 1 needs --master HOST:PORT (node 0's address)");
     return 2;
   }
+  // Each worker's device is fixed here, before the job's config arrives: the workers of a
+  // node split its GPUs, and the collective engine follows the device.
+  absl::StatusOr<training::WorkerPlacement> placement =
+      training::PlaceSiteWorker(f.device.empty() ? "auto" : f.device, f.worker_rank, f.workers);
+  if (!placement.ok()) {
+    spdlog::error("site={} worker {} of {}: {}", f.site, group_options.rank, world,
+                  std::string(placement.status().message()));
+    return 2;
+  }
+  options.device = placement->device;
+  const char* engine = placement->nccl ? "NCCL" : "Gloo";
   std::unique_ptr<training::Rendezvous> rendezvous;
   if (group_options.rank == 0) {
     absl::StatusOr<std::unique_ptr<training::Rendezvous>> listening = training::ListenForWorkers(group_options);
@@ -133,17 +153,19 @@ int RunDataParallelSite(const ClientFlags& f, client::AgentOptions options) {
   }
   if (result.ok()) {
     absl::StatusOr<std::unique_ptr<training::Collective>> group =
-        training::JoinGlooGroup(group_options, rendezvous.get());
+        placement->nccl ? training::JoinNcclGroup(group_options, rendezvous.get(),
+                                                  std::stoi(placement->device.substr(5)))
+                        : training::JoinGlooGroup(group_options, rendezvous.get());
     if (!group.ok()) {
       result = group.status();
     } else if (group_options.rank == 0) {
-      spdlog::info("site={} worker 0 of {}: data parallel over Gloo ({} node(s) x {} worker(s))", f.site, world,
-                   f.nodes, f.workers);
+      spdlog::info("site={} worker 0 of {}: data parallel over {} on {} ({} node(s) x {} worker(s))", f.site, world,
+                   engine, placement->device, f.nodes, f.workers);
       options.group = group->get();
       result = client::RunAgent(std::move(options));
     } else {
       training::TrainerOptions trainer;
-      trainer.device = f.device;
+      trainer.device = placement->device;
       trainer.group = group->get();
       result = training::RunFollower(std::move(options.train), options.seed, trainer);
     }
@@ -167,10 +189,13 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--site", f->site, "This site's name (default: the kit's certificate name)");
   cmd->add_option("--job", f->job, "Job id (default: the server's job)");
   cmd->add_option("--data", f->data, "Data: a directory of IDX files, or a CSV file")->capture_default_str();
-  cmd->add_option("--dataset", f->dataset, "fashion-mnist | csv")->capture_default_str();
+  cmd->add_option("--dataset", f->dataset, "fashion-mnist | csv | text")->capture_default_str();
+  cmd->add_option("--files", f->files, "Text: these files of the --data directory (default: all)")->delimiter(',');
+  cmd->add_option("--sequence-length", f->sequence_length, "Text: tokens per training window")->capture_default_str();
   cmd->add_option("--label-column", f->label_column, "CSV label column")->capture_default_str();
   cmd->add_option("--shard", f->shard, "Simulation: use shard I of K (\"I/K\") of the data");
-  cmd->add_option("--partition", f->partition, "Simulation: iid | dirichlet:ALPHA")->capture_default_str();
+  cmd->add_option("--partition", f->partition, "Simulation: iid | dirichlet:ALPHA | by_file (text)")
+      ->capture_default_str();
   cmd->add_option("--seed", f->seed, "Seed for sharding, held-out split and batch order")->capture_default_str();
   cmd->add_option("--eval-fraction", f->eval_fraction, "Share of local data held out for evaluation")
       ->capture_default_str();
@@ -179,10 +204,15 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--threads", f->threads, "LibTorch threads (0: the job's training_config.threads)");
   cmd->add_option("--ledger", f->ledger,
                   "This site's privacy ledger, kept across jobs (default: ./privacy-ledger-SITE.jsonl)");
+  cmd->add_option("--metrics-listen", f->metrics_listen,
+                  "HOST:PORT of this site's read-only Prometheus /metrics (port 0: a free one; off loopback, callers "
+                  "need the token written beside the ledger as dashboard.token)")
+      ->capture_default_str();
   cmd->add_option("--connect-timeout", f->connect_timeout, "Seconds to keep retrying an unreachable server")
       ->capture_default_str();
   cmd->add_option("--device", f->device, "auto | cpu | cuda | cuda:N (default: the job's training_config.device)");
-  cmd->add_option("--workers", f->workers, "Worker processes on this node (data parallelism over Gloo)")
+  cmd->add_option("--workers", f->workers, "Worker processes on this node: data parallelism, one GPU each over NCCL (device cuda or auto with GPUs), "
+                  "else CPU processes over Gloo; the device is fixed at start and overrides training_config.device")
       ->capture_default_str();
   cmd->add_option("--nodes", f->nodes, "Nodes of this site, each running --workers workers")->capture_default_str();
   cmd->add_option("--node-rank", f->node_rank, "This node's index among --nodes (node 0 talks to the server)")
@@ -192,6 +222,9 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
                   "Seconds a collective call waits for the other workers before the site reports an error")
       ->capture_default_str();
   cmd->add_option("--worker-rank", f->worker_rank, "Internal: this process's worker index on its node")
+      ->group("");
+  cmd->add_option("--dp-sgd-seed-for-tests", f->dp_sgd_seed_for_tests,
+                  "Tests only, with --insecure: DP-SGD sampling and noise from this seed, so a run can be replayed")
       ->group("");
   cmd->add_option("--vertical-data", f->vertical_data,
                   "Vertical job: this party's data spec (JSON: dataset, path, id_column, feature_columns, "
@@ -214,12 +247,23 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
     if (f->insecure && (f->server.empty() || f->site.empty())) {
       return bad_input(absl::InvalidArgumentError("--insecure needs --server HOST:PORT and --site NAME"));
     }
+    if (f->dp_sgd_seed_for_tests >= 0 && !f->insecure) {
+      // Whoever knows the seed can subtract the noise: only for local experiments.
+      return bad_input(absl::InvalidArgumentError(
+          "--dp-sgd-seed-for-tests makes DP-SGD's noise predictable; it is accepted only with --insecure"));
+    }
     if (!(f->eval_fraction >= 0 && f->eval_fraction < 1)) {
       return bad_input(absl::InvalidArgumentError(
           absl::StrCat("--eval-fraction: expected a number in [0, 1), got ", f->eval_fraction)));
     }
-    absl::StatusOr<training::Dataset> data =
-        training::ReadDataset(f->dataset, f->data, training::Split::kTrain, f->label_column);
+    core::DataConfig data_config;
+    data_config.dataset = f->dataset;
+    data_config.label_column = f->label_column;
+    for (const std::string& name : f->files) {  // `cohort run` passes "" for "every file"
+      if (!name.empty()) data_config.files.push_back(name);
+    }
+    data_config.sequence_length = f->sequence_length;
+    absl::StatusOr<training::Dataset> data = training::ReadDataset(data_config, f->data, training::Split::kTrain);
     if (!data.ok()) return bad_input(data.status());
     training::Dataset all = data->Head(static_cast<size_t>(f->train_subset));
     std::vector<size_t> rows(all.size());
@@ -229,7 +273,7 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
       int shard_count = 1;
       if (absl::Status s = ParseShard(f->shard, &shard_index, &shard_count); !s.ok()) return bad_input(s);
       absl::StatusOr<training::Shards> shards =
-          training::Partition(f->partition, all.labels, all.num_classes, shard_count, f->seed);
+          training::PartitionDataset(f->partition, all, shard_count, f->seed);
       if (!shards.ok()) return bad_input(shards.status());
       rows = (*shards)[static_cast<size_t>(shard_index)];
     }
@@ -247,8 +291,25 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
     options.connect_timeout_s = f->connect_timeout;
     options.ledger_path = f->ledger;
     options.device = f->device;
+    if (f->dp_sgd_seed_for_tests >= 0) options.dp_sgd_seed_for_tests = static_cast<uint64_t>(f->dp_sgd_seed_for_tests);
     if (!f->device.empty()) {
       if (absl::Status s = core::CheckDeviceName(f->device, "--device"); !s.ok()) return bad_input(s);
+    }
+    // The site's metrics, served by the worker that talks to the server; declared before
+    // the agent runs and stopped after it.
+    client::SiteMetrics site_metrics;
+    std::unique_ptr<observe::HttpListener> metrics_listener;
+    if (f->worker_rank == 0 && f->node_rank == 0) {
+      const std::filesystem::path ledger = f->ledger.empty() ? std::filesystem::path("privacy-ledger-" + f->site + ".jsonl")
+                                                             : std::filesystem::path(f->ledger);
+      absl::StatusOr<std::unique_ptr<observe::HttpListener>> listener = StartMetricsListener(
+          f->metrics_listen, ledger.parent_path() / "dashboard.token",
+          {{"/metrics", [&site_metrics] {
+              return observe::HttpResponse{200, observe::kTextFormatContentType, site_metrics.Render()};
+            }}});
+      if (!listener.ok()) return bad_input(listener.status());
+      metrics_listener = std::move(*listener);
+      if (metrics_listener) options.metrics = &site_metrics;
     }
     if (f->workers * f->nodes > 1 || f->worker_rank > 0) {
       *exit_code = RunDataParallelSite(*f, std::move(options));

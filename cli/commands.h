@@ -15,5 +15,6 @@ void AddPrivacyCommand(CLI::App& app, int* exit_code);
 void AddAuditCommand(CLI::App& app, int* exit_code);
 void AddProvisionCommand(CLI::App& app, int* exit_code);
 void AddAdminCommand(CLI::App& app, int* exit_code);
+void AddReportCommand(CLI::App& app, int* exit_code);
 
 }  // namespace cohort::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   cohort::cli::AddPrivacyCommand(app, &exit_code);
   cohort::cli::AddAuditCommand(app, &exit_code);
   cohort::cli::AddAdminCommand(app, &exit_code);
+  cohort::cli::AddReportCommand(app, &exit_code);
 
   try {
     app.parse(argc, argv);

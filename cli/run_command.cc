@@ -40,8 +40,9 @@ namespace {
 // One progress line per change of round state; one summary line per finished round.
 class ProgressPrinter {
  public:
-  ProgressPrinter(std::shared_ptr<grpc::Channel> channel, int total_rounds)
-      : stub_(v1::Admin::NewStub(channel)), total_rounds_(total_rounds) {}
+  // `language_model`: the test loss is per token, so its perplexity is shown beside it.
+  ProgressPrinter(std::shared_ptr<grpc::Channel> channel, int total_rounds, bool language_model)
+      : stub_(v1::Admin::NewStub(channel)), total_rounds_(total_rounds), language_model_(language_model) {}
 
   void Poll() {
     grpc::ClientContext context;
@@ -85,7 +86,9 @@ class ProgressPrinter {
       printed_rounds_ = round;
       std::string test;
       if (r.contains("test_accuracy")) {
-        test = absl::StrFormat("  test loss %.4f  test accuracy %5.2f%%", Metric(r, "test_loss"),
+        const std::string perplexity =
+            language_model_ ? absl::StrFormat(" (perplexity %.2f)", Metric(r, "test_perplexity")) : "";
+        test = absl::StrFormat("  test loss %.4f%s  test accuracy %5.2f%%", Metric(r, "test_loss"), perplexity,
                                100 * Metric(r, "test_accuracy"));
       }
       std::printf("round %3llu/%d  clients %zu  train loss %.4f%s  %5.1f s\n", static_cast<unsigned long long>(round),
@@ -98,6 +101,7 @@ class ProgressPrinter {
  private:
   std::unique_ptr<v1::Admin::Stub> stub_;
   int total_rounds_;
+  bool language_model_;
   uint64_t printed_rounds_ = 0;
   std::string last_line_;
 };
@@ -115,6 +119,10 @@ int RunFederation(const RunFlags& f) {
     return 2;
   }
   core::JobConfig config = base->config;
+  if (f.workers < 1 || f.workers > 64) {
+    spdlog::error("--workers: expected 1 to 64 worker processes per client, got {}", f.workers);
+    return 2;
+  }
   if (f.rounds > 0) config.federation.rounds = f.rounds;
   if (f.clients > 0) {
     config.federation.clients_per_round = f.clients;
@@ -141,6 +149,9 @@ int RunFederation(const RunFlags& f) {
               static_cast<long long>(config.federation.rounds), config.data.partition.c_str(),
               static_cast<unsigned long long>(config.seed));
   std::printf("  server on %s; logs in %s\n", address.c_str(), (out / "logs").c_str());
+  // The server's read-only dashboard and Prometheus /metrics (docs/operability.md).
+  const std::string dashboard = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  std::printf("  dashboard: http://%s/  (Prometheus: http://%s/metrics)\n", dashboard.c_str(), dashboard.c_str());
   std::fflush(stdout);
 
   // A throwaway federation: a CA, the server's kit, one kit per site, an operator (admin)
@@ -186,10 +197,11 @@ int RunFederation(const RunFlags& f) {
   std::signal(SIGTERM, KillChildren);
   // The server evaluates while clients wait for the next round: give it both cores.
   // The server's state (ledger anchors, checkpoint key) stays with this run's outputs.
-  const pid_t server = Spawn(with_security({"server", "--config", job_path.string(), "--listen", address, "--out",
-                                            out.string(), "--threads", "2", "--state", (out / "server-state").string()},
-                                           "server"),
-                             out / "logs" / "server.log");
+  std::vector<std::string> server_args = {"server",  "--config", job_path.string(), "--listen", address, "--out",
+                                         out.string(), "--threads", "2", "--state", (out / "server-state").string(),
+                                         "--metrics-listen", dashboard};
+  if (!f.tensorboard.empty()) server_args.insert(server_args.end(), {"--tensorboard", f.tensorboard});
+  const pid_t server = Spawn(with_security(server_args, "server"), out / "logs" / "server.log");
   Children().push_back(server);
   for (int i = 0; i < clients; ++i) {
     const std::string site = absl::StrCat("site-", i);
@@ -200,13 +212,16 @@ int RunFederation(const RunFlags& f) {
                                               absl::StrCat(config.seed), "--eval-fraction",
                                               absl::StrCat(config.data.eval_fraction), "--train-subset",
                                               absl::StrCat(config.data.train_subset), "--connect-timeout", "60", "--ledger",
-                                              (out / "sites" / site / "privacy-ledger.jsonl").string()},
+                                              (out / "sites" / site / "privacy-ledger.jsonl").string(), "--workers",
+                                              absl::StrCat(f.workers), "--sequence-length",
+                                              absl::StrCat(config.data.sequence_length), "--files",
+                                              absl::StrJoin(config.data.files, ",")},
                                              site),
                                out / "logs" / absl::StrCat(site, ".log")));
   }
 
   ProgressPrinter progress(grpc::CreateChannel(address, operator_credentials),
-                           static_cast<int>(config.federation.rounds));
+                           static_cast<int>(config.federation.rounds), checked->model.predicts_every_position());
   const auto started = std::chrono::steady_clock::now();
   int server_status = 0;
   for (;;) {
@@ -250,8 +265,11 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--partition", f->partition, "iid | dirichlet:ALPHA (default: data.partition)");
   cmd->add_option("--seed", f->seed, "Seed (default: job.seed)");
   cmd->add_option("--train-subset", f->train_subset, "Use only the first N training rows (default: data.train_subset)");
+  cmd->add_option("--workers", f->workers, "Worker processes per client (cohort client --workers)")
+      ->capture_default_str();
   cmd->add_option("--port", f->port, "Server port on 127.0.0.1 (default: a free one)");
   cmd->add_option("--out", f->out, "Output directory")->capture_default_str();
+  cmd->add_option("--tensorboard", f->tensorboard, "The server writes each round's scalars as TensorBoard events here");
   cmd->add_flag("--insecure", f->insecure, "Plaintext gRPC without certificates (default: a throwaway mTLS federation)");
   cmd->callback([f, exit_code] { *exit_code = RunFederation(*f); });
 }

@@ -15,8 +15,10 @@ namespace cohort::cli {
 
 struct RunFlags {
   std::string job_file, out = "runs/latest", partition;
+  std::string tensorboard;  // passed to the server's --tensorboard
   bool insecure = false;
   int clients = 0, rounds = 0, port = 0;
+  int workers = 1;  // worker processes per client (data parallelism at each site)
   int64_t seed = -1;
   int64_t train_subset = -1;
 };

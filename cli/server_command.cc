@@ -5,14 +5,17 @@
 #include "cli/commands.h"
 #include "crypto/signing.h"
 #include "cli/job_loading.h"
+#include "cli/metrics_listener.h"
 #include "core/bounded_json.h"
 #include "server/vertical_job.h"
 #include "absl/strings/str_cat.h"
 #include "crypto/startup_kit.h"
 #include "wire/credentials.h"
+#include "observe/metrics_registry.h"
 #include "server/checkpoint_key.h"
 #include "server/federated_job.h"
 #include "server/server.h"
+#include "server/tensorboard_writer.h"
 #include "training/data_readers.h"
 #include "training/state_dict_io.h"
 #include "training/trainer.h"
@@ -116,6 +119,8 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     std::string audit_key, audit_log, state;
     bool hold = false;
     int threads = 1;
+    std::string tensorboard;  // empty: no TensorBoard event file
+    std::string metrics_listen = "127.0.0.1:0";
   };
   auto flags = std::make_shared<Flags>();
   cmd->add_option("--config", flags->config, "Job config (JSON)")->required();
@@ -132,6 +137,12 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
                   "The server's own state, kept across jobs: the anchors of the sites' privacy ledgers "
                   "(default: KIT.state beside the kit, or ./cohort-server-state with --insecure)");
   cmd->add_flag("--hold", flags->hold, "Wait for an admin's `cohort admin start` before the first round");
+  cmd->add_option("--metrics-listen", flags->metrics_listen,
+                  "HOST:PORT of the read-only dashboard and Prometheus /metrics (port 0: a free one; `none`: off; "
+                  "off loopback, callers need the token in OUT/dashboard.token)")
+      ->capture_default_str();
+  cmd->add_option("--tensorboard", flags->tensorboard,
+                  "Also write each round's scalars as a TensorBoard event file in this directory");
   cmd->callback([flags, exit_code] {
     if (flags->kit.empty() == !flags->insecure) {
       spdlog::error("pass --kit DIR (mutual TLS with the server's startup kit) or --insecure (plaintext), exactly one");
@@ -229,10 +240,28 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     options.checkpoint_key = checkpoint_key;
     options.launched_by = launched_by;
     options.hold = flags->hold;
+    if (!flags->tensorboard.empty()) {
+      absl::StatusOr<std::unique_ptr<server::TensorBoardWriter>> tensorboard =
+          server::TensorBoardWriter::Create(flags->tensorboard);
+      if (!tensorboard.ok()) {
+        spdlog::error("--tensorboard {}: {}", flags->tensorboard, std::string(tensorboard.status().message()));
+        *exit_code = 2;
+        return;
+      }
+      spdlog::info("TensorBoard events: {}", (*tensorboard)->path().string());
+      // The curves are a view of the record, not part of it: a failed write is logged and
+      // the job goes on.
+      options.on_round_recorded = [writer = std::shared_ptr<server::TensorBoardWriter>(std::move(*tensorboard))](
+                                      const nlohmann::json& round_entry) {
+        if (absl::Status s = writer->WriteRound(round_entry); !s.ok()) {
+          spdlog::warn("TensorBoard {}: {}", writer->path().string(), std::string(s.message()));
+        }
+      };
+    }
     const core::EvaluationConfig& eval = loaded->config.evaluation;
     if (!eval.test_data.empty()) {
-      absl::StatusOr<training::Dataset> test = training::ReadDataset(
-          loaded->config.data.dataset, eval.test_data, training::Split::kTest, loaded->config.data.label_column);
+      absl::StatusOr<training::Dataset> test =
+          training::ReadDataset(loaded->config.data, eval.test_data, training::Split::kTest);
       if (!test.ok()) {
         spdlog::error("evaluation.test_data: {}", std::string(test.status().message()));
         *exit_code = 2;
@@ -252,6 +281,19 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     if (!job.ok()) {
       spdlog::error("{}", std::string(job.status().message()));
       *exit_code = 1;
+      return;
+    }
+    // Declared after the job, so it stops before the job its handlers read goes away.
+    server::FederatedJob* served = job->get();
+    absl::StatusOr<std::unique_ptr<observe::HttpListener>> dashboard = StartMetricsListener(
+        flags->metrics_listen, std::filesystem::path(flags->out) / "dashboard.token",
+        {{"/metrics",
+          [served] { return observe::HttpResponse{200, observe::kTextFormatContentType, served->MetricsPage()}; }},
+         {"/api/state",
+          [served] { return observe::HttpResponse{200, "application/json", served->DashboardState().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)}; }}});
+    if (!dashboard.ok()) {
+      spdlog::error("{}", std::string(dashboard.status().message()));
+      *exit_code = 2;
       return;
     }
     server::ServerOptions server_options;

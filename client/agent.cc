@@ -3,16 +3,23 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/agent_state_machine.h"
+#include "client/kept_update.h"
 #include "client/site_ledger.h"
+#include "client/site_metrics.h"
+#include "client/update_residual.h"
 #include "core/bounded_json.h"
 #include "core/job_config.h"
+#include "storage/sha256.h"
+#include "core/update_compression.h"
 #include "training/dp_sgd.h"
 #include "training/model_spec.h"
 #include "training/trainer.h"
@@ -141,7 +148,7 @@ class Agent {
                  options_.eval.size());
     absl::StatusOr<std::unique_ptr<training::LocalTrainer>> trainer =
         training::LocalTrainer::Create(*spec, std::move(options_.train), std::move(options_.eval), options_.seed,
-                                       training::TrainerOptions{options_.device, options_.group, std::nullopt});
+                                       training::TrainerOptions{options_.device, options_.group, options_.dp_sgd_seed_for_tests});
     if (!trainer.ok()) return agent_event::Failed{trainer.status()};
     trainer_ = std::move(*trainer);
     heartbeat_.emplace(client_, session_);
@@ -165,6 +172,7 @@ class Agent {
                        options_.site, std::string(pulled->download.message()));
           return agent_event::DownloadFailed{pulled->download};
         }
+        if (options_.metrics != nullptr) options_.metrics->ModelReceived(global_.manifest().total_bytes());
         return agent_event::Train{};
       case v1::TaskHeader::DONE: {
         const DoneReason reason = FromProto(task_.done_reason());
@@ -200,30 +208,63 @@ class Agent {
     // DP-SGD spends the site's budget: the spend is on disk in its ledger before training
     // starts, and a round that would exceed the budget is declined instead.
     spend_.reset();
+    std::string global_sha256;  // under DP-SGD: the model this round's update is kept for
     if (privacy.mechanism == "dp_sgd") {
+      global_sha256 = storage::Sha256Hex(global_.bytes());
+      // Each ledger spend pays for one release (client/kept_update.h): a round whose update
+      // was kept is answered with the same bytes, and spends nothing more.
+      absl::StatusOr<KeptUpdate> kept = LoadKeptUpdate(KeptUpdatePath(ledger_->path()));
+      if (!kept.ok() && !absl::IsNotFound(kept.status())) {
+        spdlog::warn("job={} round={} site={} {}; this round is charged as a new release", session_.job_id,
+                     task_.round(), options_.site, std::string(kept.status().message()));
+      }
+      if (kept.ok() && kept->round.job == session_.job_id && kept->round.round == task_.round() &&
+          kept->round.global_sha256 == global_sha256) {
+        spdlog::info("job={} round={} site={} sending again the update kept for this round: no new privacy spend",
+                     session_.job_id, task_.round(), options_.site);
+        spend_ = kept->round.spend;
+        result_.emplace();
+        result_->delta = std::move(kept->delta);
+        result_->metrics = kept->round.metrics;
+        return agent_event::Trained{};
+      }
       absl::StatusOr<training::DpSgdSpend> plan =
           training::PlanDpSgdRound(privacy, *config, num_samples_, task_.total_rounds());
       if (!plan.ok()) return agent_event::Failed{plan.status()};
-      absl::StatusOr<privacy::SpendCheck> reserved =
-          ledger_->Reserve(training::SpendRequestFor(*plan, session_.job_id, static_cast<int64_t>(task_.round())),
-                           {privacy.target_epsilon, privacy.target_delta});
-      if (!reserved.ok()) {
-        const bool refusal = reserved.status().code() == absl::StatusCode::kResourceExhausted ||
-                             reserved.status().code() == absl::StatusCode::kFailedPrecondition;
-        if (!refusal) return agent_event::Failed{reserved.status()};
-        const std::string why = absl::StrCat("privacy budget: ", reserved.status().message());
-        spdlog::warn("job={} round={} site={} will not train: {}", session_.job_id, task_.round(), options_.site, why);
-        decline_reason_ = why;
-        return agent_event::BudgetSpent{why};
+      // The ledger's last spend is this round's and no update was kept for it: the process
+      // that recorded it stopped before anything was released, so this training uses it.
+      const bool unreleased = ledger_->LastSpendIs(session_.job_id, static_cast<int64_t>(task_.round())) &&
+                              (kept.ok() ? kept->round.spend_seq != ledger_->spend_count()
+                                         : absl::IsNotFound(kept.status()));
+      double epsilon_after = ledger_->spent_epsilon();
+      if (unreleased) {
+        spdlog::info("job={} round={} site={} trains under the spend its ledger recorded for this round before a "
+                     "restart (nothing was released under it)",
+                     session_.job_id, task_.round(), options_.site);
+      } else {
+        absl::StatusOr<privacy::SpendCheck> reserved =
+            ledger_->Reserve(training::SpendRequestFor(*plan, session_.job_id, static_cast<int64_t>(task_.round())),
+                             {privacy.target_epsilon, privacy.target_delta});
+        if (!reserved.ok()) {
+          const bool refusal = reserved.status().code() == absl::StatusCode::kResourceExhausted ||
+                               reserved.status().code() == absl::StatusCode::kFailedPrecondition;
+          if (!refusal) return agent_event::Failed{reserved.status()};
+          const std::string why = absl::StrCat("privacy budget: ", reserved.status().message());
+          spdlog::warn("job={} round={} site={} will not train: {}", session_.job_id, task_.round(), options_.site,
+                       why);
+          decline_reason_ = why;
+          return agent_event::BudgetSpent{why};
+        }
+        epsilon_after = reserved->epsilon_after;
       }
       spend_.emplace();
       spend_->set_sampling_rate(plan->sampling_rate);
       spend_->set_noise_multiplier(plan->noise_multiplier);
       spend_->set_steps(plan->steps);
       spend_->set_clip_norm(plan->clip_norm);
-      spend_->set_epsilon_after(reserved->epsilon_after);
+      spend_->set_epsilon_after(epsilon_after);
       spdlog::info("job={} round={} site={} privacy ledger {}: epsilon {:.3f} of {} after this round",
-                   session_.job_id, task_.round(), options_.site, ledger_->path().string(), reserved->epsilon_after,
+                   session_.job_id, task_.round(), options_.site, ledger_->path().string(), epsilon_after,
                    privacy.target_epsilon);
     }
     absl::StatusOr<training::RoundResult> result =
@@ -240,6 +281,15 @@ class Agent {
                  session_.job_id, task_.round(), options_.site, m.steps, m.train_seconds, m.train_loss,
                  m.eval_accuracy);
     result_ = std::move(*result);
+    if (spend_) {
+      // Kept before it can leave the site; an update that cannot be kept is not sent, since a
+      // retry would then release a second one under the same spend.
+      const KeptRound kept_round{session_.job_id, task_.round(), global_sha256, ledger_->spend_count(),
+                                 result_->metrics, *spend_};
+      if (absl::Status s = SaveKeptUpdate(KeptUpdatePath(ledger_->path()), kept_round, result_->delta); !s.ok()) {
+        return agent_event::Failed{s};
+      }
+    }
     return agent_event::Trained{};
   }
 
@@ -248,14 +298,83 @@ class Agent {
     info.metrics = result_->metrics;
     info.privacy_spend = spend_;
     if (spend_) info.ledger = ledger_->Position();
-    const absl::Status pushed = client_.PushUpdate(session_, info, result_->delta);
+    absl::StatusOr<core::CompressionConfig> compression = TaskCompression();
+    if (!compression.ok()) return agent_event::Failed{compression.status()};
+    uint64_t bytes_sent = 0;
+    absl::Status pushed;
+    std::vector<float> next_residual;  // error feedback: kept only once the server accepted the update
+    if (compression->enabled()) {
+      absl::StatusOr<core::EncodedUpdate> encoded = Compress(*compression, info.chunk_bytes, &next_residual);
+      if (!encoded.ok() && encoded.status().code() == absl::StatusCode::kDataLoss) {
+        return agent_event::Failed{encoded.status()};  // a corrupt residual file: the operator decides
+      }
+      pushed = encoded.ok() ? client_.PushEncodedUpdate(session_, info, *encoded, &bytes_sent) : encoded.status();
+    } else {
+      pushed = client_.PushUpdate(session_, info, result_->delta, &bytes_sent);
+    }
+    const size_t parameters = result_->delta.manifest().total_bytes() / sizeof(float);
     result_.reset();
     if (!pushed.ok()) {
       spdlog::warn("job={} round={} site={} {}", session_.job_id, task_.round(), options_.site,
                    std::string(pushed.message()));
       return agent_event::PushRefused{pushed};
     }
+    // Counted from the messages this site wrote: what the update cost on the wire.
+    spdlog::info("job={} round={} site={} update sent: {} bytes for {} parameters, {:.4f} bytes per parameter "
+                 "(compression {})",
+                 session_.job_id, task_.round(), options_.site, bytes_sent, parameters,
+                 parameters == 0 ? 0.0 : static_cast<double>(bytes_sent) / static_cast<double>(parameters),
+                 compression->method);
+    if (options_.metrics != nullptr) {
+      options_.metrics->RoundTrained(info.metrics, bytes_sent,
+                                     spend_ ? std::optional<double>(spend_->epsilon_after()) : std::nullopt);
+    }
+    if (!next_residual.empty()) {
+      if (absl::Status s = residual_->Save(task_.round(), next_residual); !s.ok()) {
+        // The update was accepted; the next round then adds the residual before this one.
+        spdlog::warn("job={} round={} site={} error-feedback residual not saved: {}", session_.job_id, task_.round(),
+                     options_.site, std::string(s.message()));
+      }
+    }
     return agent_event::Pushed{};
+  }
+
+  // The job's federation.compression as the task carries it; none when it carries none.
+  absl::StatusOr<core::CompressionConfig> TaskCompression() const {
+    if (task_.compression_config_json().empty()) return core::CompressionConfig{};
+    absl::StatusOr<nlohmann::json> json = core::ParseBoundedJson(task_.compression_config_json(),
+                                                                 core::kTaskConfigJson, "compression from the server");
+    if (!json.ok()) return json.status();
+    return core::ParseCompressionConfig(*json);
+  }
+
+  // Compresses this round's delta; with error feedback, `*next_residual` is the residual to
+  // keep once the update is accepted. The residual lives beside the site's privacy ledger.
+  absl::StatusOr<core::EncodedUpdate> Compress(const core::CompressionConfig& compression, size_t chunk_bytes,
+                                               std::vector<float>* next_residual) {
+    const core::ParameterSet& delta = result_->delta;
+    const size_t values = delta.manifest().total_bytes() / sizeof(float);
+    if (compression.error_feedback) {
+      if (!residual_ || residual_->values().size() != values || residual_job_ != session_.job_id) {
+        std::filesystem::path dir = ledger_->path().parent_path();
+        if (dir.empty()) dir = ".";
+        absl::StatusOr<UpdateResidual> loaded = UpdateResidual::Load(dir, session_.job_id, options_.site, values);
+        if (!loaded.ok()) return loaded.status();
+        if (!loaded->started_over().empty()) {
+          spdlog::warn("job={} site={} error-feedback residual {}: {}", session_.job_id, options_.site,
+                       loaded->path().string(), loaded->started_over());
+        } else if (loaded->round() > 0) {
+          spdlog::info("job={} site={} error-feedback residual {} carried on from round {}", session_.job_id,
+                       options_.site, loaded->path().string(), loaded->round());
+        }
+        residual_.emplace(std::move(*loaded));
+        residual_job_ = session_.job_id;
+      }
+      next_residual->assign(residual_->values().begin(), residual_->values().end());
+    }
+    // Stochastic rounding differs by site and round, and repeats when a round is redone.
+    const uint64_t seed = options_.seed * 0x9e3779b97f4a7c15ULL + task_.round();
+    return core::CompressUpdate(compression, delta, *next_residual, chunk_bytes, seed);
   }
 
   AgentEvent Decline() {
@@ -280,6 +399,8 @@ class Agent {
   core::ParameterSet global_;  // the last global model, refilled in place by the next download
   std::optional<v1::PrivacySpend> spend_;
   std::optional<training::RoundResult> result_;
+  std::optional<UpdateResidual> residual_;  // error feedback, loaded at the first compressed update
+  std::string residual_job_;                 // the job residual_ belongs to
   std::string decline_reason_;  // what the server is told when the site declines
 };
 

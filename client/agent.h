@@ -4,6 +4,7 @@
 // going while it trains, and rides out a server restart by reconnecting.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -11,6 +12,8 @@
 #include "training/dataset.h"
 
 namespace cohort::client {
+
+class SiteMetrics;  // client/site_metrics.h
 
 struct AgentOptions {
   std::string server_address;  // host:port
@@ -32,6 +35,13 @@ struct AgentOptions {
   // Data parallelism: this process is worker 0 of the site's group (training/data_parallel.h),
   // whose other workers run training::RunFollower. Must outlive the agent; null: trains alone.
   training::Collective* group = nullptr;
+  // Optional: the site's metrics (`cohort client --metrics-listen`); must outlive the agent.
+  SiteMetrics* metrics = nullptr;
+  // Tests only (`cohort client --insecure --dp-sgd-seed-for-tests`): DP-SGD's sampling and
+  // noise from this seed instead of the OS's secure randomness, so that a run can be replayed
+  // and compared (training::TrainerOptions::dp_sgd_seed_for_tests). Whoever knows it can
+  // subtract the noise: never set where privacy matters.
+  std::optional<uint64_t> dp_sgd_seed_for_tests;
 };
 
 // Runs until the server says the job is done (OK), or fails (server unreachable, bad model

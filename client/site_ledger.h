@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "privacy/budget.h"
@@ -35,6 +36,12 @@ class SiteLedger {
   // Where the ledger stands, as the site reports it at Join and with each DP-SGD update:
   // the server refuses a ledger behind its anchor (docs/privacy.md, "Anchoring").
   v1::LedgerPosition Position() const;
+
+  // Whether this site's last spend is for `job`'s `round` (privacy::Ledger::LastSpendIs).
+  bool LastSpendIs(std::string_view job, int64_t round) const {
+    return ledger_ != nullptr && ledger_->LastSpendIs(job, round);
+  }
+  int64_t spend_count() const { return ledger_ ? ledger_->spend_count() : 0; }
 
   const std::filesystem::path& path() const { return path_; }
   // 0 before the first spend.

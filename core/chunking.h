@@ -8,6 +8,7 @@
 // bytes the encoding adds and opens an encoded chunk back into its plaintext. Sizes in
 // this header (chunk_bytes, ChunkSequence) are always plaintext sizes.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -75,6 +76,9 @@ class ChunkSequence {
   // OK once every chunk arrived.
   absl::Status CheckComplete() const;
   uint32_t next_index() const { return next_index_; }
+  // Plaintext bytes the next chunk must have (0 once every byte arrived); a compressed
+  // chunk (core/update_compression.h) decodes to exactly this many.
+  size_t next_size() const { return std::min(chunk_bytes_, total_bytes_ - received_bytes_); }
 
  private:
   size_t total_bytes_;

@@ -169,13 +169,14 @@ absl::StatusOr<double> ScanChunk(uint32_t index, std::span<const std::byte> plai
 }  // namespace
 
 UpdateReceiver::UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
-                               size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec)
+                               size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec, UpdateEncoding encoding)
     : sequence_(sequence),
       path_(std::move(path)),
       fd_(fd),
       limits_(limits),
       chunk_bytes_(chunk_bytes),
-      codec_(std::move(codec)) {}
+      codec_(std::move(codec)),
+      encoding_(encoding) {}
 
 UpdateReceiver::UpdateReceiver(UpdateReceiver&& other) noexcept
     : sequence_(other.sequence_),
@@ -184,7 +185,11 @@ UpdateReceiver::UpdateReceiver(UpdateReceiver&& other) noexcept
       limits_(other.limits_),
       chunk_bytes_(other.chunk_bytes_),
       codec_(std::move(other.codec_)),
+      encoding_(other.encoding_),
       opened_(std::move(other.opened_)),
+      payload_(std::move(other.payload_)),
+      chunk_offsets_(std::move(other.chunk_offsets_)),
+      spooled_bytes_(other.spooled_bytes_),
       sum_squares_(other.sum_squares_),
       kept_(other.kept_),
       refused_(other.refused_) {
@@ -201,7 +206,8 @@ UpdateReceiver::~UpdateReceiver() {
 
 absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, uint32_t declared_count,
                                                     size_t chunk_bytes, std::filesystem::path spool_path,
-                                                    UpdateLimits limits, std::shared_ptr<const ChunkCodec> codec) {
+                                                    UpdateLimits limits, std::shared_ptr<const ChunkCodec> codec,
+                                                    UpdateEncoding encoding) {
   if (absl::Status s = manifest.CheckAllFloat32("an update for FedAvg"); !s.ok()) return s;
   if (chunk_bytes == 0 || chunk_bytes % sizeof(float) != 0) {
     return absl::InvalidArgumentError(
@@ -212,7 +218,7 @@ absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, ui
   // place, in page-cache pages that already exist; Finish cuts off what is left past the end.
   const int fd = ::open(spool_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("creating spool file", spool_path);
-  return UpdateReceiver(sequence, std::move(spool_path), fd, limits, chunk_bytes, std::move(codec));
+  return UpdateReceiver(sequence, std::move(spool_path), fd, limits, chunk_bytes, std::move(codec), encoding);
 }
 
 absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data) {
@@ -229,6 +235,7 @@ absl::Status UpdateReceiver::Receive(uint32_t index, uint32_t count, std::span<c
     return absl::FailedPreconditionError(
         absl::StrCat("chunk ", index, ": an earlier chunk of this upload was refused; the upload must start over"));
   }
+  if (encoding_.compressed()) return ReceiveEncoded(index, count, data, writable);
   absl::StatusOr<size_t> size = PlainChunkSize(codec_.get(), index, data.size());
   if (!size.ok()) return size.status();
   if (absl::Status s = sequence_.CheckNext(index, count, *size); !s.ok()) return s;
@@ -271,6 +278,42 @@ absl::Status UpdateReceiver::Receive(uint32_t index, uint32_t count, std::span<c
   return absl::OkStatus();
 }
 
+absl::Status UpdateReceiver::ReceiveEncoded(uint32_t index, uint32_t count, std::span<const std::byte> data,
+                                            std::span<std::byte> writable) {
+  // The encoded payload's size says nothing about the chunk's place: the place is checked
+  // with the size the chunk must decode to, and the decoder checks the payload's size.
+  const size_t size = sequence_.next_size();
+  if (absl::Status s = sequence_.CheckNext(index, count, size); !s.ok()) return s;
+  if (absl::StatusOr<size_t> payload_size = PlainChunkSize(codec_.get(), index, data.size()); !payload_size.ok()) {
+    return payload_size.status();
+  }
+  // Spooled as it arrived, before opening in place overwrites it; any refusal after this
+  // leaves the receiver refusing the rest, and the file is removed with it.
+  refused_ = true;
+  if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) return s;
+  chunk_offsets_.push_back(spooled_bytes_);
+  spooled_bytes_ += data.size();
+  std::span<const std::byte> payload = data;
+  if (codec_ != nullptr && !writable.empty()) {
+    absl::StatusOr<std::span<std::byte>> opened = codec_->OpenInPlace(index, writable);
+    if (!opened.ok()) return opened.status();
+    payload = *opened;
+  } else if (codec_ != nullptr) {
+    payload_.resize(data.size() - codec_->overhead());
+    if (absl::Status s = codec_->Open(index, data, payload_); !s.ok()) return s;
+    payload = payload_;
+  }
+  if (opened_.size() * sizeof(float) < size) opened_.resize(chunk_bytes_ / sizeof(float));
+  const std::span<float> values = std::span(opened_).first(size / sizeof(float));
+  if (absl::Status s = DecodeChunk(encoding_, index, payload, values); !s.ok()) return s;
+  absl::StatusOr<double> sum_squares = ScanChunk(index, std::as_bytes(values));
+  if (!sum_squares.ok()) return sum_squares.status();
+  sum_squares_ += *sum_squares;
+  sequence_.Advance(size);
+  refused_ = false;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SpooledUpdate> UpdateReceiver::Finish(double weight, std::string client_id) {
   if (absl::Status s = sequence_.CheckComplete(); !s.ok()) return s;
   const double norm = std::sqrt(sum_squares_);
@@ -292,7 +335,9 @@ absl::StatusOr<SpooledUpdate> UpdateReceiver::Finish(double weight, std::string 
   if (::close(std::exchange(fd_, -1)) != 0) return ErrnoError("closing", path_);
   kept_ = true;
   opened_ = {};  // the last opened chunk is plaintext: give it back now, not with the receiver
-  return SpooledUpdate{path_, weight, norm, std::move(client_id), chunk_bytes_, codec_};
+  if (encoding_.compressed()) chunk_offsets_.push_back(spooled_bytes_);  // the end of the last chunk
+  return SpooledUpdate{path_, weight, norm, std::move(client_id), chunk_bytes_, codec_, encoding_,
+                       std::move(chunk_offsets_)};
 }
 
 void FoldWeighted(std::span<float> acc, std::span<const WeightedInput> inputs, int threads) {
@@ -392,7 +437,7 @@ absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
   const SpooledUpdate& first = pending_.front();
   const ChunkCodec* codec = first.codec.get();
   const size_t total = manifest_.total_bytes();
-  const size_t chunk = codec != nullptr ? first.chunk_bytes : kWindowBytes;
+  const size_t chunk = codec != nullptr || first.encoding.compressed() ? first.chunk_bytes : kWindowBytes;
   const size_t window = chunk * std::max<size_t>(1, kWindowBytes / chunk);
   const size_t overhead = codec != nullptr ? codec->overhead() : 0;
   const size_t windows = (total + window - 1) / window;
@@ -440,6 +485,7 @@ absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
 
 absl::Status StreamingFedAvg::ReadWindow(int fd, const SpooledUpdate& update, size_t begin,
                                          std::span<std::byte> plain, size_t overhead, std::vector<std::byte>& sealed) {
+  if (update.encoding.compressed()) return ReadEncodedWindow(fd, update, begin, plain, sealed);
   if (update.codec == nullptr) {
     return ReadAllAt(fd, plain.data(), plain.size(), static_cast<off_t>(begin), update.path);
   }
@@ -464,6 +510,43 @@ absl::Status StreamingFedAvg::ReadWindow(int fd, const SpooledUpdate& update, si
                                                  "): ", s.message()));
     }
     in += size + overhead;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StreamingFedAvg::ReadEncodedWindow(int fd, const SpooledUpdate& update, size_t begin,
+                                                std::span<std::byte> plain, std::vector<std::byte>& sealed) {
+  const size_t chunk = update.chunk_bytes;
+  const size_t first = begin / chunk;
+  const size_t chunks = (plain.size() + chunk - 1) / chunk;
+  const std::vector<uint64_t>& offsets = update.chunk_offsets;
+  if (offsets.size() < first + chunks + 1) {
+    return absl::DataLossError(absl::StrCat("spooled update of ", update.client_id, " (", update.path.string(),
+                                            ") records ", offsets.size(), " chunk offsets; window needs ",
+                                            first + chunks + 1));
+  }
+  // The window's chunks lie back to back in the file: one read, then open and decode each.
+  const uint64_t base = offsets[first];
+  const size_t bytes = offsets[first + chunks] - base;
+  if (sealed.size() < bytes) sealed.resize(bytes);
+  if (absl::Status s = ReadAllAt(fd, sealed.data(), bytes, static_cast<off_t>(base), update.path); !s.ok()) return s;
+  for (size_t c = 0; c < chunks; ++c) {
+    const auto index = static_cast<uint32_t>(first + c);
+    std::span<std::byte> payload =
+        std::span(sealed).subspan(offsets[first + c] - base, offsets[first + c + 1] - offsets[first + c]);
+    absl::Status s = absl::OkStatus();
+    if (update.codec != nullptr) {
+      absl::StatusOr<std::span<std::byte>> opened = update.codec->OpenInPlace(index, payload);
+      if (opened.ok()) payload = *opened;
+      s = opened.status();
+    }
+    const size_t size = std::min(chunk, plain.size() - c * chunk);
+    std::span<float> values(reinterpret_cast<float*>(plain.data() + c * chunk), size / sizeof(float));
+    if (s.ok()) s = DecodeChunk(update.encoding, index, payload, values);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("spooled update of ", update.client_id, " (", update.path.string(),
+                                                 "): ", s.message()));
+    }
   }
   return absl::OkStatus();
 }

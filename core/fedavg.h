@@ -21,6 +21,9 @@
 // With a sealing codec (wire/sealing.h) each chunk is nonce || ciphertext || tag
 // (crypto/seal.h), overhead 28; without a codec the file is the raw float32 bytes of
 // the update in manifest order.
+// A compressed update (core/update_compression.h) is spooled the same way, each chunk as
+// received (its encoded payload, sealed), but chunks differ in size, so SpooledUpdate
+// carries where each one starts; the fold decodes each chunk into its window.
 //
 // Updates are deltas (trained - global); weights are the clients' sample counts, so
 // the new global model is global + sum_k(w_k * delta_k) / sum_k(w_k).
@@ -31,12 +34,14 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "core/chunking.h"
 #include "core/parameter_set.h"
+#include "core/update_compression.h"
 
 namespace cohort::core {
 
@@ -49,6 +54,10 @@ struct SpooledUpdate {
   // Opens the spooled chunks; null: the file is plaintext. Dropped (and with it any key
   // it holds) once the update is folded or discarded.
   std::shared_ptr<const ChunkCodec> codec;
+  // How the chunks' payloads are encoded; compressed: chunk i lies at
+  // [chunk_offsets[i], chunk_offsets[i + 1]) of the file (one entry per chunk, plus the end).
+  UpdateEncoding encoding{};
+  std::vector<uint64_t> chunk_offsets{};
 };
 
 struct UpdateLimits {
@@ -62,11 +71,13 @@ class UpdateReceiver {
   // over from its start when it exists (a file from StreamingFedAvg::ReuseSpoolFile), and
   // Finish cuts it to what was written.
   // `codec` opens the chunks as they arrive (null: they arrive in plaintext); they are
-  // spooled as they arrived.
+  // spooled as they arrived. `encoding`: how each opened payload is decoded into its
+  // chunk's floats, which are what the checks see (DecodeChunk's errors are refusals).
   static absl::StatusOr<UpdateReceiver> Open(const Manifest& manifest, uint32_t declared_count,
                                              size_t chunk_bytes, std::filesystem::path spool_path,
                                              UpdateLimits limits,
-                                             std::shared_ptr<const ChunkCodec> codec = nullptr);
+                                             std::shared_ptr<const ChunkCodec> codec = nullptr,
+                                             UpdateEncoding encoding = {});
   UpdateReceiver(UpdateReceiver&&) noexcept;
   UpdateReceiver& operator=(UpdateReceiver&&) = delete;
   ~UpdateReceiver();  // removes the spool file unless Finish succeeded
@@ -85,9 +96,11 @@ class UpdateReceiver {
 
  private:
   UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
-                 size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec);
+                 size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec, UpdateEncoding encoding);
   // `writable`: `data` itself, when it may be opened in place; empty otherwise.
   absl::Status Receive(uint32_t index, uint32_t count, std::span<const std::byte> data, std::span<std::byte> writable);
+  absl::Status ReceiveEncoded(uint32_t index, uint32_t count, std::span<const std::byte> data,
+                              std::span<std::byte> writable);
 
   ChunkSequence sequence_;
   std::filesystem::path path_;
@@ -95,7 +108,11 @@ class UpdateReceiver {
   UpdateLimits limits_;
   size_t chunk_bytes_;
   std::shared_ptr<const ChunkCodec> codec_;
+  UpdateEncoding encoding_;
   std::vector<float> opened_;  // one opened chunk, reused for every chunk of the upload
+  std::vector<std::byte> payload_;  // compressed, copied in: one opened payload, reused
+  std::vector<uint64_t> chunk_offsets_;  // compressed: where each spooled chunk starts
+  uint64_t spooled_bytes_ = 0;
   double sum_squares_ = 0;
   bool kept_ = false;
   bool refused_ = false;  // a chunk was refused after its bytes reached the spool
@@ -142,15 +159,19 @@ class StreamingFedAvg {
  private:
   // Plaintext bytes per read window (whole chunks for sealed spools, at least one).
   static constexpr size_t kWindowBytes = size_t{2} << 20;
-  // Updates that can share a batch have equal keys: chunk size and codec overhead.
-  static std::pair<size_t, size_t> LayoutKey(const SpooledUpdate& u) {
-    return u.codec == nullptr ? std::pair<size_t, size_t>{0, 0} : std::pair{u.chunk_bytes, u.codec->overhead()};
+  // Updates that can share a batch have equal keys: chunk size, codec overhead, encoding.
+  static std::tuple<size_t, size_t, CompressionMethod> LayoutKey(const SpooledUpdate& u) {
+    const bool whole_chunks = u.codec != nullptr || u.encoding.compressed();
+    return {whole_chunks ? u.chunk_bytes : 0, u.codec == nullptr ? 0 : u.codec->overhead(), u.encoding.method};
   }
   absl::Status FoldPending(const std::vector<int>& fds);
   // Keeps a spool file that is done with for ReuseSpoolFile, or removes it.
   void KeepOrRemove(const std::filesystem::path& path);
   static absl::Status ReadWindow(int fd, const SpooledUpdate& update, size_t begin, std::span<std::byte> plain,
                                  size_t overhead, std::vector<std::byte>& sealed);
+  // The same for a compressed update: reads the window's chunks, opens and decodes each.
+  static absl::Status ReadEncodedWindow(int fd, const SpooledUpdate& update, size_t begin, std::span<std::byte> plain,
+                                        std::vector<std::byte>& sealed);
 
   Manifest manifest_;
   ModelBuffer<float> acc_;

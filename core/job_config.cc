@@ -21,14 +21,15 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 
 absl::Status CheckPartition(const std::string& key, const std::string& partition) {
-  if (partition == "iid") return absl::OkStatus();
+  if (partition == "iid" || partition == "by_file") return absl::OkStatus();
   double alpha = 0;
   if (partition.rfind("dirichlet:", 0) == 0 && absl::SimpleAtod(partition.substr(10), &alpha) && alpha > 0 &&
       alpha < kInf) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
-      absl::StrCat(key, ": expected \"iid\" or \"dirichlet:ALPHA\" with ALPHA > 0, got \"", partition, "\""));
+      absl::StrCat(key, ": expected \"iid\", \"by_file\" or \"dirichlet:ALPHA\" with ALPHA > 0, got \"", partition,
+                   "\""));
 }
 
 // The range rules of privacy/budget.h (core cannot link cohort_privacy), with its message
@@ -132,7 +133,12 @@ absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json) {
   r.Number("beta2", &c.beta2, 0, 0.999999);
   r.Number("eps", &c.eps, 0, 1, /*min_exclusive=*/true);
   r.Number("weight_decay", &c.weight_decay, 0, 1);
-  r.String("lr_scheduler", &c.lr_scheduler, {"constant", "cosine", "linear"});
+  r.String("lr_scheduler", &c.lr_scheduler, {"constant", "cosine", "linear", "plateau"});
+  r.Number("plateau_factor", &c.plateau_factor, 0, 1, /*min_exclusive=*/true);
+  r.Integer("plateau_patience", &c.plateau_patience, 0, 1000);
+  r.Integer("max_steps", &c.max_steps, 0, kMaxInt);
+  r.Integer("gradient_accumulation_steps", &c.gradient_accumulation_steps, 1, 1 << 16);
+  r.Number("label_smoothing", &c.label_smoothing, 0, 1);
   r.Integer("warmup_steps", &c.warmup_steps, 0, kMaxInt);
   r.Number("min_learning_rate", &c.min_learning_rate, 0, 10);
   r.Number("max_grad_norm", &c.max_grad_norm, 0, kInf);
@@ -153,6 +159,31 @@ absl::StatusOr<TrainingConfig> ParseTrainingConfig(const nlohmann::json& json) {
   if (c.nesterov && (c.optimizer != "sgd" || c.momentum <= 0)) {
     return absl::InvalidArgumentError(
         "training_config.nesterov: true needs optimizer \"sgd\" with momentum > 0");
+  }
+  if (c.plateau_factor >= 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training_config.plateau_factor: expected a number in (0, 1) (the learning rate is multiplied by it), got ",
+        c.plateau_factor));
+  }
+  if (c.label_smoothing >= 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training_config.label_smoothing: expected a number in [0, 1), got ", c.label_smoothing));
+  }
+  for (const char* key : {"plateau_factor", "plateau_patience"}) {
+    if (json.is_object() && json.contains(key) && c.lr_scheduler != "plateau") {
+      return absl::InvalidArgumentError(absl::StrCat("training_config.", key,
+                                                     ": applies only with lr_scheduler \"plateau\", got lr_scheduler \"",
+                                                     c.lr_scheduler, "\""));
+    }
+  }
+  if (c.max_steps > 0 && c.max_steps_per_round > 0) {
+    return absl::InvalidArgumentError(
+        "training_config.max_steps: counts steps over the whole job and max_steps_per_round caps each round; "
+        "set one of them, not both");
+  }
+  if (c.max_steps > 0 && c.warmup_steps > c.max_steps) {
+    return absl::InvalidArgumentError(absl::StrCat("training_config.warmup_steps: expected <= max_steps (",
+                                                   c.max_steps, "), got ", c.warmup_steps));
   }
   if (c.min_learning_rate > c.learning_rate) {
     return absl::InvalidArgumentError(absl::StrCat("training_config.min_learning_rate: expected <= learning_rate (",
@@ -222,7 +253,12 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
              static_cast<int64_t>(kMaxChunkBytes));
   fr.NameList("sites", &f.sites);
   fr.NameList("revoked_sites", &f.revoked_sites);
+  nlohmann::json compression = nlohmann::json::object();
+  fr.Object("compression", &compression);
   if (absl::Status s = fr.Finish(); !s.ok()) return s;
+  absl::StatusOr<CompressionConfig> compression_config = ParseCompressionConfig(compression);
+  if (!compression_config.ok()) return compression_config.status();
+  f.compression = *compression_config;
   if (f.min_clients > f.clients_per_round) {
     return absl::InvalidArgumentError(absl::StrCat("federation.min_clients: expected <= clients_per_round (",
                                                    f.clients_per_round, "), got ", f.min_clients));
@@ -234,13 +270,26 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
 
   DataConfig& d = c.data;
   ConfigReader dr("data", data);
-  dr.String("dataset", &d.dataset, {"fashion-mnist", "csv"});
+  dr.String("dataset", &d.dataset, {"fashion-mnist", "csv", "text"});
   dr.String("path", &d.path);
   dr.String("partition", &d.partition);
   dr.Number("eval_fraction", &d.eval_fraction, 0, 0.9);
   dr.Integer("train_subset", &d.train_subset, 0, kMaxInt);
   dr.String("label_column", &d.label_column);
+  dr.NameList("files", &d.files);
+  dr.Integer("sequence_length", &d.sequence_length, 1, 1 << 14);
   if (absl::Status s = dr.Finish(); !s.ok()) return s;
+  for (const char* key : {"files", "sequence_length"}) {
+    if (data.is_object() && data.contains(key) && d.dataset != "text") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("data.", key, ": applies only to \"dataset\": \"text\", got dataset \"", d.dataset, "\""));
+    }
+  }
+  if (d.partition == "by_file" && d.dataset != "text") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.partition: \"by_file\" splits a text data set by file; dataset \"", d.dataset,
+        "\" has no files to split by: use \"iid\" or \"dirichlet:ALPHA\""));
+  }
   if (absl::Status s = CheckPartition("data.partition", d.partition); !s.ok()) return s;
 
   ConfigReader er("evaluation", evaluation);
@@ -251,6 +300,14 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
   absl::StatusOr<PrivacyConfig> p = ParsePrivacyConfig(privacy);
   if (!p.ok()) return p.status();
   c.privacy = *p;
+  if (c.privacy.mechanism == "dp_sgd" &&
+      (c.training.max_steps > 0 || c.training.gradient_accumulation_steps > 1 || c.training.label_smoothing > 0)) {
+    // DP-SGD's accounting plans its own steps on Poisson-sampled batches of plain cross-entropy.
+    return absl::InvalidArgumentError(
+        "training_config: max_steps, gradient_accumulation_steps and label_smoothing are not supported with "
+        "privacy.mechanism \"dp_sgd\" (its accountant plans each round's steps from local_epochs and "
+        "max_steps_per_round); remove them");
+  }
   if (c.privacy.mechanism == "dp_sgd" && c.training.max_grad_norm > 0) {
     // DP-SGD bounds each example's gradient by privacy.clip_norm; clipping the noised batch
     // gradient again would change nothing the accounting relies on, only confuse the two.
@@ -258,6 +315,13 @@ absl::StatusOr<JobConfig> ParseJobConfig(const nlohmann::json& json) {
         "training_config.max_grad_norm: expected 0 with privacy.mechanism \"dp_sgd\" (it clips each example's "
         "gradient to privacy.clip_norm instead), got ",
         c.training.max_grad_norm));
+  }
+  if (c.privacy.mechanism == "dp_sgd" && c.training.precision == "fp16") {
+    // fp16's loss scaling multiplies every per-example gradient before DP-SGD clips it, so
+    // the clip bound (and with it the accounting) would be off by the scale.
+    return absl::InvalidArgumentError(
+        "training_config.precision: \"fp16\" is not supported with privacy.mechanism \"dp_sgd\" (its loss scaling "
+        "would scale the per-example gradients before clipping); use \"bf16\" or \"fp32\"");
   }
   return c;
 }
@@ -328,7 +392,7 @@ absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
 }
 
 nlohmann::json ToJson(const TrainingConfig& c) {
-  return {{"optimizer", c.optimizer},       {"learning_rate", c.learning_rate},
+  nlohmann::json j = {{"optimizer", c.optimizer},       {"learning_rate", c.learning_rate},
           {"momentum", c.momentum},         {"nesterov", c.nesterov},
           {"beta1", c.beta1},               {"beta2", c.beta2},
           {"eps", c.eps},                   {"weight_decay", c.weight_decay},
@@ -338,6 +402,16 @@ nlohmann::json ToJson(const TrainingConfig& c) {
           {"batch_size", c.batch_size},     {"max_steps_per_round", c.max_steps_per_round},
           {"eval_batch_size", c.eval_batch_size}, {"threads", c.threads},
           {"device", c.device},             {"precision", c.precision}};
+  // Written only when set, so a config without them reads as it did before the keys existed;
+  // the plateau keys only where they apply (the parser refuses them under another scheduler).
+  if (c.max_steps > 0) j["max_steps"] = c.max_steps;
+  if (c.gradient_accumulation_steps > 1) j["gradient_accumulation_steps"] = c.gradient_accumulation_steps;
+  if (c.label_smoothing > 0) j["label_smoothing"] = c.label_smoothing;
+  if (c.lr_scheduler == "plateau") {
+    j["plateau_factor"] = c.plateau_factor;
+    j["plateau_patience"] = c.plateau_patience;
+  }
+  return j;
 }
 
 nlohmann::json ToJson(const JobConfig& c) {
@@ -370,6 +444,12 @@ nlohmann::json ToJson(const JobConfig& c) {
             {"label_column", c.data.label_column}}},
           {"evaluation", {{"test_data", c.evaluation.test_data}, {"max_samples", c.evaluation.max_samples}}},
           {"privacy", ToJson(c.privacy)}};
+  // Written only when set, so a job without compression reads as it did before the key existed.
+  if (f.compression.enabled()) j["federation"]["compression"] = ToJson(f.compression);
+  if (c.data.dataset == "text") {
+    j["data"]["files"] = c.data.files;
+    j["data"]["sequence_length"] = c.data.sequence_length;
+  }
   if (c.job_type == "vertical") j["vertical"] = ToJson(c.vertical);
   return j;
 }

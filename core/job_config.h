@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "core/update_compression.h"
 #include "core/vertical_config.h"
 
 namespace cohort::core {
@@ -27,13 +28,27 @@ struct TrainingConfig {
   double beta1 = 0.9, beta2 = 0.999;    // adam, adamw
   double eps = 1e-8;                    // adam, adamw
   double weight_decay = 0.0;
-  std::string lr_scheduler = "constant";  // constant | cosine | linear (after warmup)
+  // constant | cosine | linear (after warmup) | plateau (learning_rate times plateau_factor
+  // each time the site's held-out loss has not improved for plateau_patience rounds; the
+  // state lives in the site's trainer, across rounds)
+  std::string lr_scheduler = "constant";
+  double plateau_factor = 0.5;          // plateau only: in (0, 1)
+  int64_t plateau_patience = 1;         // plateau only: rounds without improvement before a cut
   int64_t warmup_steps = 0;             // linear warmup from 0, counted over the whole job
   double min_learning_rate = 0.0;       // floor of cosine / linear decay
   double max_grad_norm = 0.0;           // 0: no clipping
   int64_t local_epochs = 1;
   int64_t batch_size = 64;
   int64_t max_steps_per_round = 0;      // 0: no cap
+  // Optimizer steps each site takes over the whole job, spread evenly over the rounds (round
+  // r ends at step floor(max_steps * r / rounds)), replacing local_epochs; the learning-rate
+  // schedule (warmup_steps, decay) then spans exactly max_steps. 0: local_epochs decide.
+  int64_t max_steps = 0;
+  // Batches whose gradients are summed before one optimizer step: the step sees
+  // batch_size * gradient_accumulation_steps examples. Steps count optimizer steps.
+  int64_t gradient_accumulation_steps = 1;
+  // Cross-entropy against (1 - s) one-hot + s / classes (Szegedy et al. 2016). 0: off.
+  double label_smoothing = 0.0;
   int64_t eval_batch_size = 1000;
   int64_t threads = 1;                  // LibTorch intra-op threads per client
   // Where a site trains: "auto" (the first CUDA device when this LibTorch sees one, else
@@ -65,17 +80,22 @@ struct FederationConfig {
   // the cap in force is max(share, 1 / sites reporting)). 1: no cap.
   double max_weight_share = 0.5;
   int64_t chunk_bytes = 1 << 20;
+  // How sites compress their updates before sealing them (core/update_compression.h);
+  // fixed for the life of a job, like the chunk size.
+  CompressionConfig compression;
   std::vector<std::string> sites;          // enrolled sites; empty: any site of the federation
   std::vector<std::string> revoked_sites;  // excluded from the job: their calls are refused
 };
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist | csv
+  std::string dataset = "fashion-mnist";  // fashion-mnist | csv | text
   std::string path = "/usr/share/datasets/fashion-mnist";
-  std::string partition = "iid";        // iid | dirichlet:ALPHA
+  std::string partition = "iid";        // iid | dirichlet:ALPHA | by_file (text: whole files per site)
   double eval_fraction = 0.1;           // per client held-out share
   int64_t train_subset = 0;             // use only the first N training rows; 0: all
   std::string label_column = "label";   // csv only
+  std::vector<std::string> files;       // text only: names in path; empty: every text file
+  int64_t sequence_length = 64;         // text only: tokens per window (training/text_data.h)
 };
 
 struct EvaluationConfig {

@@ -155,6 +155,7 @@ absl::Status Ledger::ReplayLine(const storage::LogLine& line) {
   spent_epsilon_ = replayed;
   spend_count_ = static_cast<int64_t>(number) - 1;
   spent_rounds_.emplace(request.job, request.round);
+  last_spend_ = {request.job, request.round};
   return absl::OkStatus();
 }
 
@@ -218,6 +219,7 @@ absl::StatusOr<SpendCheck> Ledger::RecordSpend(const SpendRequest& request) {
   spent_epsilon_ = check->epsilon_after;
   ++spend_count_;
   spent_rounds_.emplace(request.job, request.round);
+  last_spend_ = {request.job, request.round};
   spdlog::info(
       "privacy ledger {}: site={} job={} round={} spent {} (q={} sigma={} "
       "steps={}), epsilon now {} of {}",
@@ -245,6 +247,11 @@ int64_t Ledger::spend_count() const {
 bool Ledger::HasSpend(std::string_view job, int64_t round) const {
   std::lock_guard<std::mutex> lock(mu_);
   return spent_rounds_.contains(std::make_pair(std::string(job), round));
+}
+
+bool Ledger::LastSpendIs(std::string_view job, int64_t round) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return spend_count_ > 0 && last_spend_.first == job && last_spend_.second == round;
 }
 
 std::string Ledger::header_hash() const {

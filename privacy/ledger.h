@@ -98,6 +98,10 @@ class Ledger {
   // Whether a spend for `job`'s `round` is recorded: lets a writer that may be re-run
   // after a crash (the server's mirror of its sites' spends) record each round once.
   bool HasSpend(std::string_view job, int64_t round) const;
+  // Whether the last recorded spend is for `job`'s `round`: a site that finds its own
+  // reservation there, with no update kept for it, knows nothing was released under it
+  // (client/kept_update.h).
+  bool LastSpendIs(std::string_view job, int64_t round) const;
   // Hex SHA-256 of the header (line 1): anchored outside the file, it pins the budget.
   std::string header_hash() const;
   // Hex SHA-256 of the last line: the value to anchor outside the file.
@@ -127,6 +131,7 @@ class Ledger {
   int64_t dropped_partial_bytes_ = 0;
   std::string header_hash_;  // guarded by mu_
   std::set<std::pair<std::string, int64_t>> spent_rounds_;  // (job, round); guarded by mu_
+  std::pair<std::string, int64_t> last_spend_{"", -1};       // (job, round); guarded by mu_
 };
 
 }  // namespace cohort::privacy

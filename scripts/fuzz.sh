@@ -22,7 +22,7 @@ fi
 seconds="$1"
 jobs="${2:-2}"
 shift $(($# >= 2 ? 2 : 1))
-all_targets=(job_config_fuzzer checkpoint_fuzzer update_receiver_fuzzer audit_log_fuzzer
+all_targets=(job_config_fuzzer checkpoint_fuzzer update_receiver_fuzzer compressed_chunk_fuzzer audit_log_fuzzer
              privacy_ledger_fuzzer idx_reader_fuzzer csv_reader_fuzzer)
 [[ $# -gt 0 ]] && targets=("$@") || targets=("${all_targets[@]}")
 build="${COHORT_FUZZ_BUILD_DIR:-$root/build-fuzz}"

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # The sanitizer builds of the test suite (docs/reliability.md, "Sanitizers"):
 #
-#   scripts/sanitize.sh [address|thread|all]      (default: all)
+#   scripts/sanitize.sh [thread|address-core|address-torch|address|all]   (default: all)
 #
-#   address  AddressSanitizer + UndefinedBehaviorSanitizer (gcc 12, leaks checked) build of
-#            the whole suite in build-asan/, then ctest on it.
-#   thread   ThreadSanitizer build of the torch-free concurrency tests (the storage, core,
-#            wire and server test programs) in build-tsan/, then ctest on those.
+#   thread         ThreadSanitizer build of the torch-free concurrency tests (the storage,
+#                  core, wire (with the vertical party's reader thread) and server test
+#                  programs) in build-tsan/, then ctest on those.
+#   address-core   AddressSanitizer + UndefinedBehaviorSanitizer (gcc 12, leaks checked) build
+#                  of the torch-free test programs in build-asan/, then ctest on those.
+#   address-torch  The same build of the test programs that link LibTorch (training, client,
+#                  integration) and of the `cohort` binary the integration tests start.
+#   address        address-core, then address-torch: the whole suite under ASan + UBSan.
+#   all            thread, then address.
 #
-# Builds are niced and run $COHORT_BUILD_JOBS (default 2) compilers at a time. Exits 0 when
-# every test ran clean, 1 otherwise. UB aborts (the build makes it non-recoverable), so
-# a finding fails the test that hit it, with the sanitizer's report in ctest's output.
+# Only the named test programs are built (niced, $COHORT_BUILD_JOBS compilers at a time,
+# default 2), and ctest runs only their tests, whatever else an earlier run left built in
+# the same build directory. Exits 0 when every test ran clean, 1 otherwise. UB aborts (the
+# build makes it non-recoverable), so a finding fails the test that hit it, with the
+# sanitizer's report in ctest's output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -18,51 +25,116 @@ mode="${1:-all}"
 jobs="${COHORT_BUILD_JOBS:-2}"
 export CCACHE_BASEDIR="$root"
 
-# The long checks themselves (labels fuzz, sanitize) never run inside a sanitizer build,
-# and a test program that was not built in a partial build is not a failure.
-common_ctest=(--output-on-failure -LE '^(fuzz|sanitize)$')
-
-# Tests left out of the ASan run, each with its reason.
-asan_excluded=(
+thread_programs=(cohort_storage_tests cohort_core_tests cohort_wire_tests cohort_vertical_client_tests cohort_server_tests)
+address_core_programs=(
+  cohort_storage_tests cohort_core_tests cohort_crypto_tests cohort_privacy_tests
+  cohort_audit_tests cohort_data_tests cohort_wire_tests cohort_vertical_client_tests
+  cohort_server_tests cohort_server_scale_tests cohort_agent_state_machine_tests
+)
+address_torch_programs=(
+  cohort_training_tests cohort_dp_sgd_tests cohort_split_learning_tests cohort_device_tests
+  cohort_data_parallel_tests cohort_client_tests cohort_integration_tests
+  cohort_vertical_integration_tests
 )
 
-run_address() {
-  local build="$root/build-asan"
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_SANITIZE=address \
+# Tests left out of a run, each entry a ctest -E pattern, a space, and the reason:
+#   '^SuiteName\.TestName$ why it cannot run under this sanitizer'
+asan_excluded=(
+)
+tsan_excluded=(
+)
+
+configure() {  # configure BUILD_DIR SANITIZER
+  cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_SANITIZE="$2" \
     -DCOHORT_BUILD_BENCH=OFF >/dev/null
-  nice -n 10 ninja -C "$build" -j "$jobs"
-  local exclude='_NOT_BUILT$'
-  for t in "${asan_excluded[@]}"; do exclude+="|^${t%% *}\$"; done
-  # LibTorch and OpenBLAS are not instrumented: what they leak at exit (static
-  # registries, thread pools) is theirs; scripts/sanitize/lsan.supp names it.
-  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
-  LSAN_OPTIONS="suppressions=$root/scripts/sanitize/lsan.supp:print_suppressions=0" \
-  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
-    nice -n 10 ctest --test-dir "$build" -j "$jobs" "${common_ctest[@]}" -E "$exclude"
 }
 
-run_thread() {
+# Writes to FILE the ctest -I list of every test whose command runs one of PROGRAMS: the
+# tests gtest_discover_tests registered for those programs, and no others. A program with
+# no tests (not built) is an error.
+select_tests() {  # select_tests BUILD_DIR FILE PROGRAM...
+  local build="$1" file="$2"
+  shift 2
+  local python=python3
+  [[ -x /usr/bin/python3 ]] && python=/usr/bin/python3
+  ctest --test-dir "$build" --show-only=json-v1 | "$python" -c '
+import json, os, sys
+wanted, found, numbers = set(sys.argv[1:]), set(), []
+for i, test in enumerate(json.load(sys.stdin)["tests"], 1):
+    program = os.path.basename((test.get("command") or [""])[0])
+    if program in wanted:
+        found.add(program)
+        numbers.append(str(i))
+if wanted - found:
+    sys.exit("sanitize.sh: no tests registered for " + " ".join(sorted(wanted - found)) +
+             " (did the build of that program fail?)")
+print("0,0,0," + ",".join(numbers))
+' "$@" >"$file"
+}
+
+# Runs ctest on BUILD_DIR for the tests of PROGRAMS, less those EXCLUDE_REGEX names, with
+# the sanitizer options the caller exported.
+run_ctest() {  # run_ctest BUILD_DIR EXCLUDE_REGEX PROGRAM...
+  local build="$1" exclude="$2"
+  shift 2
+  local list="$build/sanitize_tests.txt"
+  select_tests "$build" "$list" "$@" || return 1
+  nice -n 10 ctest --test-dir "$build" -j "$jobs" --output-on-failure -I "$list" -E "$exclude"
+}
+
+exclude_regex() {  # exclude_regex PATTERN_WITH_REASON...
+  local regex='^$'
+  for t in "$@"; do regex+="|${t%% *}"; done
+  echo "$regex"
+}
+
+# The functions below run in a subshell each (the parentheses): the options they export
+# stay theirs. `set -e` does not apply inside a function called left of `||`, hence the
+# explicit returns.
+run_address_programs() (  # run_address_programs EXTRA_TARGET... -- PROGRAM...
+  local build="$root/build-asan" extra=()
+  while [[ "$1" != -- ]]; do extra+=("$1"); shift; done
+  shift
+  configure "$build" address || return 1
+  nice -n 19 ninja -C "$build" -j "$jobs" "${extra[@]}" "$@" || return 1
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+  # LibTorch and OpenBLAS are not instrumented: what they leak at exit (static
+  # registries, thread pools) is theirs; scripts/sanitize/lsan.supp names it.
+  export LSAN_OPTIONS="suppressions=$root/scripts/sanitize/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+  run_ctest "$build" "$(exclude_regex "${asan_excluded[@]}")" "$@"
+)
+
+run_address_core() { run_address_programs -- "${address_core_programs[@]}"; }
+run_address_torch() { run_address_programs cohort -- "${address_torch_programs[@]}"; }
+
+run_thread() (
   local build="$root/build-tsan"
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOHORT_SANITIZE=thread \
-    -DCOHORT_BUILD_BENCH=OFF >/dev/null
-  nice -n 10 ninja -C "$build" -j "$jobs" cohort_storage_tests cohort_core_tests cohort_wire_tests cohort_server_tests
+  configure "$build" thread || return 1
+  nice -n 19 ninja -C "$build" -j "$jobs" "${thread_programs[@]}" || return 1
   # gRPC, abseil and OpenSSL are not instrumented: TSan cannot see the synchronization
   # inside them, so races it reports with only their frames are suppressed
   # (scripts/sanitize/tsan.supp); a race with one of our frames is reported.
-  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/scripts/sanitize/tsan.supp" \
-    nice -n 10 ctest --test-dir "$build" -j "$jobs" "${common_ctest[@]}" -E '_NOT_BUILT$'
-}
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/scripts/sanitize/tsan.supp"
+  run_ctest "$build" "$(exclude_regex "${tsan_excluded[@]}")" "${thread_programs[@]}"
+)
 
 status=0
 case "$mode" in
-  address) run_address || status=1 ;;
   thread) run_thread || status=1 ;;
+  address-core) run_address_core || status=1 ;;
+  address-torch) run_address_torch || status=1 ;;
+  address)
+    run_address_core || status=1
+    run_address_torch || status=1
+    ;;
   all)
     run_thread || status=1
-    run_address || status=1
+    run_address_core || status=1
+    run_address_torch || status=1
     ;;
   *)
-    echo "usage: scripts/sanitize.sh [address|thread|all]" >&2
+    echo "usage: scripts/sanitize.sh [thread|address-core|address-torch|address|all]" >&2
     exit 2
     ;;
 esac

@@ -9,8 +9,10 @@ packages=(
   libsodium-dev libssl-dev zlib1g-dev libsqlite3-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist python3-cryptography-vectors
+  dataset-fashion-mnist python3-cryptography-vectors fortunes
   python3-torch python3-numpy
+  libcpp-httplib-dev python3-prometheus-client
+  chromium python3-protobuf fonts-dejavu-core
 )
 
 # breast_cancer.csv for the vertical examples and their test, fetched once into

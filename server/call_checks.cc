@@ -11,9 +11,7 @@ namespace cohort::server {
 namespace {
 
 grpc::Status Deny(FederatedJob& job, const Caller& caller, std::string_view method, const absl::Status& why) {
-  const std::string message(why.message());
-  spdlog::warn("job={} access denied on {}: {}", job.job_id(), std::string(method), message);
-  job.RecordDenied(caller.actor(), std::string(method), message);
+  job.RecordDenied(caller.actor(), std::string(method), why);
   return ToGrpcStatus(why);
 }
 
@@ -33,22 +31,19 @@ grpc::Status Authorize(const grpc::ServerContextBase& context, bool require_cert
                        FederatedJob& job, Caller* caller) {
   return AuthorizeCaller(
       context, require_certificate, method,
-      [&job](const Actor& actor, const std::string& m, const std::string& why) {
-        spdlog::warn("job={} access denied on {}: {}", job.job_id(), m, why);
-        job.RecordDenied(actor, m, why);
-      },
-      caller);
+      [&job](const Actor& actor, const std::string& m, const absl::Status& why) { job.RecordDenied(actor, m, why); },
+      caller, &job.call_rate());
 }
 
 grpc::Status AuthorizeCaller(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
-                             const DenialRecorder& record_denial, Caller* caller) {
+                             const DenialRecorder& record_denial, Caller* caller, CallRateLimiter* call_rate) {
   if (!require_certificate) {
     caller->identity.clear();
     caller->role.reset();
     return grpc::Status::OK;
   }
   const auto deny = [&](const absl::Status& why) {
-    record_denial(caller->actor(), std::string(method), std::string(why.message()));
+    record_denial(caller->actor(), std::string(method), why);
     return ToGrpcStatus(why);
   };
   absl::StatusOr<crypto::CertificateIdentity> identity = wire::PeerIdentity(context);
@@ -58,6 +53,10 @@ grpc::Status AuthorizeCaller(const grpc::ServerContextBase& context, bool requir
   }
   caller->identity = identity->name;
   caller->role = identity->role;
+  // The rate first: a flood of calls the table refuses costs no more than one it allows.
+  if (call_rate != nullptr) {
+    if (absl::Status admitted = call_rate->Admit(identity->name); !admitted.ok()) return deny(admitted);
+  }
   if (absl::Status allowed = CheckAccess(identity->name, identity->role, method); !allowed.ok()) return deny(allowed);
   return grpc::Status::OK;
 }

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "crypto/certificates.h"
+#include "server/call_rate_limiter.h"
 #include "server/federated_job.h"
 
 namespace cohort::server {
@@ -30,19 +31,22 @@ struct Caller {
   Actor actor() const;
 };
 
-// The first step of every handler: identifies the caller and checks the permission table
-// (server/access_policy.h) for `method` (its full name, "/cohort.v1.Federation/Join"). A
-// refusal is PERMISSION_DENIED naming the identity, its role and the permission it lacks,
-// logged, and recorded in the job's audit log.
+// The first step of every handler: identifies the caller, takes one call from its rate
+// (the job's CallRateLimiter; RESOURCE_EXHAUSTED saying when to retry) and checks the
+// permission table (server/access_policy.h) for `method` (its full name,
+// "/cohort.v1.Federation/Join"). A permission refusal is PERMISSION_DENIED naming the
+// identity, its role and the permission it lacks. Every refusal is logged and recorded in
+// the job's audit log (FederatedJob::RecordDenied, which aggregates repeats).
 grpc::Status Authorize(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
                        FederatedJob& job, Caller* caller);
 
-// Authorize for a service that serves no FederatedJob (Vertical): the same identity and
-// permission checks, each refusal logged and handed to `record_denial` (which should put
-// it on the audit log before the caller hears of it).
-using DenialRecorder = std::function<void(const Actor& actor, const std::string& method, const std::string& why)>;
+// Authorize for a service that serves no FederatedJob (Vertical): the same identity, rate
+// (when `call_rate` is given) and permission checks, each refusal handed to
+// `record_denial` (which should log it and put it on the audit log).
+// In --insecure mode there is no identity to limit, and no limit.
+using DenialRecorder = std::function<void(const Actor& actor, const std::string& method, const absl::Status& why)>;
 grpc::Status AuthorizeCaller(const grpc::ServerContextBase& context, bool require_certificate, std::string_view method,
-                             const DenialRecorder& record_denial, Caller* caller);
+                             const DenialRecorder& record_denial, Caller* caller, CallRateLimiter* call_rate = nullptr);
 
 // Requests name a job; empty means the server's own. NOT_FOUND for another job's name.
 grpc::Status CheckServedJob(const FederatedJob& job, const std::string& job_id);

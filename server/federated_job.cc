@@ -11,6 +11,7 @@
 #include "server/checkpoint_key.h"
 #include "server/round_driver.h"
 #include "server/runtime_parameters.h"
+#include "storage/atomic_write.h"
 
 namespace cohort::server {
 namespace {
@@ -31,6 +32,22 @@ void RemoveStaleSpoolFiles(const std::filesystem::path& spool_dir) {
     if (ours && entry.is_regular_file(ec) && std::filesystem::remove(entry.path(), ec)) ++removed;
   }
   if (removed > 0) spdlog::info("removed {} spooled update file(s) left by an earlier run in {}", removed, spool_dir.string());
+}
+
+// A server killed while it wrote a checkpoint leaves the temporary file of that write
+// (storage::WriteFileAtomically never renamed it), a model's size each time: the checkpoint
+// it was to replace is still whole, so the leftover is only ever garbage.
+void RemoveTornCheckpoints(const std::filesystem::path& out_dir) {
+  const std::string prefix = storage::TemporaryNamePrefix(out_dir / kCheckpointFile);
+  std::error_code ec;
+  size_t removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(out_dir, ec)) {
+    if (entry.path().filename().string().starts_with(prefix) && entry.is_regular_file(ec) &&
+        std::filesystem::remove(entry.path(), ec)) {
+      ++removed;
+    }
+  }
+  if (removed > 0) spdlog::info("removed {} checkpoint write(s) cut short by an earlier run in {}", removed, out_dir.string());
 }
 
 // Replays OUT/job.db over the job file: the parameter changes and the enrollment made
@@ -83,7 +100,8 @@ FederatedJob::FederatedJob(JobOptions options, ParticipantRegistry registry, std
       recorder_(std::make_unique<RoundRecorder>(RoundRecorder::Options{core_.config.name, out_dir_, options.audit,
                                                                        launched_by_, core_.config.privacy,
                                                                        options.ledger_anchors,
-                                                                       *options.checkpoint_key, options.after_checkpoint},
+                                                                       *options.checkpoint_key, options.after_checkpoint,
+                                                                       options.on_round_recorded},
                                                 std::move(summary))) {
   core_.held = options.hold;
 }
@@ -149,6 +167,7 @@ absl::StatusOr<std::unique_ptr<FederatedJob>> FederatedJob::Create(JobOptions op
       MakeAggregationStrategy(options.config, options.initial_model.manifest());
   if (!strategy.ok()) return strategy.status();
   RemoveStaleSpoolFiles(options.out_dir / "spool");
+  RemoveTornCheckpoints(options.out_dir);
 
   nlohmann::json summary, strategy_state;
   if (resumed && resumed->summary.is_object()) {
@@ -179,7 +198,8 @@ absl::StatusOr<std::unique_ptr<FederatedJob>> FederatedJob::Create(JobOptions op
 }
 
 absl::Status FederatedJob::Run() {
-  RoundDriver driver({&core_, strategy_.get(), recorder_.get(), store_.get(), &changes_mu_, evaluate_, write_model_});
+  RoundDriver driver({&core_, strategy_.get(), recorder_.get(), store_.get(), &changes_mu_, evaluate_, write_model_,
+                      metrics_.get()});
   return driver.Run();
 }
 
@@ -291,6 +311,9 @@ std::optional<Task> FederatedJob::PollTaskLocked(const std::string& client_id) {
   task.model_version = core_.model_version;
   task.training_config_json = core::ToJson(core_.config.training).dump();
   task.privacy_config_json = core::ToJson(core_.config.privacy).dump();
+  if (core_.config.federation.compression.enabled()) {
+    task.compression_config_json = core::ToJson(core_.config.federation.compression).dump();
+  }
   task.model = core_.global;
   task.session = participant->session;
   participant->last_task_round = task.round;
@@ -317,6 +340,7 @@ absl::StatusOr<core::UpdateReceiver> FederatedJob::BeginUpdate(const UpdateHeade
   std::shared_ptr<wire::SealedSession> session;
   std::shared_ptr<const core::ParameterSet> global;
   double max_update_norm = 0;
+  core::UpdateEncoding encoding;
   {
     std::lock_guard lock(core_.mu);
     ParticipantRegistry::Participant* participant = core_.participants.Find(header.client_id);
@@ -344,6 +368,15 @@ absl::StatusOr<core::UpdateReceiver> FederatedJob::BeginUpdate(const UpdateHeade
     }
     session = participant->session;
     max_update_norm = core_.config.federation.max_update_norm;
+    core_.progress.UploadBegan(header.client_id, core::Clock::now());  // ends the round's "training" phase
+    encoding = core::EncodingOf(core_.config.federation.compression);
+  }
+  // Compression is the job's, not the site's choice: the bytes a site may send per value
+  // are bounded by it.
+  if (header.encoding != encoding) {
+    return absl::InvalidArgumentError(absl::StrCat("update: encoded as ", core::DescribeEncoding(header.encoding),
+                                                   ", but the job's federation.compression is ",
+                                                   core::DescribeEncoding(encoding)));
   }
   if (header.chunk_bytes < core::kMinChunkBytes || header.chunk_bytes > core::kMaxChunkBytes ||
       header.chunk_bytes % 4 != 0) {
@@ -370,7 +403,8 @@ absl::StatusOr<core::UpdateReceiver> FederatedJob::BeginUpdate(const UpdateHeade
   // its own copy of the receive key) travels with the spooled update to the fold.
   return core::UpdateReceiver::Open(global->manifest(), header.chunk_count, header.chunk_bytes, spool,
                                     {max_update_norm},
-                                    session->StreamOpener(header.round, header.base_model_version, header.chunk_count));
+                                    session->StreamOpener(header.round, header.base_model_version, header.chunk_count),
+                                    encoding);
 }
 
 absl::Status FederatedJob::CommitUpdate(const UpdateHeader& header, core::UpdateReceiver receiver) {
@@ -443,10 +477,10 @@ absl::Status FederatedJob::CheckParticipant(const std::string& site) const {
   return core_.participants.CheckMayTakePart(site);
 }
 
-void FederatedJob::RecordDenied(const Actor& actor, const std::string& method, const std::string& reason) {
-  // Written before the refusal is answered, so that every refused call is on the log
-  // when its caller hears of it. Only refused calls take this path.
-  (void)recorder_->Record(actor, audit::action::kAccessDenied, method, "", nullptr, nullptr, reason);
+void FederatedJob::RecordDenied(const Actor& actor, const std::string& method, const absl::Status& why) {
+  // The first refusal of a kind is on the log before its caller hears of it; repeats are
+  // counted and written as one entry, so a caller cannot flood the log.
+  recorder_->RecordDenied(actor, method, why);
 }
 
 }  // namespace cohort::server

@@ -38,7 +38,10 @@
 #include "core/parameter_set.h"
 #include "crypto/key_agreement.h"
 #include "server/aggregation_strategy.h"
+#include "server/call_rate_limiter.h"
 #include "server/job_core.h"
+#include "server/job_metrics.h"
+#include "server/job_observation.h"
 #include "server/job_store.h"
 #include "server/job_types.h"
 #include "server/ledger_anchors.h"
@@ -68,6 +71,8 @@ struct JobOptions {
   std::optional<core::CheckpointKey> checkpoint_key;
   // Tests: a failure injected between a round's checkpoint and its record (RoundRecorder).
   std::function<absl::Status(uint64_t round)> after_checkpoint;
+  // Optional: each round's summary entry once recorded (RoundRecorder::Options).
+  std::function<void(const nlohmann::json& round_entry)> on_round_recorded;
 };
 
 // A validated parameter change waiting for the next round boundary.
@@ -87,6 +92,7 @@ struct Task {
   uint64_t model_version = 0;
   std::string training_config_json;
   std::string privacy_config_json;  // the job's "privacy" section
+  std::string compression_config_json;  // the job's "federation.compression"; empty: none
   std::shared_ptr<const core::ParameterSet> model;
   std::string message;
   // kDone: why, for the client to act on (kNotJoined: join again); `message` is for people.
@@ -111,6 +117,7 @@ struct UpdateHeader {
   uint32_t chunk_bytes = 0;
   core::TrainMetrics metrics;
   std::optional<SiteSpend> privacy_spend;  // under privacy.mechanism "dp_sgd"
+  core::UpdateEncoding encoding;           // must be the job's federation.compression
 };
 
 class FederatedJob {
@@ -178,10 +185,26 @@ class FederatedJob {
   absl::StatusOr<uint64_t> RevokeParticipant(const Actor& actor, const std::string& site, const std::string& reason);
   // OK when `site` may take part in the job (enrolled, or enrollment is open, and not revoked).
   absl::Status CheckParticipant(const std::string& site) const;
-  // Records a refused call in the audit log (best effort: a failure is logged, not returned).
-  void RecordDenied(const Actor& actor, const std::string& method, const std::string& reason);
+  // Records a refused call in the audit log (best effort: a failure is logged, not returned):
+  // the first of its kind in full, its repeats counted (RoundRecorder::RecordDenied).
+  void RecordDenied(const Actor& actor, const std::string& method, const absl::Status& why);
+  // The per-client call rate of the server serving this job (server/call_rate_limiter.h),
+  // asked by every call's AuthorizeCaller.
+  CallRateLimiter& call_rate() { return call_rate_; }
   nlohmann::json Participants() const;
   const audit::Writer* audit_log() const { return recorder_->audit_log(); }
+
+  // --- observation: the dashboard and /metrics (docs/operability.md) ---
+  // A snapshot taken under the job's lock in O(sites); everything else is formatted
+  // outside it, so a scraper never slows a round.
+  JobSnapshot Observe() const;
+  // GET /metrics: the job's metrics in the Prometheus text format.
+  std::string MetricsPage();
+  // GET /api/state: the snapshot, the summary's rounds and the audit log's last 50 entries.
+  nlohmann::json DashboardState() const;
+  JobMetrics& metrics() { return *metrics_; }
+  // A site's model download for `round` completed (server/task_stream.h).
+  void NoteDownloaded(const std::string& client_id, uint64_t round);
 
   JobStatus Status() const;
   // Status without the per-client list and the summary: cheap enough for every heartbeat.
@@ -207,9 +230,11 @@ class FederatedJob {
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<AggregationStrategy> strategy_;
   std::unique_ptr<RoundRecorder> recorder_;
+  const std::unique_ptr<JobMetrics> metrics_ = std::make_unique<JobMetrics>();
   // Taken by admin changes and the round boundary, never by the network path: they
   // write the audit log and the job database while holding it, in one order.
   std::mutex changes_mu_;
+  CallRateLimiter call_rate_;
 
   // Sealing (wire/sealing.h). One X25519 key pair per job run: a restarted server has a
   // new one, so every client re-joins under new keys. One session per client, replaced

@@ -22,6 +22,7 @@
 #include "core/round_tracker.h"
 #include "server/job_types.h"
 #include "server/participant_registry.h"
+#include "server/round_progress.h"
 #include "server/round_recorder.h"
 
 namespace cohort::server {
@@ -62,6 +63,7 @@ struct JobCore {
   ParticipantRegistry participants;
   std::map<std::string, SiteReport> reports;  // the open round's accepted updates
   std::vector<PendingChange> pending_changes;
+  RoundProgress progress;  // the round's phase and its sites' steps, for the dashboard
 
  private:
   std::mutex listeners_mu_;

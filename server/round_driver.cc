@@ -90,6 +90,17 @@ void RoundDriver::MarkLostLocked(core::Clock::time_point now) {
 absl::Status RoundDriver::Run() {
   JobCore& core = *p_.core;
   {
+    // The job's clock continues from the last recorded round of a resumed job.
+    const nlohmann::json summary = p_.recorder->summary();
+    double elapsed_before = 0;
+    if (summary.contains("rounds") && summary["rounds"].is_array() && !summary["rounds"].empty()) {
+      elapsed_before = summary["rounds"].back().value("elapsed_seconds", 0.0);
+    }
+    std::lock_guard lock(core.mu);
+    core.progress.run_started = core::Clock::now();
+    core.progress.elapsed_before = elapsed_before;
+  }
+  {
     std::unique_lock lock(core.mu);
     if (core.held) {
       core.state = JobState::kHeld;
@@ -126,6 +137,10 @@ absl::Status RoundDriver::Run() {
         lock.unlock();
         return End(stopped ? JobState::kStopped : JobState::kFinished, why_end);
       }
+      core.progress.phase = RoundProgress::Phase::kWaiting;
+      core.progress.round = round;
+      core.progress.attempt = attempt;
+      core.progress.boundary = round_started;
       // Wait for enough live clients to start the round.
       auto last_notice = core::Clock::time_point{};
       std::optional<core::Clock::time_point> minimum_since;
@@ -174,6 +189,8 @@ absl::Status RoundDriver::Run() {
       core.reports.clear();
       core.tracker.SetLimits(static_cast<size_t>(fed.min_clients), ToMillis(fed.round_timeout_s));
       core.tracker.Open(round, selected, core::Clock::now());
+      core.progress.Open(round, attempt, core::Clock::now());
+      if (p_.metrics != nullptr) p_.metrics->RoundStarted();
       spdlog::info("job={} round={}/{} started{}: selected {}", core.config.name, round, fed.rounds,
                    attempt > 0 ? absl::StrCat(" (retry ", attempt, ")") : "", absl::StrJoin(selected, ", "));
       core.cv.notify_all();
@@ -193,14 +210,26 @@ absl::Status RoundDriver::Run() {
       core.cv.notify_all();
       if (decision == core::RoundTracker::Decision::kClose) {
         spdlog::info("job={} round={} closing: {}", core.config.name, round, why);
+        // The phases so far (docs/operability.md): waiting until this attempt opened,
+        // training until its first update header, upload until this decision.
+        const core::Clock::time_point decided = core::Clock::now();
+        const RoundProgress& progress = core.progress;
+        RoundPhaseSeconds phases;
+        phases.waiting = Seconds(progress.opened - round_started);
+        const core::Clock::time_point training_ended = progress.first_upload.value_or(decided);
+        phases.training = Seconds(training_ended - progress.opened);
+        phases.upload = Seconds(decided - training_ended);
+        core.progress.phase = RoundProgress::Phase::kClosing;
         lock.unlock();
-        if (absl::Status s = CloseRound(round, attempt + 1, round_started, std::move(changes)); !s.ok()) {
+        if (absl::Status s = CloseRound(round, attempt + 1, round_started, std::move(changes), phases); !s.ok()) {
           (void)End(JobState::kFailed, std::string(s.message()));
           return s;
         }
         break;
       }
       ++attempt;
+      core.progress.phase = RoundProgress::Phase::kWaiting;
+      if (p_.metrics != nullptr) p_.metrics->RoundRetried();
       if (attempt <= fed.max_round_retries) {
         spdlog::warn("job={} round={} will be retried ({} of {}): {}", core.config.name, round, attempt,
                      fed.max_round_retries, why);
@@ -215,19 +244,32 @@ absl::Status RoundDriver::Run() {
 }
 
 absl::Status RoundDriver::CloseRound(uint64_t round, int attempts, core::Clock::time_point started,
-                                     nlohmann::json changes) {
+                                     nlohmann::json changes, RoundPhaseSeconds phases) {
   JobCore& core = *p_.core;
+  auto set_phase = [&core](RoundProgress::Phase phase) {
+    std::lock_guard lock(core.mu);
+    core.progress.phase = phase;
+  };
   // Waits for the round's folds on the strategy's thread; nobody else touches the model.
+  const core::Clock::time_point fold_started = core::Clock::now();
   absl::StatusOr<RoundOutcome> outcome = p_.strategy->CloseRound();
   if (!outcome.ok()) return outcome.status();
+  phases.fold = Seconds(core::Clock::now() - fold_started);
   RoundRecorder::ClosedRound closed;
   if (p_.evaluate) {
+    set_phase(RoundProgress::Phase::kEvaluating);
+    const core::Clock::time_point evaluation_started = core::Clock::now();
     absl::StatusOr<core::EvalMetrics> test = p_.evaluate(*outcome->next);
     if (!test.ok()) return test.status();
     closed.test = *test;
+    phases.evaluation = Seconds(core::Clock::now() - evaluation_started);
   }
+  // From here to the record on disk is the checkpoint phase.
+  const core::Clock::time_point record_started = core::Clock::now();
   {
     std::lock_guard lock(core.mu);
+    core.progress.phase = RoundProgress::Phase::kCheckpointing;
+    closed.elapsed_seconds = core.progress.ElapsedSeconds(core::Clock::now());
     closed.reports = core.reports;
     closed.training = core.config.training;
     closed.total_rounds = core.config.federation.rounds;
@@ -239,8 +281,21 @@ absl::Status RoundDriver::CloseRound(uint64_t round, int attempts, core::Clock::
   closed.strategy_report = std::move(outcome->report);
   closed.strategy_state = p_.strategy->SaveState();
   closed.parameter_changes = std::move(changes);
+  closed.phase_seconds = {{"waiting", phases.waiting},   {"training", phases.training},
+                          {"upload", phases.upload},     {"fold", phases.fold},
+                          {"evaluation", phases.evaluation}};
   absl::StatusOr<std::string> sha256 = p_.recorder->RecordRound(closed, *outcome->next);
   if (!sha256.ok()) return sha256.status();
+  // The checkpoint holds the summary entry, so its own duration joins the entry after it.
+  phases.checkpoint = Seconds(core::Clock::now() - record_started);
+  p_.recorder->SetLastRoundPhaseSeconds("checkpoint", phases.checkpoint);
+  if (p_.metrics != nullptr) {
+    std::map<std::string, double> site_epsilon;
+    for (const auto& [site, report] : closed.reports) {
+      if (report.spend) site_epsilon[site] = report.spend->epsilon_after;
+    }
+    p_.metrics->RoundCompleted(phases, closed.test, closed.strategy_report, site_epsilon);
+  }
   if (absl::Status s = p_.store->RecordRound(round, closed.model_version, *sha256); !s.ok()) {
     // The checkpoint is what a restart resumes from; the table is its index.
     spdlog::error("job={} {}", core.config.name, std::string(s.message()));
@@ -249,6 +304,7 @@ absl::Status RoundDriver::CloseRound(uint64_t round, int attempts, core::Clock::
   core.global = std::move(outcome->next);
   core.model_version = closed.model_version;
   core.completed_rounds = round;
+  core.progress.phase = RoundProgress::Phase::kWaiting;
   return absl::OkStatus();
 }
 

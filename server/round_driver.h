@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "server/aggregation_strategy.h"
 #include "server/job_core.h"
+#include "server/job_metrics.h"
 #include "server/job_store.h"
 #include "server/round_recorder.h"
 
@@ -31,6 +32,7 @@ class RoundDriver {
     std::mutex* changes_mu = nullptr;  // serialises admin changes with the round boundary
     Evaluator evaluate;                // optional
     ModelWriter write_model;           // optional
+    JobMetrics* metrics = nullptr;     // optional: round and phase metrics
   };
   explicit RoundDriver(Parts parts) : p_(std::move(parts)) {}
 
@@ -43,7 +45,10 @@ class RoundDriver {
   nlohmann::json ApplyPendingChanges();
   // Marks silent sites lost (and out of the open round) and notes it in the audit log.
   void MarkLostLocked(core::Clock::time_point now);
-  absl::Status CloseRound(uint64_t round, int attempts, core::Clock::time_point started, nlohmann::json changes);
+  // `phases`: the waiting, training and upload phases, measured by Run; CloseRound times
+  // the rest.
+  absl::Status CloseRound(uint64_t round, int attempts, core::Clock::time_point started, nlohmann::json changes,
+                          RoundPhaseSeconds phases);
   // Writes the outputs and the job.end entry, then ends the job in `state`.
   absl::Status End(JobState state, const std::string& why);
 

@@ -1,5 +1,7 @@
 #include "server/round_recorder.h"
 
+#include <cmath>
+
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -20,7 +22,11 @@ double Seconds(core::Clock::duration d) { return std::chrono::duration<double>(d
 }  // namespace
 
 RoundRecorder::RoundRecorder(Options options, nlohmann::json summary)
-    : options_(std::move(options)), note_writer_([this] { NoteLoop(); }) {
+    : options_(std::move(options)),
+      denials_({}, {.full = [this](const Actor& actor, const std::string& method,
+                                   const absl::Status& why) { WriteDenied(actor, method, why); },
+                    .repeated = [this](const RepeatedDenials& repeated) { WriteRepeatedDenials(repeated); }}),
+      note_writer_([this] { NoteLoop(); }) {
   if (summary.is_object() && summary.contains("rounds")) {
     summary_ = std::move(summary);
   } else {
@@ -77,10 +83,42 @@ void RoundRecorder::Note(const Actor& actor, const std::string& action, const st
   notes_cv_.notify_all();
 }
 
+void RoundRecorder::RecordDenied(const Actor& actor, const std::string& method, const absl::Status& why) {
+  denials_.Record(actor, method, why);
+}
+
+void RoundRecorder::WriteDenied(const Actor& actor, const std::string& method, const absl::Status& why) {
+  const std::string reason(why.message());
+  spdlog::warn("job={} access denied on {}: {}", options_.job, method, reason);
+  // Best effort: the call is refused whether or not its record could be written.
+  (void)Record(actor, audit::action::kAccessDenied, method, "", nullptr, nullptr, reason);
+}
+
+void RoundRecorder::WriteRepeatedDenials(const RepeatedDenials& r) {
+  spdlog::warn("job={} access denied {} more times on {} to {} ({}) within {} s of the first: {}", options_.job,
+               r.count, r.method, r.actor.identity, absl::StatusCodeToString(r.code), absl::ToDoubleSeconds(r.window),
+               r.last_reason);
+  nlohmann::json repeated = {{"count", r.count},
+                             {"code", absl::StatusCodeToString(r.code)},
+                             {"window_s", absl::ToDoubleSeconds(r.window)},
+                             {"window_start", audit::FormatEntryTime(r.window_start)},
+                             {"first", audit::FormatEntryTime(r.first)},
+                             {"last", audit::FormatEntryTime(r.last)}};
+  (void)Record(r.actor, audit::action::kAccessDeniedRepeated, r.method, "", nullptr, std::move(repeated),
+               r.last_reason);
+}
+
 void RoundRecorder::NoteLoop() {
+  // Also closes the windows of repeated refusals that have ended, about once a second.
+  constexpr auto kDenialTick = std::chrono::seconds(1);
   std::unique_lock lock(notes_mu_);
   for (;;) {
-    notes_cv_.wait(lock, [this] { return quit_ || !notes_.empty(); });
+    if (!notes_cv_.wait_for(lock, kDenialTick, [this] { return quit_ || !notes_.empty(); })) {
+      lock.unlock();
+      denials_.FlushExpired();
+      lock.lock();
+      continue;
+    }
     if (notes_.empty()) return;  // quit_, and nothing left to write
     Noted note = std::move(notes_.front());
     notes_.pop_front();
@@ -96,6 +134,7 @@ void RoundRecorder::NoteLoop() {
 }
 
 void RoundRecorder::FlushNotes() {
+  denials_.FlushAll();
   std::unique_lock lock(notes_mu_);
   notes_cv_.wait(lock, [this] { return notes_.empty() && !writing_note_; });
 }
@@ -191,9 +230,13 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
                                         {"batch_size", closed.training.batch_size}}},
                           {"parameter_changes", closed.parameter_changes}};
   if (!model_sha256.empty()) entry["model_sha256"] = model_sha256;
+  if (closed.elapsed_seconds) entry["elapsed_seconds"] = *closed.elapsed_seconds;
+  if (closed.phase_seconds.is_object()) entry["phase_seconds"] = closed.phase_seconds;
   for (const auto& [key, value] : closed.strategy_report.items()) entry[key] = value;
   if (closed.test) {
     entry["test_loss"] = closed.test->loss;
+    // exp(mean cross-entropy): per token for a language model, the usual measure of one.
+    entry["test_perplexity"] = std::exp(closed.test->loss);
     entry["test_accuracy"] = closed.test->accuracy;
     entry["test_samples"] = closed.test->samples;
   }
@@ -218,6 +261,14 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
     if (absl::Status s = options_.after_checkpoint(closed.round); !s.ok()) return s;
   }
   if (absl::Status s = WriteRoundRecord(entry, /*already=*/{}); !s.ok()) return s;
+  if (options_.on_round_recorded) {
+    nlohmann::json recorded;  // the entry as the summary now holds it, spends mirrored
+    {
+      std::lock_guard lock(summary_mu_);
+      recorded = summary_["rounds"].back();
+    }
+    options_.on_round_recorded(recorded);
+  }
   // Logged once durable: a round reported done survives a crash.
   spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", options_.job,
                closed.round, closed.total_rounds, closed.reports.size(), samples, entry["train_loss"].get<double>(),
@@ -346,6 +397,13 @@ absl::Status RoundRecorder::Finish(JobState state, const std::string& why, const
   if (!written.ok()) end["outputs_error"] = std::string(written.message());
   (void)Record(options_.server, audit::action::kJobEnd, "", "", "running", std::move(end), why);
   return written;
+}
+
+void RoundRecorder::SetLastRoundPhaseSeconds(const std::string& phase, double seconds) {
+  std::lock_guard lock(summary_mu_);
+  nlohmann::json& rounds = summary_["rounds"];
+  if (!rounds.is_array() || rounds.empty() || !rounds.back().contains("phase_seconds")) return;
+  rounds.back()["phase_seconds"][phase] = seconds;
 }
 
 void RoundRecorder::SetSummaryField(const std::string& key, nlohmann::json value) {

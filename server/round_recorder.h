@@ -7,7 +7,8 @@
 // Two ways into the audit log: Record appends before the caller acts (a change whose
 // entry cannot be written is not made); Note queues an observation made on the network
 // path (a site joined, a site was lost), which a thread of the recorder appends, so that
-// no Join or Heartbeat ever waits for a disk.
+// no Join or Heartbeat ever waits for a disk. Refused calls go through RecordDenied, which
+// writes the first of a kind in full and counts its repeats (server/denial_aggregator.h).
 
 #include <condition_variable>
 #include <deque>
@@ -31,6 +32,7 @@
 #include "core/parameter_set.h"
 #include "core/round_tracker.h"
 #include "privacy/ledger.h"
+#include "server/denial_aggregator.h"
 #include "server/job_types.h"
 #include "server/ledger_anchors.h"
 
@@ -58,6 +60,10 @@ class RoundRecorder {
     // Tests: runs between a round's checkpoint and its record; an error stops the round
     // there, as a crash at that moment would.
     std::function<absl::Status(uint64_t round)> after_checkpoint;
+    // Optional: handed each round's summary entry once its record is complete (the
+    // TensorBoard event file, server/tensorboard_writer.h). Runs on the closing thread,
+    // without the job's lock; it must not fail the round, so it reports nothing back.
+    std::function<void(const nlohmann::json& round_entry)> on_round_recorded;
   };
   // `summary`: what a resumed job recorded so far (its checkpoint's), or null for a new job.
   RoundRecorder(Options options, nlohmann::json summary);
@@ -73,7 +79,11 @@ class RoundRecorder {
   // Queues an observation; returns at once. A failure to append it is logged.
   void Note(const Actor& actor, const std::string& action, const std::string& participant, nlohmann::json old_value,
             nlohmann::json new_value, const std::string& reason);
-  // Waits until every queued observation is appended.
+  // A refused call (access.denied): the first of its (actor, method, code) in a window is
+  // appended now, its repeats are counted and appended as one access.denied.repeated
+  // entry when the window ends (the note thread checks every second) or at FlushNotes.
+  void RecordDenied(const Actor& actor, const std::string& method, const absl::Status& why);
+  // Waits until every queued observation is appended, the counts of repeated refusals too.
   void FlushNotes();
 
   struct ClosedRound {
@@ -88,6 +98,11 @@ class RoundRecorder {
     std::optional<core::EvalMetrics> test;
     core::TrainingConfig training;
     nlohmann::json parameter_changes = nlohmann::json::array();
+    // The job's clock at the close (server/round_progress.h) and the round's phase
+    // durations so far, in seconds ("waiting", "training", "upload", "fold", "evaluation";
+    // docs/operability.md defines them); both go into the summary entry when set.
+    std::optional<double> elapsed_seconds;
+    nlohmann::json phase_seconds;
   };
   // A closed round's record, in this order: the summary entry and the checkpoint (which
   // names the record to come), then model.publish (and the job's privacy.spend), the
@@ -108,6 +123,9 @@ class RoundRecorder {
                       const ModelWriter& write_model);
   // Adds a top-level member to the summary ("ended_early").
   void SetSummaryField(const std::string& key, nlohmann::json value);
+  // Adds a phase's duration to the last round's "phase_seconds" (the checkpoint's own,
+  // known only once the checkpoint that holds the entry is written).
+  void SetLastRoundPhaseSeconds(const std::string& phase, double seconds);
   nlohmann::json summary() const;
   const audit::Writer* audit_log() const { return options_.audit; }
 
@@ -122,6 +140,9 @@ class RoundRecorder {
     std::string reason;
   };
   void NoteLoop();
+  // The denial aggregator's sink: the entries it decides on.
+  void WriteDenied(const Actor& actor, const std::string& method, const absl::Status& why);
+  void WriteRepeatedDenials(const RepeatedDenials& repeated);
   // What of a round's record is already in the audit log.
   struct RecordedRound {
     bool published = false;
@@ -145,6 +166,7 @@ class RoundRecorder {
   std::deque<Noted> notes_;
   bool writing_note_ = false;
   bool quit_ = false;
+  DenialAggregator denials_;
   std::thread note_writer_;  // last: starts once everything above exists
 };
 

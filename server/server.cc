@@ -54,11 +54,10 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
   // Served without a job, so that a vertical party sent here hears why it is refused.
   VerticalService vertical(
       nullptr, /*require_certificate=*/tls,
-      [&job](const Actor& actor, const std::string& method, const std::string& why) {
-        spdlog::warn("job={} access denied on {}: {}", job.job_id(), method, why);
+      [&job](const Actor& actor, const std::string& method, const absl::Status& why) {
         job.RecordDenied(actor, method, why);
       },
-      job.job_id());
+      job.job_id(), &job.call_rate());
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = Listen(options, job.job_id(), {&federation, &admin, &vertical}, port);
   if (!server.ok()) return server.status();
@@ -80,13 +79,13 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
 
 absl::Status ServeVerticalJob(VerticalJob& job, const ServerOptions& options) {
   const bool tls = options.credentials != nullptr;
+  CallRateLimiter call_rate;  // per client certificate (core::kClientCallsPerSecond)
   VerticalService vertical(
       &job, /*require_certificate=*/tls,
-      [&job](const Actor& actor, const std::string& method, const std::string& why) {
-        spdlog::warn("job={} access denied on {}: {}", job.job_id(), method, why);
+      [&job](const Actor& actor, const std::string& method, const absl::Status& why) {
         job.RecordDenied(actor, method, why);
       },
-      job.job_id());
+      job.job_id(), &call_rate);
   int port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server = Listen(options, job.job_id(), {&vertical}, port);
   if (!server.ok()) {

@@ -25,6 +25,7 @@ v1::DoneReason ToProto(Task::DoneReason reason) {
 TaskStream* TaskStream::Start(grpc::CallbackServerContext* context, TaskWaiters& waiters, const std::string& client_id,
                               std::chrono::milliseconds wait, size_t chunk_bytes) {
   auto* stream = new TaskStream(context, waiters, chunk_bytes);
+  stream->client_id_ = client_id;
   // Tells the client at once that the server holds its poll (the sync API sent the
   // metadata only with the task); the scale test waits on it.
   stream->StartSendInitialMetadata();
@@ -59,6 +60,7 @@ void TaskStream::Send(Task task) {
   header->set_model_version(task_.model_version);
   header->set_training_config_json(task_.training_config_json);
   header->set_privacy_config_json(task_.privacy_config_json);
+  header->set_compression_config_json(task_.compression_config_json);
   wire::ToProto(task_.model->manifest(), header->mutable_manifest());
   header->set_chunk_count(chunk_count_);
   header->set_chunk_bytes(static_cast<uint32_t>(chunk_bytes_));
@@ -67,7 +69,10 @@ void TaskStream::Send(Task task) {
 
 void TaskStream::OnWriteDone(bool ok) {
   if (!ok) return End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "client went away"));
-  if (next_chunk_ == chunk_count_) return End(grpc::Status::OK);
+  if (next_chunk_ == chunk_count_) {
+    waiters_.job().NoteDownloaded(client_id_, task_.round);  // the dashboard: the site trains now
+    return End(grpc::Status::OK);
+  }
   if (context_->IsCancelled()) return End(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
   const uint32_t index = next_chunk_++;
   v1::Chunk* chunk = message_.mutable_chunk();
@@ -80,6 +85,7 @@ void TaskStream::OnWriteDone(bool ok) {
       !s.ok()) {
     return End(ToGrpcStatus(s));
   }
+  waiters_.job().metrics().BytesSent(chunk->data().size());
   StartWrite(&message_);
 }
 

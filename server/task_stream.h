@@ -42,6 +42,7 @@ class TaskStream final : public grpc::ServerWriteReactor<v1::TaskMessage> {
   grpc::CallbackServerContext* const context_;
   TaskWaiters& waiters_;
   const size_t chunk_bytes_;
+  std::string client_id_;
   uint64_t ticket_ = 0;  // set before gRPC binds the reactor, read only after
   Task task_;
   v1::TaskMessage message_;  // the header, then each chunk in turn

@@ -47,6 +47,7 @@ class TaskWaiters {
   bool Cancel(uint64_t ticket);
 
   size_t pending() const;
+  FederatedJob& job() { return job_; }
 
  private:
   struct Entry {

@@ -7,6 +7,29 @@
 #include "wire/convert.h"
 
 namespace cohort::server {
+namespace {
+
+// The label of cohort_updates_rejected_total: the status code as the gRPC spec spells it,
+// in lower case.
+std::string_view StatusCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::CANCELLED: return "cancelled";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid_argument";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
+    case grpc::StatusCode::NOT_FOUND: return "not_found";
+    case grpc::StatusCode::ALREADY_EXISTS: return "already_exists";
+    case grpc::StatusCode::PERMISSION_DENIED: return "permission_denied";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "resource_exhausted";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "failed_precondition";
+    case grpc::StatusCode::ABORTED: return "aborted";
+    case grpc::StatusCode::UNAVAILABLE: return "unavailable";
+    case grpc::StatusCode::DATA_LOSS: return "data_loss";
+    case grpc::StatusCode::UNAUTHENTICATED: return "unauthenticated";
+    default: return "other";
+  }
+}
+
+}  // namespace
 
 LedgerPosition LedgerPositionFromProto(const v1::LedgerPosition& p) {
   return {p.present(), p.header_sha256(), p.spends(), p.head_sha256(), p.epsilon_spent()};
@@ -27,6 +50,12 @@ void UpdateUpload::OnReadDone(bool ok) {
     end = TakeChunk();
   }
   if (end) {
+    // Counted here, where every upload ends: accepted, or refused with its status code.
+    if (end->ok()) {
+      job_.metrics().UpdateAccepted();
+    } else {
+      job_.metrics().UpdateRejected(StatusCodeName(end->error_code()));
+    }
     Finish(*end);
   } else {
     StartRead(&message_);
@@ -51,6 +80,9 @@ std::optional<grpc::Status> UpdateUpload::TakeHeader(bool ok) {
   header_.chunk_count = h.chunk_count();
   header_.chunk_bytes = h.chunk_bytes();
   header_.metrics = wire::FromProto(h.metrics());
+  absl::StatusOr<core::UpdateEncoding> encoding = wire::FromProto(h.encoding());
+  if (!encoding.ok()) return ToGrpcStatus(encoding.status());
+  header_.encoding = *encoding;
   if (h.has_privacy_spend()) {
     const v1::PrivacySpend& p = h.privacy_spend();
     header_.privacy_spend =
@@ -73,6 +105,7 @@ std::optional<grpc::Status> UpdateUpload::TakeChunk() {
   // Opened where it arrived: the message is ours until the next StartRead.
   v1::Chunk& chunk = *message_.mutable_chunk();
   std::string& data = *chunk.mutable_data();
+  job_.metrics().BytesReceived(data.size());
   const absl::Status added =
       receiver_->AddChunkInPlace(chunk.index(), chunk.count(), std::as_writable_bytes(std::span(data.data(), data.size())));
   if (added.ok()) return std::nullopt;

@@ -135,8 +135,8 @@ absl::Status VerticalJob::Hello(const std::string& identity, const v1::PartyHell
   return absl::OkStatus();
 }
 
-void VerticalJob::RecordDenied(const Actor& actor, const std::string& method, const std::string& why) {
-  (void)recorder_->Record(actor, audit::action::kAccessDenied, method, "", nullptr, nullptr, why);
+void VerticalJob::RecordDenied(const Actor& actor, const std::string& method, const absl::Status& why) {
+  recorder_->RecordDenied(actor, method, why);
 }
 
 std::string VerticalJob::MissingPartiesLocked() const {

@@ -90,8 +90,9 @@ class VerticalJob {
                      std::shared_ptr<PartyLink> link);
   // A fresh id for a stream, never 0 and never reused.
   uint64_t NewConnectionId() { return next_connection_.fetch_add(1); }
-  // Puts a refused stream on the audit log (access.denied) before its caller hears of it.
-  void RecordDenied(const Actor& actor, const std::string& method, const std::string& why);
+  // Puts a refused stream on the audit log (access.denied) before its caller hears of it;
+  // repeats of the same refusal are counted into one entry (RoundRecorder::RecordDenied).
+  void RecordDenied(const Actor& actor, const std::string& method, const absl::Status& why);
 
   struct RelayResult {
     absl::Status status;        // not OK: the sender's stream ends with it

@@ -97,9 +97,8 @@ class VerticalStream final : public Reactor {
     absl::Status hello = job_.Hello(identity, in_.hello(), connection_, link_);
     if (!hello.ok()) {
       if (hello.code() == absl::StatusCode::kPermissionDenied) {
-        spdlog::warn("job={} refused a vertical stream: {}", job_.job_id(), std::string(hello.message()));
         job_.RecordDenied({identity.empty() ? "anonymous" : identity, identity_.empty() ? "unauthenticated" : "site"},
-                          ExchangeMethod(), std::string(hello.message()));
+                          ExchangeMethod(), hello);
       }
       return RefuseBeforeHello(hello);
     }
@@ -175,17 +174,19 @@ void StreamLink::Detach() {
 }  // namespace
 
 VerticalService::VerticalService(VerticalJob* job, bool require_certificate, DenialRecorder record_denial,
-                                 std::string served_job)
+                                 std::string served_job, CallRateLimiter* call_rate)
     : job_(job),
       require_certificate_(require_certificate),
       record_denial_(std::move(record_denial)),
-      served_job_(std::move(served_job)) {}
+      served_job_(std::move(served_job)),
+      call_rate_(call_rate) {}
 
 grpc::ServerBidiReactor<v1::VerticalMessage, v1::VerticalMessage>* VerticalService::Exchange(
     grpc::CallbackServerContext* context) {
   using Refused = RefusedCall<Reactor>;
   Caller caller;
-  if (grpc::Status s = AuthorizeCaller(*context, require_certificate_, ExchangeMethod(), record_denial_, &caller);
+  if (grpc::Status s = AuthorizeCaller(*context, require_certificate_, ExchangeMethod(), record_denial_, &caller,
+                                     call_rate_);
       !s.ok()) {
     return new Refused(s);
   }

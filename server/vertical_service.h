@@ -27,8 +27,10 @@ class VerticalService final : public v1::Vertical::CallbackService {
   // `job` (null on a horizontal job's server) must outlive the service. `served_job` names
   // the job for the refusal a horizontal server gives. `record_denial` puts refused calls on
   // the audit log. `require_certificate`: false only in --insecure mode, where a party is
-  // who its hello says.
-  VerticalService(VerticalJob* job, bool require_certificate, DenialRecorder record_denial, std::string served_job);
+  // who its hello says. `call_rate` (optional; must outlive the service) is the server's
+  // per-client call rate: each Exchange stream costs one call when it opens.
+  VerticalService(VerticalJob* job, bool require_certificate, DenialRecorder record_denial, std::string served_job,
+                  CallRateLimiter* call_rate = nullptr);
 
   grpc::ServerBidiReactor<v1::VerticalMessage, v1::VerticalMessage>* Exchange(
       grpc::CallbackServerContext* context) override;
@@ -38,6 +40,7 @@ class VerticalService final : public v1::Vertical::CallbackService {
   const bool require_certificate_;
   const DenialRecorder record_denial_;
   const std::string served_job_;
+  CallRateLimiter* const call_rate_;
 };
 
 }  // namespace cohort::server

@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "core/limits.h"
 #include "core/quote.h"
+#include "training/text_data.h"
 
 namespace cohort::training {
 namespace {
@@ -240,8 +241,21 @@ absl::StatusOr<Dataset> ReadDataset(const std::string& dataset, const std::strin
                                     const std::string& label_column) {
   if (dataset == "fashion-mnist") return ReadFashionMnist(path, split);
   if (dataset == "csv") return ReadCsv(path, label_column);
+  if (dataset == "text") {
+    return absl::InvalidArgumentError(
+        "data.dataset: \"text\" needs data.sequence_length and data.files; read it through the data section");
+  }
   return absl::InvalidArgumentError(
-      absl::StrCat("data.dataset: expected \"fashion-mnist\" or \"csv\", got \"", dataset, "\""));
+      absl::StrCat("data.dataset: expected \"fashion-mnist\", \"csv\" or \"text\", got \"", dataset, "\""));
+}
+
+absl::StatusOr<Dataset> ReadDataset(const core::DataConfig& data, const std::string& path, Split split) {
+  if (data.dataset != "text") return ReadDataset(data.dataset, path, split, data.label_column);
+  TextDataOptions options;
+  options.path = path;
+  options.files = data.files;
+  options.sequence_length = data.sequence_length;
+  return ReadTextWindows(options, split);
 }
 
 }  // namespace cohort::training

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/job_config.h"
+#include "training/data_parallel.h"
 
 namespace cohort::training {
 
@@ -40,6 +41,20 @@ absl::StatusOr<std::string> ResolveDevice(std::string_view requested) {
                                                       " GPU(s) are visible (cuda:0 to cuda:", count - 1, ")"));
   }
   return absl::StrCat("cuda:", index);
+}
+
+absl::StatusOr<WorkerPlacement> PlaceSiteWorker(std::string_view requested, int local_rank, int workers) {
+  absl::StatusOr<std::string> first = ResolveDevice(requested);
+  if (!first.ok()) return first.status();
+  if (*first == "cpu") return WorkerPlacement{"cpu", false};
+  const int base = std::stoi(first->substr(5));
+  const int count = CudaDeviceCount();
+  if (base + workers > count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        workers, " workers on ", *first, " need one GPU each (cuda:", base, " to cuda:", base + workers - 1,
+        ") but this node sees ", count, " (cuda:0 to cuda:", count - 1, "); pass fewer --workers or --device cpu"));
+  }
+  return WorkerPlacement{absl::StrCat("cuda:", base + local_rank), NcclCompiledIn()};
 }
 
 }  // namespace cohort::training

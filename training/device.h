@@ -22,4 +22,16 @@ int CudaDeviceCount();
 // that is not a device.
 absl::StatusOr<std::string> ResolveDevice(std::string_view requested);
 
+// Where worker `local_rank` of the `workers` a site runs on one node trains, and how the
+// workers all-reduce. On CUDA each worker owns one GPU: cuda:(N + local_rank) for a requested
+// cuda:N ("cuda" and an "auto" that finds a GPU start at N = 0), and the workers use NCCL
+// where this build has it (Gloo through host memory where it does not). On the CPU every
+// worker trains on the CPU over Gloo. FailedPrecondition, naming the GPUs needed and seen,
+// when the node has too few GPUs for its workers.
+struct WorkerPlacement {
+  std::string device;  // "cpu" or "cuda:K"
+  bool nccl = false;
+};
+absl::StatusOr<WorkerPlacement> PlaceSiteWorker(std::string_view requested, int local_rank, int workers);
+
 }  // namespace cohort::training

@@ -15,6 +15,15 @@ std::string ShapeText(const std::vector<int64_t>& shape) { return absl::StrCat("
 absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
   ModelSpec spec;
   spec.config = config;
+  if (IsTransformerConfig(config)) {
+    absl::StatusOr<TransformerSpec> transformer = ParseTransformerSpec(config);
+    if (!transformer.ok()) return transformer.status();
+    if (config.contains("name") && config["name"].is_string()) spec.name = config["name"].get<std::string>();
+    spec.input_shape = {transformer->max_position_embeddings};
+    spec.num_classes = transformer->output_classes();
+    spec.transformer = std::move(*transformer);
+    return spec;
+  }
   core::ConfigReader top("model_config", config);
   top.String("name", &spec.name);
   top.Known("input_shape");
@@ -129,7 +138,25 @@ absl::StatusOr<ModelSpec> ParseModelSpec(const nlohmann::json& config) {
   return spec;
 }
 
+absl::Status ModelSpec::CheckExampleShape(const std::vector<int64_t>& shape, const std::string& which) const {
+  if (transformer) {
+    if (shape.size() == 1 && shape[0] >= 1 && shape[0] <= transformer->max_position_embeddings) {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        which, " data has examples of shape ", ShapeText(shape), " but a transformer reads token sequences [T] with T <= ",
+        "model_config.max_position_embeddings (", transformer->max_position_embeddings,
+        "); lower data.sequence_length or raise max_position_embeddings"));
+  }
+  if (shape != input_shape) {
+    return absl::InvalidArgumentError(absl::StrCat(which, " data has examples of shape ", ShapeText(shape),
+                                                   " but model_config.input_shape is ", ShapeText(input_shape)));
+  }
+  return absl::OkStatus();
+}
+
 core::Manifest ModelSpec::ParameterManifest() const {
+  if (transformer) return core::Manifest(transformer->Parameters());
   std::vector<core::TensorSpec> tensors;
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerSpec& l = layers[i];

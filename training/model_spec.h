@@ -22,8 +22,12 @@
 //               weight [num_embeddings, embedding_dim]; output shape is input shape + [dim]
 //   dropout     p (0.5)
 //   relu | tanh | sigmoid | gelu
+//
+// A model_config without "layers" but with transformer keys ("num_layers", "hidden_size",
+// ...) describes a transformer instead: training/transformer_spec.h.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/parameter_set.h"
+#include "training/transformer_spec.h"
 
 namespace cohort::training {
 
@@ -51,6 +56,16 @@ struct ModelSpec {
   int64_t num_classes = 0;
   std::vector<LayerSpec> layers;
   nlohmann::json config;  // the JSON it was parsed from
+  // Set when model_config describes a transformer; `layers` is then empty, input_shape is
+  // [max_position_embeddings] and num_classes the classes of each prediction.
+  std::optional<TransformerSpec> transformer;
+
+  // A causal language model: its labels are the next token at every position, [T] per
+  // example, and its output is [T, vocab_size] per example.
+  bool predicts_every_position() const { return transformer && transformer->causal(); }
+  // OK when examples of `shape` fit the model: exactly input_shape, or for a transformer
+  // [T] with 1 <= T <= max_position_embeddings. `which` names the data ("training").
+  absl::Status CheckExampleShape(const std::vector<int64_t>& shape, const std::string& which) const;
 
   // Parameter tensors in state_dict order, all float32.
   core::Manifest ParameterManifest() const;

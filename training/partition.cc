@@ -93,6 +93,37 @@ absl::StatusOr<Shards> Partition(const std::string& spec, const std::vector<int6
       absl::StrCat("partition: expected \"iid\" or \"dirichlet:ALPHA\" with ALPHA > 0, got \"", spec, "\""));
 }
 
+absl::StatusOr<Shards> PartitionByGroup(const std::vector<int64_t>& groups, size_t num_groups, int num_clients) {
+  if (num_clients < 1) return absl::InvalidArgumentError(absl::StrCat("clients: expected >= 1, got ", num_clients));
+  if (num_groups < static_cast<size_t>(num_clients)) {
+    return absl::InvalidArgumentError(absl::StrCat("data.partition \"by_file\": ", num_groups, " file(s) for ",
+                                                   num_clients, " sites; each site needs at least one file: list more "
+                                                   "data.files or run fewer sites"));
+  }
+  Shards shards(static_cast<size_t>(num_clients));
+  for (size_t i = 0; i < groups.size(); ++i) {
+    shards[static_cast<size_t>(groups[i] % num_clients)].push_back(i);
+  }
+  return shards;
+}
+
+absl::StatusOr<Shards> PartitionDataset(const std::string& spec, const Dataset& data, int num_clients, uint64_t seed) {
+  if (spec == "by_file") {
+    if (data.groups.size() != data.size()) {
+      return absl::InvalidArgumentError(
+          "data.partition: \"by_file\" needs a data set read from files (\"dataset\": \"text\")");
+    }
+    return PartitionByGroup(data.groups, data.group_names.size(), num_clients);
+  }
+  if (!data.label_shape.empty() && spec != "iid") {
+    return absl::InvalidArgumentError(absl::StrCat("data.partition: \"", spec,
+                                                   "\" splits by class, and this data set has a label per position "
+                                                   "(text); use \"iid\" or \"by_file\""));
+  }
+  if (!data.label_shape.empty()) return PartitionIid(data.size(), num_clients, seed);
+  return Partition(spec, data.labels, data.num_classes, num_clients, seed);
+}
+
 HoldoutSplit SplitHoldout(std::vector<size_t> indices, double eval_fraction, uint64_t seed) {
   std::mt19937_64 rng(seed ^ 0x5bd1e995ull);
   std::shuffle(indices.begin(), indices.end(), rng);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "training/dataset.h"
 
 namespace cohort::training {
 
@@ -22,9 +23,18 @@ Shards PartitionIid(size_t num_examples, int num_clients, uint64_t seed);
 absl::StatusOr<Shards> PartitionDirichlet(const std::vector<int64_t>& labels, int64_t num_classes, int num_clients,
                                           double alpha, uint64_t seed, size_t min_size = 10);
 
-// "iid" or "dirichlet:ALPHA".
+// "iid" or "dirichlet:ALPHA" (one label per example).
 absl::StatusOr<Shards> Partition(const std::string& spec, const std::vector<int64_t>& labels, int64_t num_classes,
                                  int num_clients, uint64_t seed);
+
+// Whole groups per client (Dataset::groups, e.g. the files of a text data set): group g goes
+// to client g mod num_clients, so with as many clients as files each client holds one file
+// (a natural non-IID split: one category per site). Refused when a client would get none.
+absl::StatusOr<Shards> PartitionByGroup(const std::vector<int64_t>& groups, size_t num_groups, int num_clients);
+
+// Partition() of a data set: also "by_file" (PartitionByGroup); label skew ("dirichlet")
+// is refused for data with a label per position (text), whose labels are not classes.
+absl::StatusOr<Shards> PartitionDataset(const std::string& spec, const Dataset& data, int num_clients, uint64_t seed);
 
 struct HoldoutSplit {
   std::vector<size_t> train, eval;

@@ -24,6 +24,10 @@ torch::Tensor FloatIndexEmbeddingImpl::forward(torch::Tensor x) { return torch::
 
 CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
   namespace nn = torch::nn;
+  if (spec.transformer) {
+    transformer_.emplace(*this, *spec.transformer);
+    return;
+  }
   for (const LayerSpec& l : spec.layers) {
     if (l.type == "normalize") {
       const double mean = l.mean, std = l.std;

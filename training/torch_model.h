@@ -2,12 +2,15 @@
 // Internal to the training layer (includes LibTorch): the module built from a ModelSpec
 // and the conversions between its parameters and core::ParameterSet.
 
+#include <optional>
+
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "core/job_config.h"
 #include "core/parameter_set.h"
 #include "training/model_spec.h"
+#include "training/transformer.h"
 
 namespace cohort::training {
 
@@ -27,16 +30,21 @@ class FloatIndexEmbeddingImpl : public torch::nn::Module {
 TORCH_MODULE(FloatIndexEmbedding);
 
 // Holds the layers as `layers` so that state_dict keys read `layers.<i>.weight`, the same
-// as nn.Sequential named `layers` in the Python twin.
+// as nn.Sequential named `layers` in the Python twin; or, for a transformer spec, the
+// transformer's parts under their own names (training/transformer.h).
 class CohortNetImpl : public torch::nn::Module {
  public:
   explicit CohortNetImpl(const ModelSpec& spec);
-  torch::Tensor forward(torch::Tensor x) { return layers_->forward(x); }
+  torch::Tensor forward(torch::Tensor x) {
+    return transformer_ ? transformer_->forward(x, is_training()) : layers_->forward(x);
+  }
   // In model_config.layers order; DP-SGD runs them one by one to see each layer's input.
+  // Empty for a transformer.
   torch::nn::Sequential& layers() { return layers_; }
 
  private:
   torch::nn::Sequential layers_;
+  std::optional<TransformerParts> transformer_;
 };
 TORCH_MODULE(CohortNet);
 

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/autocast_mode.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,212 +19,19 @@
 #include "training/lr_schedule.h"
 #include "training/per_example_grads.h"
 #include "training/torch_model.h"
+#include "training/train_step.h"
 
 namespace cohort::training {
 namespace {
 
-torch::Tensor FeaturesOf(Dataset& data) {
-  std::vector<int64_t> shape = {static_cast<int64_t>(data.size())};
-  shape.insert(shape.end(), data.example_shape.begin(), data.example_shape.end());
-  return torch::from_blob(data.features.data(), shape, torch::kFloat32);
-}
 
-torch::Tensor LabelsOf(Dataset& data) {
-  return torch::from_blob(data.labels.data(), {static_cast<int64_t>(data.size())}, torch::kInt64);
-}
-
-absl::Status CheckShape(const ModelSpec& spec, const Dataset& data, const char* which) {
-  if (data.example_shape != spec.input_shape) {
-    return absl::InvalidArgumentError(absl::StrCat(which, " data has examples of shape [",
-                                                   absl::StrJoin(data.example_shape, ", "), "] but model_config.input_shape is [",
-                                                   absl::StrJoin(spec.input_shape, ", "), "]"));
-  }
-  if (data.num_classes > spec.num_classes) {
-    return absl::InvalidArgumentError(absl::StrCat(which, " data has ", data.num_classes,
-                                                   " classes but the model outputs ", spec.num_classes));
-  }
-  return absl::OkStatus();
-}
-
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(CohortNet& net, const core::TrainingConfig& c) {
-  if (c.optimizer == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        net->parameters(), torch::optim::AdamOptions(c.learning_rate)
-                               .betas({c.beta1, c.beta2})
-                               .eps(c.eps)
-                               .weight_decay(c.weight_decay));
-  }
-  if (c.optimizer == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        net->parameters(), torch::optim::AdamWOptions(c.learning_rate)
-                               .betas({c.beta1, c.beta2})
-                               .eps(c.eps)
-                               .weight_decay(c.weight_decay));
-  }
-  return std::make_unique<torch::optim::SGD>(net->parameters(), torch::optim::SGDOptions(c.learning_rate)
-                                                                    .momentum(c.momentum)
-                                                                    .nesterov(c.nesterov)
-                                                                    .weight_decay(c.weight_decay));
-}
-
-void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-}
-
-core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size) {
-  torch::NoGradGuard no_grad;
-  net->eval();
-  const torch::Tensor x = FeaturesOf(data), y = LabelsOf(data);
-  const int64_t n = static_cast<int64_t>(data.size());
-  const std::vector<torch::Tensor> parameters = net->parameters();
-  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU) : parameters[0].device();
-  double loss_sum = 0;
-  int64_t correct = 0;
-  for (int64_t begin = 0; begin < n; begin += batch_size) {
-    const int64_t end = std::min(n, begin + batch_size);
-    const torch::Tensor logits = net->forward(x.slice(0, begin, end).to(device));
-    const torch::Tensor target = y.slice(0, begin, end).to(device);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    correct += logits.argmax(1).eq(target).sum().item<int64_t>();
-  }
-  core::EvalMetrics m;
-  m.samples = static_cast<uint64_t>(n);
-  if (n > 0) {
-    m.loss = loss_sum / static_cast<double>(n);
-    m.accuracy = static_cast<double>(correct) / static_cast<double>(n);
-  }
-  return m;
-}
-
-// Autocast for the forward pass (and the loss) of one step: bf16 or fp16 compute, fp32
-// weights. Scoped to a step because autocast caches the casts of weights, which change at
-// every optimizer step; the cache is cleared when the scope closes.
-class AutocastScope {
- public:
-  AutocastScope(const torch::Device& device, const std::string& precision) {
-    if (precision == "fp32") return;
-    active_ = true;
-    cuda_ = device.is_cuda();
-    const at::ScalarType dtype = precision == "fp16" ? at::kHalf : at::kBFloat16;
-    if (cuda_) {
-      was_enabled_ = at::autocast::is_enabled();
-      was_dtype_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_autocast_gpu_dtype(dtype);
-      at::autocast::set_enabled(true);
-    } else {
-      was_enabled_ = at::autocast::is_cpu_enabled();
-      was_dtype_ = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_autocast_cpu_dtype(dtype);
-      at::autocast::set_cpu_enabled(true);
-    }
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!active_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    if (cuda_) {
-      at::autocast::set_enabled(was_enabled_);
-      at::autocast::set_autocast_gpu_dtype(was_dtype_);
-    } else {
-      at::autocast::set_cpu_enabled(was_enabled_);
-      at::autocast::set_autocast_cpu_dtype(was_dtype_);
-    }
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool active_ = false, cuda_ = false, was_enabled_ = false;
-  at::ScalarType was_dtype_ = at::kBFloat16;
-};
-
-// fp16's dynamic loss scaling: the loss is multiplied by `scale` before backward so small
-// gradients survive fp16; a step whose unscaled gradient is not finite is skipped and the
-// scale halved; after 2000 good steps it doubles (PyTorch's GradScaler defaults).
-class LossScaler {
- public:
-  double scale() const { return scale_; }
-  // Whether to take the step.
-  bool Update(bool finite) {
-    if (!finite) {
-      scale_ = std::max(1.0, scale_ / 2);
-      good_steps_ = 0;
-      return false;
-    }
-    if (++good_steps_ == 2000) {
-      scale_ *= 2;
-      good_steps_ = 0;
-    }
-    return true;
-  }
-
- private:
-  double scale_ = 65536.0;
-  int64_t good_steps_ = 0;
-};
-
-// A batch of host rows on the training device: through a pinned staging buffer and an
-// asynchronous copy on CUDA, a plain gather on the CPU.
-torch::Tensor ToDevice(const torch::Tensor& host, const torch::Tensor& rows, const torch::Device& device) {
-  if (device.is_cpu()) return host.index_select(0, rows);
-  std::vector<int64_t> shape = host.sizes().vec();
-  shape[0] = rows.size(0);
-  torch::Tensor staged = torch::empty(shape, host.options().pinned_memory(true));
-  torch::index_select_out(staged, host, 0, rows);
-  return staged.to(device, /*non_blocking=*/true);
-}
-
-// Sums the gradients of `parameters` (and `extras`, statistics that travel with them) over
-// the group, in one collective call on one flat buffer.
-absl::Status AllReduceGradients(Collective& group, const std::vector<torch::Tensor>& parameters,
-                                std::vector<double>& extras) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> pieces;
-  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU) : parameters[0].device();
-  for (const torch::Tensor& p : parameters) {
-    pieces.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, p.options()));
-  }
-  std::vector<float> extra_floats(extras.begin(), extras.end());
-  pieces.push_back(torch::from_blob(extra_floats.data(), {static_cast<int64_t>(extra_floats.size())}, torch::kFloat32)
-                       .to(device));
-  const torch::Device reduce_on = group.device_memory() ? device : torch::Device(torch::kCPU);
-  torch::Tensor flat = torch::cat(pieces).to(reduce_on).contiguous();
-  if (absl::Status s = group.AllReduceSum(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())));
-      !s.ok()) {
-    return s;
-  }
-  flat = flat.to(device);
-  int64_t offset = 0;
-  for (const torch::Tensor& p : parameters) {
-    const torch::Tensor summed = flat.slice(0, offset, offset + p.numel()).view(p.sizes());
-    if (p.grad().defined()) {
-      p.mutable_grad().copy_(summed);
-    } else {
-      p.mutable_grad() = summed.clone();
-    }
-    offset += p.numel();
-  }
-  const torch::Tensor tail = flat.slice(0, offset).to(torch::kCPU);
-  for (size_t i = 0; i < extras.size(); ++i) extras[i] = tail[static_cast<int64_t>(i)].item<double>();
-  return absl::OkStatus();
-}
-
-bool GradientsFinite(const std::vector<torch::Tensor>& parameters) {
-  torch::NoGradGuard no_grad;
-  for (const torch::Tensor& p : parameters) {
-    if (p.grad().defined() && !torch::isfinite(p.grad()).all().item<bool>()) return false;
-  }
-  return true;
-}
-
-// The learning-rate schedule over the whole job, and where this round starts in it.
+// The learning-rate schedule over the whole job, and where this round lies in it.
 struct Schedule {
   const core::TrainingConfig& config;
-  int64_t first_step;
-  int64_t total_steps;
-  double At(int64_t step_in_round) const { return LearningRateAt(config, first_step + step_in_round, total_steps); }
+  RoundSteps round;
+  double At(int64_t step_in_round) const {
+    return LearningRateAt(config, round.first_step + step_in_round, round.total_steps);
+  }
 };
 
 struct LoopResult {
@@ -241,15 +48,21 @@ struct StepContext {
   int size() const { return group == nullptr ? 1 : group->size(); }
 };
 
-// Shuffled epochs of fixed-size batches, the batch order fixed by `shuffle_seed`. Each worker
-// takes its shard of every batch; the loss is summed over the shard and divided by the whole
-// batch's size, so the group's summed gradient is the whole batch's mean gradient.
+// Shuffled epochs of fixed-size batches, the batch order fixed by `shuffle_seed`, until the
+// round's steps are taken (or, without max_steps, local_epochs are done). An optimizer step
+// sums the gradients of gradient_accumulation_steps batches. Each worker takes its shard of
+// every batch; the loss is summed over the shard's predictions (one per example, or one per
+// token) and divided by the whole batch's predictions times the batches per step, so the
+// group's summed gradient is the mean over batches of each whole batch's mean gradient.
 absl::StatusOr<LoopResult> TrainPlain(CohortNet& net, torch::optim::Optimizer& optimizer, Dataset& train,
-                                      uint64_t shuffle_seed, int64_t steps_per_round, const Schedule& schedule,
-                                      const StepContext& where) {
+                                      uint64_t shuffle_seed, const Schedule& schedule, const StepContext& where) {
   const core::TrainingConfig& config = schedule.config;
   const int64_t n = static_cast<int64_t>(train.size());
   const int64_t batch = std::min<int64_t>(config.batch_size, n);
+  const int64_t per_example = static_cast<int64_t>(train.label_size());
+  const int64_t accumulate = std::max<int64_t>(1, config.gradient_accumulation_steps);
+  const int64_t steps = schedule.round.steps;
+  const int64_t max_epochs = config.max_steps > 0 ? std::numeric_limits<int64_t>::max() : config.local_epochs;
   const torch::Tensor x = FeaturesOf(train), y = LabelsOf(train);
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
@@ -259,55 +72,76 @@ absl::StatusOr<LoopResult> TrainPlain(CohortNet& net, torch::optim::Optimizer& o
   if (where.precision == "fp16") scaler.emplace();
 
   LoopResult result;
-  double epoch_loss = 0;
-  int64_t epoch_batches = 0;
-  for (int64_t epoch = 0; epoch < config.local_epochs && result.steps < steps_per_round; ++epoch) {
+  double epoch_loss = 0;  // sum of each step's mean loss
+  int64_t epoch_steps = 0;
+  int64_t pending = 0;        // batches accumulated into the next step
+  double pending_loss = 0;    // this worker's summed loss over them, divided by each batch's predictions
+  // One optimizer step on the accumulated gradients; a round that ends with fewer than
+  // `accumulate` batches pending scales their gradient up to a mean over what it has.
+  auto step = [&]() -> absl::Status {
+    double loss = pending_loss;
+    if (where.group != nullptr) {
+      std::vector<double> extras = {loss};
+      if (absl::Status s = AllReduceGradients(*where.group, parameters, extras); !s.ok()) return s;
+      loss = extras[0];
+    }
+    const double rescale = static_cast<double>(accumulate) / static_cast<double>(pending);
+    bool take_step = true;
+    {
+      torch::NoGradGuard no_grad;
+      const double divide = scaler ? scaler->scale() / rescale : 1.0 / rescale;
+      if (divide != 1.0) {
+        for (torch::Tensor& p : parameters) {
+          if (p.grad().defined()) p.mutable_grad().div_(divide);
+        }
+      }
+    }
+    if (scaler) take_step = scaler->Update(GradientsFinite(parameters));
+    if (take_step) {
+      if (config.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters, config.max_grad_norm);
+      optimizer.step();
+    }
+    epoch_loss += loss / static_cast<double>(pending);
+    ++epoch_steps;
+    ++result.steps;
+    pending = 0;
+    pending_loss = 0;
+    return absl::OkStatus();
+  };
+  for (int64_t epoch = 0; epoch < max_epochs && result.steps < steps; ++epoch) {
     std::shuffle(order.begin(), order.end(), rng);
     const torch::Tensor perm = torch::from_blob(order.data(), {n}, torch::kInt64);
     epoch_loss = 0;
-    epoch_batches = 0;
-    for (int64_t begin = 0; begin < n && result.steps < steps_per_round; begin += batch) {
+    epoch_steps = 0;
+    for (int64_t begin = 0; begin < n && result.steps < steps; begin += batch) {
       const int64_t size = std::min(n, begin + batch) - begin;
       const Shard shard = ShardOf(size, where.rank(), where.size());
-      SetLearningRate(optimizer, schedule.At(result.steps));
-      optimizer.zero_grad();
-      double loss_sum = 0;
+      if (pending == 0) {
+        SetLearningRate(optimizer, schedule.At(result.steps));
+        optimizer.zero_grad();
+      }
+      const double predictions = static_cast<double>(size * per_example);
       if (shard.end > shard.begin) {
         const torch::Tensor idx = perm.slice(0, begin + shard.begin, begin + shard.end);
         const torch::Tensor xb = ToDevice(x, idx, where.device), yb = ToDevice(y, idx, where.device);
         torch::Tensor loss;
         {
           AutocastScope autocast(where.device, where.precision);
-          loss = torch::nn::functional::cross_entropy(
-              net->forward(xb).to(torch::kFloat32), yb,
-              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+          loss = SummedCrossEntropy(net->forward(xb), yb, config.label_smoothing);
         }
-        (scaler ? loss * (scaler->scale() / static_cast<double>(size)) : loss / static_cast<double>(size)).backward();
-        loss_sum = loss.item<double>();
+        const double divide = predictions * static_cast<double>(accumulate);
+        (scaler ? loss * (scaler->scale() / divide) : loss / divide).backward();
+        pending_loss += loss.item<double>() / predictions;
       }
-      if (where.group != nullptr) {
-        std::vector<double> extras = {loss_sum};
-        if (absl::Status s = AllReduceGradients(*where.group, parameters, extras); !s.ok()) return s;
-        loss_sum = extras[0];
+      if (++pending == accumulate) {
+        if (absl::Status s = step(); !s.ok()) return s;
       }
-      bool take_step = true;
-      if (scaler) {
-        torch::NoGradGuard no_grad;
-        for (torch::Tensor& p : parameters) {
-          if (p.grad().defined()) p.mutable_grad().div_(scaler->scale());
-        }
-        take_step = scaler->Update(GradientsFinite(parameters));
-      }
-      if (take_step) {
-        if (config.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(parameters, config.max_grad_norm);
-        optimizer.step();
-      }
-      epoch_loss += loss_sum / static_cast<double>(size);
-      ++epoch_batches;
-      ++result.steps;
     }
   }
-  result.last_epoch_loss = epoch_batches > 0 ? epoch_loss / static_cast<double>(epoch_batches) : 0;
+  if (pending > 0) {
+    if (absl::Status s = step(); !s.ok()) return s;
+  }
+  result.last_epoch_loss = epoch_steps > 0 ? epoch_loss / static_cast<double>(epoch_steps) : 0;
   return result;
 }
 
@@ -434,6 +268,7 @@ struct LocalTrainer::Impl {
   TrainerOptions options;
   CohortNet net;
   std::string device;  // where net lives: empty until the first round moves it
+  std::optional<PlateauSchedule> plateau;  // lr_scheduler "plateau": this site's, across rounds
   Impl(const ModelSpec& s, Dataset t, Dataset e, uint64_t sd, TrainerOptions o)
       : spec(s), train(std::move(t)), eval(std::move(e)), seed(sd), options(std::move(o)), net(s) {}
 };
@@ -463,9 +298,9 @@ std::string LocalTrainer::device() const { return impl_->device; }
 
 absl::StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const ModelSpec& spec, Dataset train, Dataset eval,
                                                                    uint64_t seed, TrainerOptions options) {
-  if (absl::Status s = CheckShape(spec, train, "training"); !s.ok()) return s;
+  if (absl::Status s = CheckData(spec, train, "training"); !s.ok()) return s;
   if (eval.size() > 0) {
-    if (absl::Status s = CheckShape(spec, eval, "held-out"); !s.ok()) return s;
+    if (absl::Status s = CheckData(spec, eval, "held-out"); !s.ok()) return s;
   }
   if (train.size() == 0) return absl::InvalidArgumentError("training data is empty");
   if (!options.device.empty()) {
@@ -484,15 +319,28 @@ absl::StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const ModelSp
 }
 
 absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& global,
-                                                     const core::TrainingConfig& config, uint64_t round,
+                                                     const core::TrainingConfig& requested, uint64_t round,
                                                      uint64_t total_rounds, const core::PrivacyConfig& privacy) {
   const auto started = std::chrono::steady_clock::now();
   Collective* group = impl_->options.group;
+  // The plateau scheduler's cuts so far, folded into the learning rates; the other workers of a
+  // group (which hold no held-out data) receive the rates already cut and never cut them again.
+  core::TrainingConfig config = requested;
+  if (config.lr_scheduler == "plateau") {
+    if (!impl_->plateau) impl_->plateau.emplace(config);
+    config.learning_rate *= impl_->plateau->factor();
+    config.min_learning_rate *= impl_->plateau->factor();
+  }
   if (group != nullptr && group->rank() == 0) {
     RoundOrder order{false, config, privacy, round, total_rounds};
     if (absl::Status s = SendRoundOrder(*group, order, &global); !s.ok()) return s;
   }
   std::optional<DpSgdSpend> spend;
+  if (privacy.mechanism == "dp_sgd" && impl_->spec.transformer) {
+    return absl::InvalidArgumentError(
+        "privacy.mechanism: \"dp_sgd\" does not support transformer models (its per-example gradients cover "
+        "layer-list models only); use \"client_dp\" or a model_config with \"layers\"");
+  }
   if (privacy.mechanism == "dp_sgd") {
     absl::StatusOr<DpSgdSpend> planned = PlanDpSgdRound(privacy, config, impl_->train.size(), total_rounds);
     if (!planned.ok()) return planned.status();
@@ -520,17 +368,15 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     // Dropout masks differ per worker: each drops units of its own examples.
     torch::manual_seed(impl_->seed * 1000003 + round + (group == nullptr ? 0 : 7777u * group->rank()));
     net->train();
-    std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(net, config);
+    std::unique_ptr<torch::optim::Optimizer> optimizer = NewOptimizer(net->parameters(), config);
 
     const int64_t n = static_cast<int64_t>(impl_->train.size());
-    const int64_t steps_per_round = StepsPerRound(config, impl_->train.size());
-    const Schedule schedule{config, steps_per_round * static_cast<int64_t>(round - 1),
-                            steps_per_round * static_cast<int64_t>(total_rounds)};
+    const Schedule schedule{config, StepsOfRound(config, impl_->train.size(), round, total_rounds)};
     const StepContext where{torch::Device(*device), config.precision, group};
     absl::StatusOr<LoopResult> loop =
         spend ? TrainDpSgd(net, impl_->spec, *optimizer, impl_->train, *spend, schedule, where,
                            impl_->options.dp_sgd_seed_for_tests)
-              : TrainPlain(net, *optimizer, impl_->train, impl_->seed * 7919 + round, steps_per_round, schedule, where);
+              : TrainPlain(net, *optimizer, impl_->train, impl_->seed * 7919 + round, schedule, where);
     if (!loop.ok()) return loop.status();
 
     RoundResult result;
@@ -544,10 +390,11 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     m.steps = static_cast<uint64_t>(loop->steps);
     m.train_samples = static_cast<uint64_t>(n);
     if (impl_->eval.size() > 0) {
-      const core::EvalMetrics e = EvaluateNet(net, impl_->eval, config.eval_batch_size);
+      const core::EvalMetrics e = EvaluateNet(net, impl_->eval, EvalBatchSize(impl_->spec, impl_->eval, config.eval_batch_size));
       m.eval_loss = e.loss;
       m.eval_accuracy = e.accuracy;
       m.eval_samples = e.samples;
+      if (impl_->plateau) impl_->plateau->Observe(e.loss);
     }
     m.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     result.dp_sgd = spend;
@@ -595,12 +442,12 @@ absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options) {
 
 absl::StatusOr<core::EvalMetrics> Evaluate(const ModelSpec& spec, const core::ParameterSet& parameters,
                                            const Dataset& data, int64_t batch_size) {
-  if (absl::Status s = CheckShape(spec, data, "evaluation"); !s.ok()) return s;
+  if (absl::Status s = CheckData(spec, data, "evaluation"); !s.ok()) return s;
   try {
     CohortNet net(spec);
     if (absl::Status s = LoadParameters(net, parameters); !s.ok()) return s;
     Dataset copy = data;  // from_blob needs mutable storage; evaluation sets are small
-    return EvaluateNet(net, copy, batch_size);
+    return EvaluateNet(net, copy, EvalBatchSize(spec, copy, batch_size));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("evaluation failed: ", e.what_without_backtrace()));
   }

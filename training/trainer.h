@@ -59,8 +59,10 @@ class LocalTrainer {
   LocalTrainer(const LocalTrainer&) = delete;
   LocalTrainer& operator=(const LocalTrainer&) = delete;
 
-  // Loads `global`, trains `config.local_epochs` epochs (or max_steps_per_round steps)
-  // with a fresh optimizer, evaluates on the held-out split, and returns the delta.
+  // Loads `global`, trains `config.local_epochs` epochs (or max_steps_per_round steps, or
+  // this round's share of max_steps: training/lr_schedule.h StepsOfRound) with a fresh
+  // optimizer, evaluates on the held-out split, and returns the delta. With lr_scheduler
+  // "plateau" the held-out loss of each round feeds this trainer's PlateauSchedule.
   // With privacy.mechanism "dp_sgd" every step is a DP-SGD step (training/dp_sgd.h) and the
   // result says what was spent; the caller records that in the site's ledger, having checked
   // PlanDpSgdRound against it before calling. A model with a layer DP-SGD cannot handle is
@@ -85,7 +87,8 @@ class LocalTrainer {
 // rows as worker 0's; `seed` the same seed.
 absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options);
 
-// Mean cross-entropy and accuracy of `parameters` on `data`.
+// Mean cross-entropy and accuracy of `parameters` on `data`: per example, or for a language
+// model per token (next-token accuracy; perplexity is exp(loss)).
 absl::StatusOr<core::EvalMetrics> Evaluate(const ModelSpec& spec, const core::ParameterSet& parameters,
                                            const Dataset& data, int64_t batch_size = 1000);
 

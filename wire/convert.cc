@@ -88,4 +88,38 @@ core::TrainMetrics FromProto(const v1::LocalMetrics& m) {
   return out;
 }
 
+void ToProto(const core::UpdateEncoding& encoding, v1::UpdateEncoding* out) {
+  out->Clear();
+  switch (encoding.method) {
+    case core::CompressionMethod::kInt8:
+      out->set_method(v1::UpdateEncoding::INT8);
+      break;
+    case core::CompressionMethod::kTopK:
+      out->set_method(v1::UpdateEncoding::TOPK);
+      out->set_topk_fraction(encoding.topk_fraction);
+      break;
+    case core::CompressionMethod::kNone:
+      break;
+  }
+}
+
+absl::StatusOr<core::UpdateEncoding> FromProto(const v1::UpdateEncoding& encoding) {
+  switch (encoding.method()) {
+    case v1::UpdateEncoding::FLOAT32:
+      return core::UpdateEncoding{};
+    case v1::UpdateEncoding::INT8:
+      return core::UpdateEncoding{core::CompressionMethod::kInt8, 0};
+    case v1::UpdateEncoding::TOPK:
+      if (!(encoding.topk_fraction() > 0 && encoding.topk_fraction() <= 0.5)) {
+        return absl::InvalidArgumentError(absl::StrCat("update encoding: topk_fraction must be in (0, 0.5], got ",
+                                                       encoding.topk_fraction()));
+      }
+      return core::UpdateEncoding{core::CompressionMethod::kTopK, encoding.topk_fraction()};
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("update encoding: unknown method ", static_cast<int>(encoding.method())));
+}
+
 }  // namespace cohort::wire

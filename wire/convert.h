@@ -5,6 +5,7 @@
 #include "absl/status/statusor.h"
 #include "core/metrics.h"
 #include "core/parameter_set.h"
+#include "core/update_compression.h"
 #include "proto/cohort.pb.h"
 
 namespace cohort::wire {
@@ -15,5 +16,9 @@ absl::StatusOr<core::Manifest> FromProto(const v1::Manifest& manifest);
 
 void ToProto(const core::TrainMetrics& metrics, v1::LocalMetrics* out);
 core::TrainMetrics FromProto(const v1::LocalMetrics& metrics);
+
+void ToProto(const core::UpdateEncoding& encoding, v1::UpdateEncoding* out);
+// Fails naming the field when the method is unknown or a topk fraction is outside (0, 0.5].
+absl::StatusOr<core::UpdateEncoding> FromProto(const v1::UpdateEncoding& encoding);
 
 }  // namespace cohort::wire

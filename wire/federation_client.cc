@@ -250,37 +250,68 @@ absl::Status FederationClient::SealChunks(SealedSession& sealing, uint64_t round
 }
 
 absl::Status FederationClient::PushUpdate(const Session& session, const UpdateInfo& info,
-                                          const core::ParameterSet& delta) {
-  return StreamUpdate(UpdateHeaderFor(session, info, delta), delta, session.sealing.get());
+                                          const core::ParameterSet& delta, uint64_t* bytes_sent) {
+  const std::span<const std::byte> bytes = delta.bytes();
+  return StreamUpdate(
+      UpdateHeaderFor(session, info, delta), [&](uint32_t i) { return core::ChunkOf(bytes, i, info.chunk_bytes); },
+      session.sealing.get(), bytes_sent);
+}
+
+absl::Status FederationClient::PushEncodedUpdate(const Session& session, const UpdateInfo& info,
+                                                 const core::EncodedUpdate& update, uint64_t* bytes_sent) {
+  if (update.chunk_bytes != info.chunk_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("update for round ", info.round, " was compressed in chunks of ",
+                                                   update.chunk_bytes, " bytes; the task's are ", info.chunk_bytes));
+  }
+  v1::UpdateHeader header;
+  header.set_job_id(session.job_id);
+  header.set_client_id(session.client_id);
+  header.set_round(info.round);
+  header.set_base_model_version(info.base_model_version);
+  ToProto(update.manifest, header.mutable_manifest());
+  header.set_num_samples(info.num_samples);
+  header.set_chunk_count(static_cast<uint32_t>(update.chunks.size()));
+  header.set_chunk_bytes(static_cast<uint32_t>(info.chunk_bytes));
+  ToProto(info.metrics, header.mutable_metrics());
+  if (info.privacy_spend) *header.mutable_privacy_spend() = *info.privacy_spend;
+  if (info.ledger) *header.mutable_ledger() = *info.ledger;
+  ToProto(update.encoding, header.mutable_encoding());
+  return StreamUpdate(
+      std::move(header),
+      [&](uint32_t i) { return std::as_bytes(std::span<const char>(update.chunks[i])); }, session.sealing.get(),
+      bytes_sent);
 }
 
 absl::Status FederationClient::PushUnsealedUpdate(const std::string& client_id, const UpdateInfo& info,
                                                   const core::ParameterSet& delta) {
   Session unnamed;
   unnamed.client_id = client_id;
-  return StreamUpdate(UpdateHeaderFor(unnamed, info, delta), delta, nullptr);
+  const std::span<const std::byte> bytes = delta.bytes();
+  return StreamUpdate(
+      UpdateHeaderFor(unnamed, info, delta), [&](uint32_t i) { return core::ChunkOf(bytes, i, info.chunk_bytes); },
+      nullptr, nullptr);
 }
 
-absl::Status FederationClient::StreamUpdate(v1::UpdateHeader header, const core::ParameterSet& delta,
-                                            SealedSession* sealing) {
+absl::Status FederationClient::StreamUpdate(v1::UpdateHeader header,
+                                            const std::function<std::span<const std::byte>(uint32_t)>& chunk_payload,
+                                            SealedSession* sealing, uint64_t* bytes_sent) {
   const uint64_t round = header.round();
   const uint64_t version = header.base_model_version();
   const uint32_t count = header.chunk_count();
-  const size_t chunk_bytes = header.chunk_bytes();
   grpc::ClientContext context;
   v1::UpdateReceipt receipt;
   std::unique_ptr<grpc::ClientWriter<v1::UpdateMessage>> writer = stub_->PushUpdate(&context, &receipt);
   v1::UpdateMessage message;
   *message.mutable_header() = std::move(header);
+  uint64_t sent = message.ByteSizeLong();
   bool open = writer->Write(message);
   // One message for every chunk: each is sealed into the same bytes field, whose buffer
   // is reused, and the seal is the only copy of the chunk's bytes.
   v1::UpdateMessage chunk_message;
   v1::Chunk* chunk = chunk_message.mutable_chunk();
-  const std::span<const std::byte> bytes = delta.bytes();
   absl::Status sealed = absl::OkStatus();
   for (uint32_t i = 0; open && i < count; ++i) {
-    const std::span<const std::byte> piece = core::ChunkOf(bytes, i, chunk_bytes);
+    const std::span<const std::byte> piece = chunk_payload(i);
     chunk->set_index(i);
     chunk->set_count(count);
     if (sealing != nullptr) {
@@ -290,11 +321,13 @@ absl::Status FederationClient::StreamUpdate(v1::UpdateHeader header, const core:
     } else {
       chunk->set_data(reinterpret_cast<const char*>(piece.data()), piece.size());
     }
+    sent += chunk_message.ByteSizeLong();
     open = writer->Write(chunk_message);
   }
   if (!sealed.ok()) context.TryCancel();
   writer->WritesDone();
   const grpc::Status s = writer->Finish();
+  if (bytes_sent != nullptr) *bytes_sent = sent;
   if (!sealed.ok()) return sealed;
   return UpdateOutcome(s, receipt, round);
 }

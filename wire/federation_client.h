@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "core/metrics.h"
 #include "core/parameter_set.h"
+#include "core/update_compression.h"
 #include "crypto/key_agreement.h"
 #include "proto/cohort.grpc.pb.h"
 #include "wire/sealing.h"
@@ -146,7 +147,14 @@ class FederationClient {
 
   // Streams `delta` as an update: the header, then chunks of info.chunk_bytes, each sealed
   // with session.sealing straight into its message. OK only when the server accepted it.
-  absl::Status PushUpdate(const Session& session, const UpdateInfo& info, const core::ParameterSet& delta);
+  // `bytes_sent`, when set, receives the bytes of the messages written (header and chunks,
+  // as serialized): what this update cost on the wire before gRPC's framing.
+  absl::Status PushUpdate(const Session& session, const UpdateInfo& info, const core::ParameterSet& delta,
+                          uint64_t* bytes_sent = nullptr);
+  // The same for an update the site compressed (core::CompressUpdate, federation.compression):
+  // the header declares its encoding and each encoded chunk is sealed into its message.
+  absl::Status PushEncodedUpdate(const Session& session, const UpdateInfo& info, const core::EncodedUpdate& update,
+                                 uint64_t* bytes_sent = nullptr);
 
   absl::Status Heartbeat(const Session& session, std::chrono::milliseconds timeout);
   // This site will not train `round` and stays out of later rounds, saying why.
@@ -171,8 +179,9 @@ class FederationClient {
   absl::Status SendUpdate(const v1::UpdateHeader& header, std::span<const v1::Chunk> chunks);
 
  private:
-  // `sealing` null: plaintext chunks.
-  absl::Status StreamUpdate(v1::UpdateHeader header, const core::ParameterSet& delta, SealedSession* sealing);
+  // `sealing` null: plaintext chunks. `chunk(i)`: the payload of chunk i (of the header's count).
+  absl::Status StreamUpdate(v1::UpdateHeader header, const std::function<std::span<const std::byte>(uint32_t)>& chunk,
+                            SealedSession* sealing, uint64_t* bytes_sent);
 
   std::string address_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -7,9 +7,15 @@ equal those of Cohort's LibTorch model (`layers.<index>.weight|bias`), so a trai
 
 Models take images as float in [0, 1], shape N x 1 x 28 x 28; normalization happens inside
 the model (a `normalize` layer), exactly as in Cohort.
+
+A `model_config` without "layers" (num_layers, hidden_size, num_attention_heads,
+vocab_size, ...) builds `CohortTransformer`, with the same state_dict keys as Cohort's
+(`token_embedding.weight`, `blocks.0.attention.query.weight`, ...); text is encoded with
+`ByteTokenizer`.
 """
 
 import json
+import math
 
 import torch
 from torch import nn
@@ -53,11 +59,111 @@ def _output_shape(shape, layer):
         return tuple(layer(torch.zeros(1, *shape)).shape[1:])
 
 
+class ByteTokenizer:
+    """Cohort's byte-level tokenizer ("tokenizer": "bytes"): bytes are ids 0..255, BOS 256
+    starts and EOS 257 ends a document, PAD 258 is reserved (training/text_data.h)."""
+
+    BOS, EOS, PAD, VOCAB_SIZE = 256, 257, 258, 259
+
+    def encode(self, text: str, document: bool = True):
+        ids = list(text.encode("utf-8"))
+        return [self.BOS] + ids + [self.EOS] if document else ids
+
+    def decode(self, ids) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with separate query/key/value/output projections."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, causal: bool):
+        b, t, h = x.shape
+        d = h // self.num_heads
+
+        def heads(y):
+            return y.view(b, t, self.num_heads, d).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+        if causal:
+            later = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(later, float("-inf"))
+        weights = nn.functional.dropout(scores.softmax(-1), self.dropout, self.training)
+        return self.output((weights @ v).transpose(1, 2).reshape(b, t, h))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: x + attention(norm(x)), then x + mlp(norm(x)) with GELU."""
+
+    def __init__(self, hidden_size, num_heads, intermediate_size, dropout):
+        super().__init__()
+        self.dropout = dropout
+        self.attention_norm = nn.LayerNorm(hidden_size)
+        self.attention = SelfAttention(hidden_size, num_heads, dropout)
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.mlp_in = nn.Linear(hidden_size, intermediate_size)
+        self.mlp_out = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, x, causal: bool):
+        drop = nn.functional.dropout
+        x = x + drop(self.attention(self.attention_norm(x), causal), self.dropout, self.training)
+        return x + drop(self.mlp_out(nn.functional.gelu(self.mlp_in(self.mlp_norm(x)))), self.dropout, self.training)
+
+
+class CohortTransformer(nn.Module):
+    """The transformer of a `model_config` without "layers" (training/transformer_spec.h):
+    a causal LM with tied input/output embeddings ("architecture": "decoder", the default),
+    or a sequence classifier ("encoder", pooled by "mean" or "first" token). Input: token
+    ids [B, T] (int or float); output: [B, T, vocab_size] or [B, num_classes]."""
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = config["hidden_size"]
+        self.causal = config.get("architecture", "decoder") == "decoder"
+        self.dropout = config.get("dropout", 0.1)
+        self.pooling = config.get("pooling", "mean")
+        self.token_embedding = nn.Embedding(config["vocab_size"], hidden)
+        self.position_embedding = nn.Embedding(config.get("max_position_embeddings", 512), hidden)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        intermediate = config.get("intermediate_size", min(4 * hidden, 1 << 18))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden, config["num_attention_heads"], intermediate, self.dropout)
+            for _ in range(config["num_layers"]))
+        self.final_norm = nn.LayerNorm(hidden)
+        if not self.causal:
+            self.classifier = nn.Linear(hidden, config["num_classes"])
+
+    def forward(self, tokens):
+        ids = tokens.long()
+        t = ids.shape[1]
+        x = self.token_embedding(ids) + self.position_embedding.weight[:t]
+        x = nn.functional.dropout(x, self.dropout, self.training)
+        for block in self.blocks:
+            x = block(x, self.causal)
+        x = self.final_norm(x)
+        if self.causal:
+            return x @ self.token_embedding.weight.t()
+        pooled = x[:, 0] if self.pooling == "first" else x.mean(1)
+        return self.classifier(pooled)
+
+
 def build_model(config) -> nn.Module:
     """Builds the model described by a Cohort `model_config` (a dict or a JSON file path)."""
     if isinstance(config, str):
         with open(config) as f:
             config = json.load(f)
+    if "layers" not in config:
+        return CohortTransformer(config)
     shape = tuple(config["input_shape"])
     layers = []
     for spec in config["layers"]:

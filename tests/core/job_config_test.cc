@@ -287,8 +287,8 @@ TEST(ParseJobConfigTest, ABadPartitionStringIsQuoted) {
                           "dirichlet:inf", "dirichlet:nan", "IID", "shards:2"}) {
     json config = FullConfig();
     config["data"]["partition"] = bad;
-    EXPECT_THAT(ErrorOf(config), HasSubstr(std::string("data.partition: expected \"iid\" or \"dirichlet:ALPHA\" with "
-                                                       "ALPHA > 0, got \"") + bad + "\""));
+    EXPECT_THAT(ErrorOf(config), HasSubstr(std::string("data.partition: expected \"iid\", \"by_file\" or \"dirichlet:ALPHA\" "
+                                                       "with ALPHA > 0, got \"") + bad + "\""));
   }
   for (const char* good : {"iid", "dirichlet:0.1", "dirichlet:100"}) {
     json config = FullConfig();
@@ -460,6 +460,21 @@ TEST(ParsePrivacyConfigTest, DpSgdRefusesGlobalGradientClipping) {
   EXPECT_TRUE(ParseJobConfig(config).ok());
 }
 
+// A server must refuse the job when it loads, not each site when it trains: fp16's loss
+// scale would multiply every per-example gradient before DP-SGD clips it.
+TEST(ParsePrivacyConfigTest, DpSgdRefusesFp16AtConfigTimeAndAcceptsBf16) {
+  json config = WithPrivacy({{"mechanism", "dp_sgd"}, {"target_epsilon", 3}});
+  config["training_config"]["device"] = "cuda";
+  config["training_config"]["precision"] = "fp16";
+  EXPECT_THAT(ErrorOf(config), HasSubstr("training_config.precision: \"fp16\" is not supported with "
+                                         "privacy.mechanism \"dp_sgd\""));
+  config["training_config"]["precision"] = "bf16";
+  EXPECT_TRUE(ParseJobConfig(config).ok());
+  config["training_config"]["precision"] = "fp16";
+  config["privacy"] = {{"mechanism", "none"}};
+  EXPECT_TRUE(ParseJobConfig(config).ok());
+}
+
 TEST(ParsePrivacyConfigTest, AdaptiveClippingNeedsCountNoiseAboveHalfTheNoiseMultiplier) {
   json privacy = FullConfig()["privacy"];
   privacy["count_noise_stddev"] = 0.6;  // noise_multiplier 1.2: the count would take all of it
@@ -520,6 +535,82 @@ TEST(ParseJobConfigTest, AJobNameFollowsTheParticipantNameRule) {
     config["job"]["name"] = good;
     EXPECT_TRUE(ParseJobConfig(config).ok()) << good;
   }
+}
+
+TEST(TrainingKnobsTest, MaxStepsAccumulationSmoothingAndPlateauParseAndRoundTrip) {
+  json config = FullConfig();
+  json& t = config["training_config"];
+  t.erase("max_steps_per_round");
+  t["max_steps"] = 500;
+  t["gradient_accumulation_steps"] = 4;
+  t["label_smoothing"] = 0.1;
+  t["lr_scheduler"] = "plateau";
+  t["plateau_factor"] = 0.3;
+  t["plateau_patience"] = 2;
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(config);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->training.max_steps, 500);
+  EXPECT_EQ(parsed->training.gradient_accumulation_steps, 4);
+  EXPECT_DOUBLE_EQ(parsed->training.label_smoothing, 0.1);
+  EXPECT_EQ(parsed->training.lr_scheduler, "plateau");
+  EXPECT_DOUBLE_EQ(parsed->training.plateau_factor, 0.3);
+  EXPECT_EQ(parsed->training.plateau_patience, 2);
+  absl::StatusOr<TrainingConfig> again = ParseTrainingConfig(ToJson(parsed->training));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->max_steps, 500);
+  EXPECT_DOUBLE_EQ(again->plateau_factor, 0.3);
+  // Without plateau, the plateau keys are not written, so a task's config parses again.
+  parsed->training.lr_scheduler = "cosine";
+  EXPECT_FALSE(ToJson(parsed->training).contains("plateau_factor"));
+  EXPECT_TRUE(ParseTrainingConfig(ToJson(parsed->training)).ok());
+}
+
+TEST(TrainingKnobsTest, BadKnobsAreRefusedNamingTheKey) {
+  auto with = [](const char* key, json value) {
+    json config = FullConfig();
+    config["training_config"].erase("max_steps_per_round");
+    config["training_config"][key] = std::move(value);
+    return config;
+  };
+  EXPECT_THAT(ErrorOf(with("gradient_accumulation_steps", 0)),
+              HasSubstr("training_config.gradient_accumulation_steps: expected an integer in [1,"));
+  EXPECT_THAT(ErrorOf(with("label_smoothing", 1.0)), HasSubstr("training_config.label_smoothing"));
+  EXPECT_THAT(ErrorOf(with("max_steps", -1)), HasSubstr("training_config.max_steps"));
+  EXPECT_THAT(ErrorOf(with("max_steps", 50)), HasSubstr("training_config.warmup_steps: expected <= max_steps (50)"));
+  EXPECT_THAT(ErrorOf(with("lr_scheduler", "step")), HasSubstr("training_config.lr_scheduler"));
+  EXPECT_THAT(ErrorOf(with("plateau_factor", 0.5)),
+              HasSubstr("training_config.plateau_factor: applies only with lr_scheduler \"plateau\""));
+  json plateau = with("lr_scheduler", "plateau");
+  plateau["training_config"]["plateau_factor"] = 1.0;
+  EXPECT_THAT(ErrorOf(plateau), HasSubstr("training_config.plateau_factor: expected a number in (0, 1)"));
+  json both = FullConfig();
+  both["training_config"]["max_steps"] = 1000;
+  EXPECT_THAT(ErrorOf(both), HasSubstr("set one of them, not both"));
+  json dp = with("gradient_accumulation_steps", 2);
+  dp["privacy"] = {{"mechanism", "dp_sgd"}, {"target_epsilon", 3}};
+  dp["training_config"]["max_grad_norm"] = 0;
+  EXPECT_THAT(ErrorOf(dp), HasSubstr("not supported with privacy.mechanism \"dp_sgd\""));
+}
+
+TEST(TextDataConfigTest, TextKeysApplyToTextOnly) {
+  json config = FullConfig();
+  config["data"] = {{"dataset", "text"}, {"path", "/usr/share/games/fortunes"}, {"files", {"art", "food"}},
+                    {"partition", "by_file"}, {"sequence_length", 32}};
+  absl::StatusOr<JobConfig> parsed = ParseJobConfig(config);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->data.files, (std::vector<std::string>{"art", "food"}));
+  EXPECT_EQ(parsed->data.sequence_length, 32);
+  absl::StatusOr<JobConfig> again = ParseJobConfig(ToJson(*parsed));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->data.files, parsed->data.files);
+  EXPECT_EQ(again->data.partition, "by_file");
+
+  json csv = FullConfig();
+  csv["data"]["sequence_length"] = 32;
+  EXPECT_THAT(ErrorOf(csv), HasSubstr("data.sequence_length: applies only to \"dataset\": \"text\""));
+  json by_file = FullConfig();
+  by_file["data"]["partition"] = "by_file";
+  EXPECT_THAT(ErrorOf(by_file), HasSubstr("data.partition: \"by_file\" splits a text data set by file"));
 }
 
 }  // namespace

@@ -374,3 +374,45 @@ TEST(ConfigurationDocTest, EveryJobConfigKeyIsDocumented) {
 }
 
 }  // namespace
+
+// Data parallelism at a site, end to end: `cohort run --workers 2` gives each client two
+// worker processes over Gloo, each on half of every batch. The site's update must equal one
+// process's with the whole batch, so the final model equals the one-worker run's to float
+// tolerance (the sums of the all-reduce are only reordered).
+TEST(FederationTest, ClientsWithTwoWorkersEachTrainTheSameModelAsOneWorkerClients) {
+  const std::filesystem::path dir = TempDir("workers");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["job"]["name"] = "workers";
+  job["training_config"]["local_epochs"] = 1;
+  job["federation"]["rounds"] = 2;
+  job["federation"]["clients_per_round"] = 2;
+  job["federation"]["min_clients"] = 2;
+  job["data"]["path"] = COHORT_FASHION_MNIST_DIR;
+  job["data"]["train_subset"] = 2000;
+  job["evaluation"]["test_data"] = COHORT_FASHION_MNIST_DIR;
+  job["evaluation"]["max_samples"] = 500;
+  std::ofstream(dir / "job.json") << job.dump(2);
+  for (const char* workers : {"1", "2"}) {
+    const Result run = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "job.json").string() +
+                                  " --insecure --workers " + workers + " --out " + (dir / workers).string());
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    EXPECT_EQ(ReadJson(dir / workers / "summary.json")["status"], "finished") << run.output;
+  }
+  std::ifstream site_log(dir / "2" / "logs" / "site-0.log");
+  const std::string log((std::istreambuf_iterator<char>(site_log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("worker 0 of 2: data parallel over Gloo on cpu"), std::string::npos) << log;
+
+  if (RunCommand("/usr/bin/python3 -c 'import torch'").exit_code != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch) to compare model.pt files";
+  }
+  const Result compared = RunCommand(
+      "/usr/bin/python3 -c 'import sys, torch\n"
+      "a = torch.load(sys.argv[1], weights_only=True); b = torch.load(sys.argv[2], weights_only=True)\n"
+      "assert a.keys() == b.keys()\n"
+      "print(max((a[k] - b[k]).abs().max().item() for k in a))' " +
+      (dir / "1" / "model.pt").string() + " " + (dir / "2" / "model.pt").string());
+  ASSERT_EQ(compared.exit_code, 0) << compared.output;
+  const double max_difference = std::stod(compared.output);
+  EXPECT_LT(max_difference, 1e-5) << "the two-worker sites trained a different model";
+  std::filesystem::remove_all(dir);
+}

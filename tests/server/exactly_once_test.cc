@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <fstream>
 #include <map>
 
 #include "audit/entry.h"
@@ -102,6 +103,19 @@ TEST_F(ExactlyOnceTest, ACrashAfterTheCheckpointLeavesOnePublishPerVersionAfterR
     ASSERT_EQ(published[1].size(), 1u) << "resume " << resume;
     EXPECT_EQ(published[1][0], sha256);
   }
+}
+
+// A kill while the checkpoint is written leaves the write's temporary file (a model's size,
+// never renamed); the resumed server removes it, and only it.
+TEST_F(ExactlyOnceTest, ACheckpointWriteCutShortLeavesNoFileBehindAfterResume) {
+  std::filesystem::create_directories(dir_ / "out");
+  const std::filesystem::path torn = dir_ / "out" / ".checkpoint.bin.tmp-k1ll3d00";
+  const std::filesystem::path other = dir_ / "out" / ".summary.json.tmp-k1ll3d00";
+  for (const auto& path : {torn, other}) std::ofstream(path) << std::string(4096, 'x');
+  auto job = FederatedJob::Create(Options());
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_FALSE(std::filesystem::exists(torn));
+  EXPECT_TRUE(std::filesystem::exists(other));
 }
 
 }  // namespace

@@ -277,8 +277,8 @@ TEST_F(CsvTest, ReadDatasetDispatchesOnTheDatasetName) {
   EXPECT_EQ(d->labels, (std::vector<int64_t>{1, 0}));
   absl::StatusOr<Dataset> bad = ReadDataset("cifar10", path, Split::kTrain);
   ASSERT_FALSE(bad.ok());
-  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("data.dataset: expected \"fashion-mnist\" or \"csv\", got "
-                                                             "\"cifar10\""));
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("data.dataset: expected \"fashion-mnist\", \"csv\" or \"text\", "
+                                                             "got \"cifar10\""));
 }
 
 // ---- Crafted files, written as an attacker (or a broken export) would ----------------

@@ -9,8 +9,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
+
 #include "core/job_config.h"
 #include "training/data_readers.h"
+#include "training/data_parallel.h"
 #include "training/device.h"
 #include "training/model_spec.h"
 #include "training/trainer.h"
@@ -95,6 +98,36 @@ TEST(DeviceTest, CudaWithoutAGpuIsAClearError) {
   ASSERT_TRUE(overridden.ok());
   ASSERT_TRUE((*overridden)->TrainRound(global, Config("cuda", "fp32"), 1, 1).ok());
   EXPECT_EQ((*overridden)->device(), "cpu");
+}
+
+// A site's workers split the node's GPUs, one each, and all-reduce over NCCL where the
+// build has it; on the CPU they stay on the CPU over Gloo.
+TEST(DeviceTest, SiteWorkersEachTakeTheirOwnGpuOrStayOnTheCpu) {
+  for (int rank : {0, 1, 2}) {
+    absl::StatusOr<WorkerPlacement> cpu = PlaceSiteWorker("cpu", rank, 3);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    EXPECT_EQ(cpu->device, "cpu");
+    EXPECT_FALSE(cpu->nccl);
+  }
+  const int gpus = CudaDeviceCount();
+  absl::StatusOr<WorkerPlacement> automatic = PlaceSiteWorker("auto", 1, 2);
+  if (gpus == 0) {
+    ASSERT_TRUE(automatic.ok()) << automatic.status();
+    EXPECT_EQ(automatic->device, "cpu");
+    EXPECT_FALSE(automatic->nccl);
+  } else if (gpus >= 2) {
+    ASSERT_TRUE(automatic.ok()) << automatic.status();
+    EXPECT_EQ(automatic->device, "cuda:1");
+    EXPECT_EQ(automatic->nccl, NcclCompiledIn());
+  }
+  // More workers than GPUs (none here, or a handful on a GPU machine) is refused, naming both.
+  absl::StatusOr<WorkerPlacement> too_many = PlaceSiteWorker("cuda", 0, gpus + 1);
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kFailedPrecondition);
+  if (gpus > 0) {
+    EXPECT_THAT(std::string(too_many.status().message()),
+                HasSubstr(absl::StrCat(gpus + 1, " workers on cuda:0 need one GPU each")));
+  }
 }
 
 TEST(DeviceTest, Fp16IsRefusedOnTheCpu) {

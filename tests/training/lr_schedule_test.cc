@@ -76,5 +76,61 @@ TEST(LearningRateAtTest, ATotalNoLongerThanTheWarmupDoesNotDivideByZero) {
   EXPECT_LE(lr, 0.1);
 }
 
+TEST(StepsOfRoundTest, MaxStepsIsTheWholeJobSpreadOverTheRounds) {
+  core::TrainingConfig c;
+  c.max_steps = 10;
+  int64_t sum = 0, next = 0;
+  for (uint64_t round = 1; round <= 3; ++round) {
+    const RoundSteps r = StepsOfRound(c, /*num_examples=*/100000, round, 3);
+    EXPECT_EQ(r.first_step, next) << round;
+    EXPECT_EQ(r.total_steps, 10);
+    next = r.first_step + r.steps;
+    sum += r.steps;
+  }
+  EXPECT_EQ(sum, 10);
+  EXPECT_EQ(StepsOfRound(c, 100000, 1, 3).steps, 3);
+  EXPECT_EQ(StepsOfRound(c, 100000, 3, 3).steps, 4);
+}
+
+TEST(StepsOfRoundTest, AccumulationCountsOptimizerStepsNotBatches) {
+  core::TrainingConfig c;
+  c.batch_size = 10;
+  c.local_epochs = 2;
+  EXPECT_EQ(StepsOfRound(c, 95, 1, 5).steps, 20);  // 10 batches per epoch
+  c.gradient_accumulation_steps = 4;
+  const RoundSteps r = StepsOfRound(c, 95, 2, 5);
+  EXPECT_EQ(r.steps, 5);  // 20 batches, 4 per step
+  EXPECT_EQ(r.first_step, 5);
+  EXPECT_EQ(r.total_steps, 25);
+}
+
+TEST(PlateauScheduleTest, CutsAfterMoreThanPatienceRoundsWithoutImprovement) {
+  core::TrainingConfig c;
+  c.lr_scheduler = "plateau";
+  c.plateau_factor = 0.5;
+  c.plateau_patience = 1;
+  PlateauSchedule plateau(c);
+  plateau.Observe(2.0);
+  plateau.Observe(1.5);  // better
+  EXPECT_DOUBLE_EQ(plateau.factor(), 1.0);
+  plateau.Observe(1.6);  // 1 bad round: within patience
+  EXPECT_DOUBLE_EQ(plateau.factor(), 1.0);
+  plateau.Observe(1.5);  // not better than the best by the threshold: 2 bad rounds
+  EXPECT_DOUBLE_EQ(plateau.factor(), 0.5);
+  plateau.Observe(std::nan(""));
+  plateau.Observe(1.7);
+  EXPECT_DOUBLE_EQ(plateau.factor(), 0.25);
+  plateau.Observe(1.0);  // improvement resets the count
+  plateau.Observe(1.1);
+  EXPECT_DOUBLE_EQ(plateau.factor(), 0.25);
+}
+
+TEST(LearningRateAtTest, PlateauIsConstantBetweenItsCuts) {
+  core::TrainingConfig c = Config("plateau", 0.1, 0.0, 2);
+  EXPECT_DOUBLE_EQ(LearningRateAt(c, 0, 100), 0.05);  // warmup still applies
+  EXPECT_DOUBLE_EQ(LearningRateAt(c, 50, 100), 0.1);
+  EXPECT_DOUBLE_EQ(LearningRateAt(c, 99, 100), 0.1);
+}
+
 }  // namespace
 }  // namespace cohort::training

@@ -269,5 +269,96 @@ TEST(ModelSpecTest, TopLevelErrorsAreNamed) {
   EXPECT_THAT(ErrorOf(conv_on_flat), HasSubstr("model_config.layers[0] (conv2d): expects a C x H x W input"));
 }
 
+// The seeds' keys exactly, with no "layers": a decoder-only causal LM.
+json SmallTransformer() {
+  return json::parse(R"({"num_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 259,
+                         "intermediate_size": 256, "max_position_embeddings": 128, "dropout": 0.1})");
+}
+
+TEST(TransformerSpecTest, TheSeedsKeysBuildADecoderWithPyTorchStateDictNames) {
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(SmallTransformer());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->transformer.has_value());
+  EXPECT_TRUE(spec->predicts_every_position());
+  EXPECT_EQ(spec->num_classes, 259);
+  EXPECT_TRUE(spec->layers.empty());
+  const core::Manifest manifest = spec->ParameterManifest();
+  // 2 embeddings, 16 per block, final norm 2; no separate output layer (tied embeddings).
+  ASSERT_EQ(manifest.size(), 2u + 2 * 16 + 2);
+  EXPECT_EQ(manifest.tensors()[0].name, "token_embedding.weight");
+  EXPECT_EQ(manifest.tensors()[0].shape, (std::vector<int64_t>{259, 64}));
+  EXPECT_EQ(manifest.tensors()[1].name, "position_embedding.weight");
+  EXPECT_EQ(manifest.tensors()[4].name, "blocks.0.attention.query.weight");
+  EXPECT_EQ(manifest.tensors()[14].name, "blocks.0.mlp_in.weight");
+  EXPECT_EQ(manifest.tensors()[14].shape, (std::vector<int64_t>{256, 64}));
+  EXPECT_EQ(manifest.tensors().back().name, "final_norm.bias");
+  // 259*64 + 128*64 + 2 * (4 * (64*64 + 64) + 2 * 2 * 64 + 256*64 + 256 + 64*256 + 64) + 2*64
+  EXPECT_EQ(spec->num_parameters(), 259 * 64 + 128 * 64 + 2 * (4 * (64 * 64 + 64) + 4 * 64 + 2 * 256 * 64 + 256 + 64) +
+                                        2 * 64);
+  EXPECT_TRUE(spec->CheckExampleShape({64}, "training").ok());
+  EXPECT_TRUE(spec->CheckExampleShape({128}, "training").ok());
+  EXPECT_THAT(std::string(spec->CheckExampleShape({129}, "training").message()),
+              HasSubstr("max_position_embeddings (128)"));
+}
+
+TEST(TransformerSpecTest, TheSeedsOwnExampleParsesWithDefaults) {
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(
+      json::parse(R"({"num_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "vocab_size": 50265})"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->transformer->intermediate_size, 512);
+  EXPECT_EQ(spec->transformer->max_position_embeddings, 512);
+  EXPECT_DOUBLE_EQ(spec->transformer->dropout, 0.1);
+}
+
+TEST(TransformerSpecTest, AnEncoderNeedsNumClassesAndEndsInAClassifier) {
+  json encoder = SmallTransformer();
+  encoder["architecture"] = "encoder";
+  EXPECT_THAT(ErrorOf(encoder), HasSubstr("model_config.num_classes: missing"));
+  encoder["num_classes"] = 4;
+  encoder["pooling"] = "first";
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(encoder);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->predicts_every_position());
+  EXPECT_EQ(spec->num_classes, 4);
+  EXPECT_EQ(spec->ParameterManifest().tensors().back().name, "classifier.bias");
+  EXPECT_EQ(spec->ParameterManifest().tensors().back().shape, (std::vector<int64_t>{4}));
+}
+
+TEST(TransformerSpecTest, BadValuesAreRefusedNamingTheKey) {
+  json indivisible = SmallTransformer();
+  indivisible["num_attention_heads"] = 3;
+  EXPECT_THAT(ErrorOf(indivisible), HasSubstr("model_config.hidden_size: 64 is not divisible by num_attention_heads 3"));
+  json missing = SmallTransformer();
+  missing.erase("vocab_size");
+  EXPECT_THAT(ErrorOf(missing), HasSubstr("model_config.vocab_size: missing"));
+  json zero = SmallTransformer();
+  zero["num_layers"] = 0;
+  EXPECT_THAT(ErrorOf(zero), HasSubstr("model_config.num_layers: expected an integer in [1,"));
+  json negative = SmallTransformer();
+  negative["hidden_size"] = -64;
+  EXPECT_THAT(ErrorOf(negative), HasSubstr("model_config.hidden_size"));
+  json dropout = SmallTransformer();
+  dropout["dropout"] = 1.0;
+  EXPECT_THAT(ErrorOf(dropout), HasSubstr("model_config.dropout"));
+  json classes_on_decoder = SmallTransformer();
+  classes_on_decoder["num_classes"] = 3;
+  EXPECT_THAT(ErrorOf(classes_on_decoder), HasSubstr("model_config.num_classes: applies to \"architecture\": \"encoder\""));
+  json unknown = SmallTransformer();
+  unknown["num_heads"] = 4;
+  EXPECT_THAT(ErrorOf(unknown), HasSubstr("model_config.num_heads: unknown key"));
+}
+
+TEST(TransformerSpecTest, AHostileConfigCannotAskForTerabytes) {
+  // Every key within its own bound, the product far past kMaxModelBytes (64 GiB).
+  json huge = json::parse(R"({"num_layers": 1024, "hidden_size": 65536, "num_attention_heads": 1024,
+                              "vocab_size": 4194304, "intermediate_size": 262144})");
+  const std::string message = ErrorOf(huge);
+  EXPECT_THAT(message, HasSubstr("over the limit of"));
+  EXPECT_THAT(message, HasSubstr("reduce num_layers, hidden_size"));
+  json too_wide = SmallTransformer();
+  too_wide["hidden_size"] = int64_t{1} << 40;
+  EXPECT_THAT(ErrorOf(too_wide), HasSubstr("model_config.hidden_size: expected an integer in [1, 65536]"));
+}
+
 }  // namespace
 }  // namespace cohort::training

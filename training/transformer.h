@@ -1,0 +1,63 @@
+#pragma once
+// Internal to the training layer (includes LibTorch): the transformer of a TransformerSpec
+// (training/transformer_spec.h) as LibTorch modules. Its parts are registered on the module
+// that owns them (CohortNet) under the names of the Python twin `CohortTransformer`
+// (examples/python/cohort_models.py), so state_dict keys match: `token_embedding.weight`,
+// `blocks.0.attention.query.weight`, ...
+
+#include <torch/torch.h>
+
+#include "training/transformer_spec.h"
+
+namespace cohort::training {
+
+// Multi-head self-attention with separate query, key, value and output projections (so that
+// each can be adapted or inspected on its own). `causal`: position t attends to 0..t only.
+class SelfAttentionImpl : public torch::nn::Module {
+ public:
+  SelfAttentionImpl(int64_t hidden_size, int64_t num_heads, double dropout);
+  torch::Tensor forward(const torch::Tensor& x, bool causal);
+
+ private:
+  int64_t num_heads_;
+  double dropout_;
+  torch::nn::Linear query_{nullptr}, key_{nullptr}, value_{nullptr}, output_{nullptr};
+};
+TORCH_MODULE(SelfAttention);
+
+// Pre-norm block: x + attention(norm(x)), then x + mlp(norm(x)), GELU between the MLP's two
+// linear layers, dropout on each branch's output.
+class TransformerBlockImpl : public torch::nn::Module {
+ public:
+  explicit TransformerBlockImpl(const TransformerSpec& spec);
+  torch::Tensor forward(torch::Tensor x, bool causal);
+
+ private:
+  double dropout_;
+  torch::nn::LayerNorm attention_norm_{nullptr};
+  SelfAttention attention_{nullptr};
+  torch::nn::LayerNorm mlp_norm_{nullptr};
+  torch::nn::Linear mlp_in_{nullptr}, mlp_out_{nullptr};
+};
+TORCH_MODULE(TransformerBlock);
+
+// The embeddings, blocks, final norm and (encoder) classifier, registered on `owner`.
+// Embeddings start N(0, 0.02) (GPT-2's initialization: with tied output weights, N(0, 1)
+// would start from huge logits); linear layers and norms keep LibTorch's defaults.
+class TransformerParts {
+ public:
+  TransformerParts(torch::nn::Module& owner, const TransformerSpec& spec);
+  // `tokens`: [B, T] token ids held as floats (data sets hold floats), T <= max positions.
+  // Returns [B, T, vocab_size] next-token logits (decoder) or [B, num_classes] (encoder).
+  // Fails (c10::Error) naming the value when an id is outside [0, vocab_size).
+  torch::Tensor forward(const torch::Tensor& tokens, bool training);
+
+ private:
+  TransformerSpec spec_;
+  torch::nn::Embedding token_embedding_{nullptr}, position_embedding_{nullptr};
+  torch::nn::ModuleList blocks_{nullptr};
+  torch::nn::LayerNorm final_norm_{nullptr};
+  torch::nn::Linear classifier_{nullptr};
+};
+
+}  // namespace cohort::training

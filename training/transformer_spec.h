@@ -1,0 +1,60 @@
+#pragma once
+// Transformers as data, from the keys practitioners already write in a `model_config`
+// (no "layers" key):
+//
+//   {"num_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 259,
+//    "intermediate_size": 256, "max_position_embeddings": 128, "dropout": 0.1}
+//
+// builds a decoder-only causal language model; `"architecture": "encoder"` with
+// `"num_classes"` builds a sequence classifier. Both are pre-norm stacks of blocks
+// (LayerNorm -> multi-head self-attention -> residual, LayerNorm -> GELU MLP -> residual)
+// over learned token and position embeddings, with a final LayerNorm. The decoder masks
+// attention to later positions and reads its logits through the token embedding (tied
+// weights); the encoder attends everywhere and pools (mean over positions, or the first
+// token) into a linear classifier. Inputs are token ids held as floats, [T] per example,
+// T <= max_position_embeddings. No LibTorch here: the module is training/transformer.h, its
+// Python twin `CohortTransformer` in examples/python/cohort_models.py.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "core/parameter_set.h"
+
+namespace cohort::training {
+
+struct TransformerSpec {
+  std::string architecture = "decoder";  // decoder (causal LM) | encoder (classifier)
+  int64_t num_layers = 0;
+  int64_t hidden_size = 0;
+  int64_t num_attention_heads = 0;
+  int64_t vocab_size = 0;
+  int64_t intermediate_size = 0;          // default 4 * hidden_size
+  int64_t max_position_embeddings = 512;
+  double dropout = 0.1;                   // on embeddings, attention weights, each residual branch
+  int64_t num_classes = 0;                // encoder only
+  std::string pooling = "mean";           // encoder only: mean | first
+  std::string tokenizer = "bytes";        // training/text_data.h: ByteTokenizer
+
+  bool causal() const { return architecture == "decoder"; }
+  int64_t head_size() const { return hidden_size / num_attention_heads; }
+  // Output classes per position (decoder: vocab_size) or per sequence (encoder).
+  int64_t output_classes() const { return causal() ? vocab_size : num_classes; }
+  // Parameter tensors in state_dict order: token_embedding, position_embedding,
+  // blocks.<i>.{attention_norm, attention.{query,key,value,output}, mlp_norm, mlp_in,
+  // mlp_out}, final_norm, and (encoder) classifier.
+  std::vector<core::TensorSpec> Parameters() const;
+};
+
+// Whether `config` describes a transformer (it has no "layers" but a transformer key).
+bool IsTransformerConfig(const nlohmann::json& config);
+
+// Strict parse; errors name the key (`model_config.hidden_size: 100 is not divisible by
+// num_attention_heads 3`). Sizes are bounded so that no config asks for more than
+// core::kMaxModelBytes of parameters.
+absl::StatusOr<TransformerSpec> ParseTransformerSpec(const nlohmann::json& config);
+
+}  // namespace cohort::training
