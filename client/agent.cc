@@ -17,6 +17,7 @@
 #include "client/site_metrics.h"
 #include "client/update_residual.h"
 #include "core/bounded_json.h"
+#include "core/call_rate.h"
 #include "core/job_config.h"
 #include "storage/sha256.h"
 #include "core/update_compression.h"
@@ -75,6 +76,14 @@ bool ServerAway(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
 }
 
+// The server refused the call for this site's call rate (core::kCallRateRefusal): nothing
+// was taken, and the same call succeeds once the site slows down.
+bool RateLimited(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kResourceExhausted && absl::StrContains(s.message(), core::kCallRateRefusal);
+}
+
+void BackOffForCallRate() { std::this_thread::sleep_for(std::chrono::milliseconds(core::kCallRateBackoffMs)); }
+
 // One site's part in a job: performs the action of each state of the AgentStateMachine
 // with the federation client and the trainer, and reports what it came to.
 class Agent {
@@ -122,7 +131,9 @@ class Agent {
     join.ledger = ledger_->Position();
     absl::StatusOr<wire::Session> joined = client_.Join(options_.site, num_samples_, join);
     if (!joined.ok()) {
-      if (ServerAway(joined.status())) return agent_event::ServerUnavailable{joined.status()};
+      if (ServerAway(joined.status()) || RateLimited(joined.status())) {
+        return agent_event::ServerUnavailable{joined.status()};
+      }
       if (joined.status().code() == absl::StatusCode::kFailedPrecondition &&
           absl::StrContains(joined.status().message(), "privacy ledger")) {
         // The server's anchor says this site's ledger lost spends: name the file to restore.
@@ -161,6 +172,10 @@ class Agent {
     absl::StatusOr<wire::PulledTask> pulled = client_.PullTask(session_, &global_);
     if (!pulled.ok()) {
       if (ServerAway(pulled.status())) return agent_event::ServerUnavailable{pulled.status()};
+      if (RateLimited(pulled.status())) {
+        BackOffForCallRate();
+        return agent_event::Wait{};
+      }
       if (pulled.status().code() == absl::StatusCode::kNotFound) return agent_event::NotJoined{pulled.status()};
       return agent_event::Failed{pulled.status()};
     }
@@ -303,14 +318,28 @@ class Agent {
     uint64_t bytes_sent = 0;
     absl::Status pushed;
     std::vector<float> next_residual;  // error feedback: kept only once the server accepted the update
+    std::optional<core::EncodedUpdate> encoded;
     if (compression->enabled()) {
-      absl::StatusOr<core::EncodedUpdate> encoded = Compress(*compression, info.chunk_bytes, &next_residual);
-      if (!encoded.ok() && encoded.status().code() == absl::StatusCode::kDataLoss) {
-        return agent_event::Failed{encoded.status()};  // a corrupt residual file: the operator decides
+      absl::StatusOr<core::EncodedUpdate> compressed = Compress(*compression, info.chunk_bytes, &next_residual);
+      if (!compressed.ok() && compressed.status().code() == absl::StatusCode::kDataLoss) {
+        return agent_event::Failed{compressed.status()};  // a corrupt residual file: the operator decides
       }
-      pushed = encoded.ok() ? client_.PushEncodedUpdate(session_, info, *encoded, &bytes_sent) : encoded.status();
-    } else {
-      pushed = client_.PushUpdate(session_, info, result_->delta, &bytes_sent);
+      if (compressed.ok()) {
+        encoded = std::move(*compressed);
+      } else {
+        pushed = compressed.status();
+      }
+    }
+    // A push refused for the call rate took nothing: the same update goes again once the
+    // site has slowed down, a few times (within the round's time).
+    constexpr int kPushTries = 20;
+    for (int attempt = 1; pushed.ok(); ++attempt) {
+      bytes_sent = 0;
+      pushed = encoded ? client_.PushEncodedUpdate(session_, info, *encoded, &bytes_sent)
+                       : client_.PushUpdate(session_, info, result_->delta, &bytes_sent);
+      if (!RateLimited(pushed) || attempt == kPushTries) break;
+      BackOffForCallRate();
+      pushed = absl::OkStatus();
     }
     const size_t parameters = result_->delta.manifest().total_bytes() / sizeof(float);
     result_.reset();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/call_rate.h"
 #include "core/quote.h"
 
 namespace cohort::server {
@@ -56,7 +57,7 @@ absl::Status CallRateLimiter::Admit(std::string_view caller) {
   }
   const auto wait_ms = static_cast<int64_t>(std::ceil(wait_seconds * 1000));
   return absl::ResourceExhaustedError(absl::StrCat(
-      "too many calls from ", core::QuotePrefix(caller), ": a client certificate may make at most ",
+      core::kCallRateRefusal, core::QuotePrefix(caller), ": a client certificate may make at most ",
       options_.calls_per_second, " calls per second, in bursts of at most ", options_.burst,
       " (core::kClientCallsPerSecond, core::kClientCallBurst); retry in ", wait_ms, " ms and space calls further apart"));
 }
