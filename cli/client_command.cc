@@ -39,6 +39,7 @@ struct ClientFlags {
   std::string vertical_data, out = "party-out";  // a party of a vertical job
   // Devices and data parallelism (training/data_parallel.h).
   std::string device;
+  std::string base_model;  // a LoRA job's base model: this site's copy
   int workers = 1, nodes = 1, node_rank = 0, worker_rank = 0;
   std::string master;
   double worker_timeout = 30;
@@ -167,6 +168,7 @@ int RunDataParallelSite(const ClientFlags& f, client::AgentOptions options) {
       training::TrainerOptions trainer;
       trainer.device = placement->device;
       trainer.group = group->get();
+      trainer.lora_base_model = options.base_model;
       result = training::RunFollower(std::move(options.train), options.seed, trainer);
     }
   }
@@ -210,6 +212,9 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--connect-timeout", f->connect_timeout, "Seconds to keep retrying an unreachable server")
       ->capture_default_str();
+  cmd->add_option("--base-model", f->base_model,
+                  "A LoRA job's base model: this site's copy of the state_dict file (default: the job's "
+                  "model_config.lora.base_model); its SHA-256 must equal the job's");
   cmd->add_option("--device", f->device, "auto | cpu | cuda | cuda:N (default: the job's training_config.device)");
   cmd->add_option("--workers", f->workers, "Worker processes on this node: data parallelism, one GPU each over NCCL (device cuda or auto with GPUs), "
                   "else CPU processes over Gloo; the device is fixed at start and overrides training_config.device")
@@ -291,6 +296,7 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
     options.connect_timeout_s = f->connect_timeout;
     options.ledger_path = f->ledger;
     options.device = f->device;
+    options.base_model = f->base_model;
     if (f->dp_sgd_seed_for_tests >= 0) options.dp_sgd_seed_for_tests = static_cast<uint64_t>(f->dp_sgd_seed_for_tests);
     if (!f->device.empty()) {
       if (absl::Status s = core::CheckDeviceName(f->device, "--device"); !s.ok()) return bad_input(s);

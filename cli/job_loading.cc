@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/bounded_json.h"
+#include "training/lora.h"
 
 namespace cohort::cli {
 
@@ -10,6 +11,14 @@ absl::StatusOr<LoadedJob> CheckJob(const nlohmann::json& json, const std::string
   if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", config.status().message()));
   absl::StatusOr<training::ModelSpec> model = training::ParseModelSpec(config->model_config);
   if (!model.ok()) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", model.status().message()));
+  if (model->uses_lora()) {
+    // Read and hashed here, so that the config the server sends every site names the digest
+    // each site checks its own copy against (training/lora.h).
+    if (absl::Status s = training::LoadLoraBase(&*model); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(origin, ": ", s.message()));
+    }
+    config->model_config = model->config;
+  }
   if (model->transformer && config->privacy.mechanism == "dp_sgd") {
     // Refused here, before any site trains: DP-SGD's per-example gradients cover layer lists only.
     return absl::InvalidArgumentError(absl::StrCat(

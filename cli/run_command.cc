@@ -201,6 +201,7 @@ int RunFederation(const RunFlags& f) {
                                          out.string(), "--threads", "2", "--state", (out / "server-state").string(),
                                          "--metrics-listen", dashboard};
   if (!f.tensorboard.empty()) server_args.insert(server_args.end(), {"--tensorboard", f.tensorboard});
+  if (!f.initial_model.empty()) server_args.insert(server_args.end(), {"--initial-model", f.initial_model});
   const pid_t server = Spawn(with_security(server_args, "server"), out / "logs" / "server.log");
   Children().push_back(server);
   for (int i = 0; i < clients; ++i) {
@@ -224,9 +225,36 @@ int RunFederation(const RunFlags& f) {
                            static_cast<int>(config.federation.rounds), checked->model.predicts_every_position());
   const auto started = std::chrono::steady_clock::now();
   int server_status = 0;
+  // A site that fails for good (bad data, a refused base model, a crash) leaves a server that
+  // would wait for it until its round timeouts run out, again and again: once fewer sites are
+  // left than the job's minimum, stop everything and say which site failed and why.
+  std::vector<bool> site_failed(static_cast<size_t>(clients), false);
+  int failed_sites = 0;
   for (;;) {
     const pid_t done = ::waitpid(server, &server_status, WNOHANG);
     if (done == server) break;
+    for (int i = 0; i < clients; ++i) {
+      int status = 0;
+      if (site_failed[static_cast<size_t>(i)] ||
+          ::waitpid(Children()[static_cast<size_t>(i) + 1], &status, WNOHANG) <= 0 ||
+          (WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        continue;
+      }
+      site_failed[static_cast<size_t>(i)] = true;
+      ++failed_sites;
+      const std::filesystem::path log = out / "logs" / absl::StrCat("site-", i, ".log");
+      std::printf("site-%d stopped (%s): %s\n", i,
+                  WIFEXITED(status) ? absl::StrCat("exit ", WEXITSTATUS(status)).c_str()
+                                    : absl::StrCat("signal ", WTERMSIG(status)).c_str(),
+                  LastErrorLine(log).c_str());
+    }
+    if (clients - failed_sites < config.federation.min_clients) {
+      std::printf("FAILED: %d of %d sites stopped and the job needs at least %lld; stopping the server. Logs: %s\n",
+                  failed_sites, clients, static_cast<long long>(config.federation.min_clients),
+                  (out / "logs").c_str());
+      StopChildren();
+      return 1;
+    }
     progress.Poll();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
@@ -269,6 +297,8 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--port", f->port, "Server port on 127.0.0.1 (default: a free one)");
   cmd->add_option("--out", f->out, "Output directory")->capture_default_str();
+  cmd->add_option("--initial-model", f->initial_model,
+                  "The server starts from these weights (a state_dict, e.g. an earlier run's model.pt): fine-tuning");
   cmd->add_option("--tensorboard", f->tensorboard, "The server writes each round's scalars as TensorBoard events here");
   cmd->add_flag("--insecure", f->insecure, "Plaintext gRPC without certificates (default: a throwaway mTLS federation)");
   cmd->callback([f, exit_code] { *exit_code = RunFederation(*f); });

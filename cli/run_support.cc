@@ -4,12 +4,14 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 
 #include "absl/status/status.h"
 #include "storage/atomic_write.h"
@@ -24,6 +26,27 @@ std::vector<pid_t>& Children() {
 void KillChildren(int) {
   for (pid_t pid : Children()) ::kill(pid, SIGTERM);
   std::_Exit(130);
+}
+
+void StopChildren() {
+  for (pid_t pid : Children()) ::kill(pid, SIGTERM);
+  for (pid_t pid : Children()) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+}
+
+std::string LastErrorLine(const std::filesystem::path& log) {
+  std::ifstream in(log);
+  std::string line, last, last_error;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    last = line;
+    if (line.find("[error]") != std::string::npos) last_error = line;
+  }
+  std::string chosen = last_error.empty() ? last : last_error;
+  if (chosen.size() > 300) chosen = chosen.substr(0, 300) + "...";
+  return chosen.empty() ? "(its log is empty: " + log.string() + ")" : chosen;
 }
 
 int FreeLoopbackPort() {

@@ -15,7 +15,8 @@ namespace cohort::cli {
 
 struct RunFlags {
   std::string job_file, out = "runs/latest", partition;
-  std::string tensorboard;  // passed to the server's --tensorboard
+  std::string tensorboard;    // passed to the server's --tensorboard
+  std::string initial_model;  // passed to the server's --initial-model
   bool insecure = false;
   int clients = 0, rounds = 0, port = 0;
   int workers = 1;  // worker processes per client (data parallelism at each site)
@@ -26,6 +27,11 @@ struct RunFlags {
 // The processes this run started; KillChildren (also a signal handler) ends them all.
 std::vector<pid_t>& Children();
 void KillChildren(int);
+// Ends every process this run started (SIGTERM), waiting for each; the run goes on.
+void StopChildren();
+// The last line of `log` with "[error]" in it, else its last line, at most 300 characters:
+// why a process stopped, for the run's own output.
+std::string LastErrorLine(const std::filesystem::path& log);
 
 // A port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();

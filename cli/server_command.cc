@@ -1,6 +1,8 @@
 // `cohort server`: runs the aggregation server for one job.
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include "audit/writer.h"
 #include "cli/commands.h"
 #include "crypto/signing.h"
@@ -17,6 +19,7 @@
 #include "server/server.h"
 #include "server/tensorboard_writer.h"
 #include "training/data_readers.h"
+#include "training/lora.h"
 #include "training/state_dict_io.h"
 #include "training/trainer.h"
 
@@ -39,6 +42,34 @@ absl::StatusOr<crypto::SigningKey> LoadOrCreateAuditKey(const std::string& given
   spdlog::info("created the audit signing key {}; auditors verify with {}", key_path.string(),
                (dir / "audit.pub").string());
   return key;
+}
+
+// `--initial-model`: the weights to start from, laid out as the job's model (every tensor,
+// by name; the file may order them differently).
+absl::StatusOr<core::ParameterSet> ReadInitialModel(const std::string& path, const training::ModelSpec& model) {
+  absl::StatusOr<core::ParameterSet> read = training::ReadStateDict(path);
+  if (!read.ok()) return absl::Status(read.status().code(), absl::StrCat("--initial-model: ", read.status().message()));
+  const core::Manifest want = model.ParameterManifest();
+  if (read->manifest().size() != want.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("--initial-model ", path, ": ", read->manifest().size(),
+                                                   " tensors, the job's model has ", want.size(),
+                                                   "; give a state_dict of the job's model_config"));
+  }
+  core::ParameterSet out(want);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const core::TensorSpec& t = want.tensors()[i];
+    const int found = read->Find(t.name);
+    if (found < 0 || read->manifest().tensors()[static_cast<size_t>(found)].shape != t.shape) {
+      return absl::InvalidArgumentError(absl::StrCat("--initial-model ", path, ": no tensor ", t.name, " ",
+                                                     t.ShapeString(), "; give a state_dict of the job's model_config"));
+    }
+    const auto from = read->tensor_bytes(static_cast<size_t>(found));
+    std::memcpy(out.tensor_bytes(i).data(), from.data(), from.size());
+  }
+  if (absl::Status s = core::CheckFinite(core::DType::kFloat32, out.bytes()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--initial-model ", path, ": ", s.message()));
+  }
+  return out;
 }
 
 // The job at `path` when it is a vertical one, its models checked by the training layer
@@ -121,6 +152,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     int threads = 1;
     std::string tensorboard;  // empty: no TensorBoard event file
     std::string metrics_listen = "127.0.0.1:0";
+    std::string initial_model;  // empty: the seed's initialization
   };
   auto flags = std::make_shared<Flags>();
   cmd->add_option("--config", flags->config, "Job config (JSON)")->required();
@@ -141,6 +173,9 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
                   "HOST:PORT of the read-only dashboard and Prometheus /metrics (port 0: a free one; `none`: off; "
                   "off loopback, callers need the token in OUT/dashboard.token)")
       ->capture_default_str();
+  cmd->add_option("--initial-model", flags->initial_model,
+                  "Start from these weights (a state_dict file, e.g. an earlier job's model.pt) instead of the "
+                  "seed's initialization: fine-tuning a trained model");
   cmd->add_option("--tensorboard", flags->tensorboard,
                   "Also write each round's scalars as a TensorBoard event file in this directory");
   cmd->callback([flags, exit_code] {
@@ -189,7 +224,9 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     server::JobOptions options;
     options.config = loaded->config;
     options.out_dir = flags->out;
-    absl::StatusOr<core::ParameterSet> initial = training::InitialParameters(loaded->model, loaded->config.seed);
+    absl::StatusOr<core::ParameterSet> initial =
+        flags->initial_model.empty() ? training::InitialParameters(loaded->model, loaded->config.seed)
+                                     : ReadInitialModel(flags->initial_model, loaded->model);
     if (!initial.ok()) {
       spdlog::error("{}", std::string(initial.status().message()));
       *exit_code = 1;
@@ -274,8 +311,15 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
         return training::Evaluate(spec, model, *test_set, batch);
       };
     }
-    options.write_model = [](const core::ParameterSet& model, const std::filesystem::path& path) {
-      return training::WriteStateDict(model, path.string());
+    options.write_model = [spec = loaded->model](const core::ParameterSet& model, const std::filesystem::path& path) {
+      if (absl::Status s = training::WriteStateDict(model, path.string()); !s.ok() || !spec.uses_lora()) return s;
+      // A LoRA job's model.pt holds the adapters (load it over the base model); beside it,
+      // the base with the adapters merged in, loadable as the transformer without "lora".
+      absl::StatusOr<core::ParameterSet> merged = training::MergeLora(spec, model);
+      if (!merged.ok()) return merged.status();
+      std::filesystem::path merged_path = path;
+      merged_path.replace_filename(path.stem().string() + "_merged" + path.extension().string());
+      return training::WriteStateDict(*merged, merged_path.string());
     };
     absl::StatusOr<std::unique_ptr<server::FederatedJob>> job = server::FederatedJob::Create(std::move(options));
     if (!job.ok()) {

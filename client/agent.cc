@@ -22,6 +22,7 @@
 #include "storage/sha256.h"
 #include "core/update_compression.h"
 #include "training/dp_sgd.h"
+#include "training/lora.h"
 #include "training/model_spec.h"
 #include "training/trainer.h"
 #include "wire/federation_client.h"
@@ -154,12 +155,19 @@ class Agent {
     if (!model_config.ok()) return agent_event::Failed{model_config.status()};
     absl::StatusOr<training::ModelSpec> spec = training::ParseModelSpec(*model_config);
     if (!spec.ok()) return agent_event::Failed{spec.status()};
+    if (spec->uses_lora()) {
+      if (absl::Status s = training::LoadLoraBase(&*spec, options_.base_model); !s.ok()) {
+        return agent_event::Failed{s};
+      }
+      spdlog::info("job={} site={} LoRA base model {} (SHA-256 {}) checked", session_.job_id, options_.site,
+                   spec->transformer->lora->base_model, spec->transformer->lora->base_sha256);
+    }
     spdlog::info("job={} site={} joined: model {} ({} parameters), {} training and {} held-out examples",
                  session_.job_id, options_.site, spec->name, spec->num_parameters(), options_.train.size(),
                  options_.eval.size());
     absl::StatusOr<std::unique_ptr<training::LocalTrainer>> trainer =
         training::LocalTrainer::Create(*spec, std::move(options_.train), std::move(options_.eval), options_.seed,
-                                       training::TrainerOptions{options_.device, options_.group, options_.dp_sgd_seed_for_tests});
+                                       training::TrainerOptions{options_.device, options_.group, options_.dp_sgd_seed_for_tests, options_.base_model});
     if (!trainer.ok()) return agent_event::Failed{trainer.status()};
     trainer_ = std::move(*trainer);
     heartbeat_.emplace(client_, session_);

@@ -32,6 +32,9 @@ struct AgentOptions {
   std::string ledger_path;
   // Overrides training_config.device when not empty (`cohort client --device`).
   std::string device;
+  // This site's copy of a LoRA job's base model (`cohort client --base-model`); empty: the
+  // path in the job's model_config.lora.base_model. Checked against the job's digest.
+  std::string base_model;
   // Data parallelism: this process is worker 0 of the site's group (training/data_parallel.h),
   // whose other workers run training::RunFollower. Must outlive the agent; null: trains alone.
   training::Collective* group = nullptr;

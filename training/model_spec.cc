@@ -155,6 +155,11 @@ absl::Status ModelSpec::CheckExampleShape(const std::vector<int64_t>& shape, con
   return absl::OkStatus();
 }
 
+core::Manifest ModelSpec::BaseManifest() const {
+  if (transformer) return core::Manifest(transformer->BaseParameters());
+  return ParameterManifest();
+}
+
 core::Manifest ModelSpec::ParameterManifest() const {
   if (transformer) return core::Manifest(transformer->Parameters());
   std::vector<core::TensorSpec> tensors;

@@ -27,6 +27,7 @@
 // ...) describes a transformer instead: training/transformer_spec.h.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ struct ModelSpec {
   // Set when model_config describes a transformer; `layers` is then empty, input_shape is
   // [max_position_embeddings] and num_classes the classes of each prediction.
   std::optional<TransformerSpec> transformer;
+  // With transformer->lora: the base model's weights, laid out as BaseManifest(), which the
+  // LibTorch module loads into its frozen tensors. Set by training::LoadLoraBase
+  // (training/lora.h); shared by every copy of the spec.
+  std::shared_ptr<const core::ParameterSet> lora_base;
 
   // A causal language model: its labels are the next token at every position, [T] per
   // example, and its output is [T, vocab_size] per example.
@@ -67,8 +72,12 @@ struct ModelSpec {
   // [T] with 1 <= T <= max_position_embeddings. `which` names the data ("training").
   absl::Status CheckExampleShape(const std::vector<int64_t>& shape, const std::string& which) const;
 
-  // Parameter tensors in state_dict order, all float32.
+  // The parameter tensors that are trained and travel (with LoRA: the adapters), in
+  // state_dict order, all float32.
   core::Manifest ParameterManifest() const;
+  // Every tensor of the model without adapters: ParameterManifest() unless LoRA adapts it.
+  core::Manifest BaseManifest() const;
+  bool uses_lora() const { return transformer && transformer->lora.has_value(); }
   int64_t num_parameters() const;
 };
 

@@ -52,8 +52,12 @@ absl::Status WriteStateDict(const core::ParameterSet& parameters, const std::str
 absl::StatusOr<core::ParameterSet> ReadStateDict(const std::string& path) {
   absl::StatusOr<std::string> contents = storage::ReadFile(path);
   if (!contents.ok()) return contents.status();
+  return ParseStateDict(*contents, path);
+}
+
+absl::StatusOr<core::ParameterSet> ParseStateDict(const std::string& contents, const std::string& path) {
   try {
-    const torch::IValue value = torch::pickle_load(std::vector<char>(contents->begin(), contents->end()));
+    const torch::IValue value = torch::pickle_load(std::vector<char>(contents.begin(), contents.end()));
     if (!value.isGenericDict()) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": expected a dict of tensors (save dict(state_dict))"));
     }

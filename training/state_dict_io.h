@@ -13,5 +13,7 @@ namespace cohort::training {
 
 absl::Status WriteStateDict(const core::ParameterSet& parameters, const std::string& path);
 absl::StatusOr<core::ParameterSet> ReadStateDict(const std::string& path);
+// ReadStateDict of a file already read; `path` names it in errors.
+absl::StatusOr<core::ParameterSet> ParseStateDict(const std::string& contents, const std::string& path);
 
 }  // namespace cohort::training

@@ -1,6 +1,8 @@
 #include "training/torch_model.h"
 
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 
@@ -26,6 +28,7 @@ CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
   namespace nn = torch::nn;
   if (spec.transformer) {
     transformer_.emplace(*this, *spec.transformer);
+    if (spec.uses_lora()) FreezeBaseAndLoad(spec);
     return;
   }
   for (const LayerSpec& l : spec.layers) {
@@ -64,37 +67,76 @@ CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
   register_module("layers", layers_);
 }
 
+namespace {
+
+// named_parameters() less the frozen ones: the trained tensors in state_dict order.
+std::vector<std::pair<std::string, torch::Tensor>> NamedTrainable(CohortNet& net) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : net->named_parameters(/*recurse=*/true)) {
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+void CopyInto(torch::Tensor& destination, std::span<const std::byte> bytes) {
+  if (destination.is_cpu()) {
+    std::memcpy(destination.data_ptr<float>(), bytes.data(), bytes.size());
+  } else {  // a model on a GPU: one host-to-device copy per tensor, once per round
+    destination.copy_(torch::from_blob(const_cast<std::byte*>(bytes.data()), destination.sizes(), torch::kFloat32));
+  }
+}
+
+}  // namespace
+
+void CohortNetImpl::FreezeBaseAndLoad(const ModelSpec& spec) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> trained;
+  const core::Manifest manifest = spec.ParameterManifest();  // held: the loop reads into it
+  for (const core::TensorSpec& t : manifest.tensors()) trained.insert(t.name);
+  for (auto& item : named_parameters(/*recurse=*/true)) item.value().requires_grad_(trained.count(item.key()) > 0);
+  if (!spec.lora_base) return;  // InitialParameters needs only the adapters
+  const core::ParameterSet& base = *spec.lora_base;
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    if (item.value().requires_grad()) continue;
+    const int i = base.Find(item.key());
+    TORCH_CHECK(i >= 0 && base.manifest().tensors()[static_cast<size_t>(i)].shape == item.value().sizes().vec(),
+                "LoRA base model: no tensor ", item.key(), " ", item.value().sizes());
+    CopyInto(item.value(), base.tensor_bytes(static_cast<size_t>(i)));
+  }
+}
+
+std::vector<torch::Tensor> TrainableParameters(CohortNet& net) {
+  std::vector<torch::Tensor> out;
+  for (auto& [name, tensor] : NamedTrainable(net)) out.push_back(tensor);
+  return out;
+}
+
 absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters) {
   torch::NoGradGuard no_grad;
-  const auto named = net->named_parameters(/*recurse=*/true);
+  auto named = NamedTrainable(net);
   const core::Manifest& manifest = parameters.manifest();
   if (named.size() != manifest.size()) {
     return absl::InvalidArgumentError(absl::StrCat("model has ", named.size(), " parameter tensors, the set has ",
                                                    manifest.size()));
   }
   for (size_t i = 0; i < named.size(); ++i) {
-    const auto& item = named[i];
+    auto& [name, tensor] = named[i];
     const core::TensorSpec& spec = manifest.tensors()[i];
-    if (item.key() != spec.name || item.value().sizes().vec() != spec.shape || spec.dtype != core::DType::kFloat32) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter ", i, ": model expects ", item.key(), " ",
-                                                     c10::str(item.value().sizes()), ", the set has ", spec.name, " ",
+    if (name != spec.name || tensor.sizes().vec() != spec.shape || spec.dtype != core::DType::kFloat32) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", i, ": model expects ", name, " ",
+                                                     c10::str(tensor.sizes()), ", the set has ", spec.name, " ",
                                                      spec.ShapeString()));
     }
-    const auto bytes = parameters.tensor_bytes(i);
-    if (item.value().is_cpu()) {
-      std::memcpy(item.value().data_ptr<float>(), bytes.data(), bytes.size());
-    } else {  // a model on a GPU: one host-to-device copy per tensor, once per round
-      item.value().copy_(torch::from_blob(const_cast<std::byte*>(bytes.data()), item.value().sizes(), torch::kFloat32));
-    }
+    CopyInto(tensor, parameters.tensor_bytes(i));
   }
   return absl::OkStatus();
 }
 
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest) {
   core::ParameterSet out(manifest);
-  const auto named = net->named_parameters(/*recurse=*/true);
+  const auto named = NamedTrainable(net);
   for (size_t i = 0; i < named.size() && i < manifest.size(); ++i) {
-    const torch::Tensor t = named[i].value().detach().to(torch::kCPU).contiguous();
+    const torch::Tensor t = named[i].second.detach().to(torch::kCPU).contiguous();
     const auto bytes = out.tensor_bytes(i);
     std::memcpy(bytes.data(), t.data_ptr<float>(), bytes.size());
   }

@@ -43,14 +43,24 @@ class CohortNetImpl : public torch::nn::Module {
   torch::nn::Sequential& layers() { return layers_; }
 
  private:
+  // LoRA: every tensor but the adapters (and an encoder's classifier) stops requiring a
+  // gradient, and takes its value from spec.lora_base when that is loaded.
+  void FreezeBaseAndLoad(const ModelSpec& spec);
+
   torch::nn::Sequential layers_;
   std::optional<TransformerParts> transformer_;
 };
 TORCH_MODULE(CohortNet);
 
-// Copies `parameters` into the module; fails naming the first tensor that differs.
+// The module's trained parameters (those that require a gradient), in state_dict order: all
+// of them, or with LoRA the adapters (and an encoder's classifier); the base model's
+// tensors are frozen. What optimizers, gradient sums and updates cover.
+std::vector<torch::Tensor> TrainableParameters(CohortNet& net);
+
+// Copies `parameters` (the trained parameters, ModelSpec::ParameterManifest) into the
+// module; fails naming the first tensor that differs.
 absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters);
-// The module's parameters as a set laid out like `manifest`.
+// The module's trained parameters as a set laid out like `manifest`.
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest);
 
 // The optimizer `config` names (sgd | adam | adamw, with its momentum, betas, eps and

@@ -16,6 +16,7 @@
 #include "training/data_parallel.h"
 #include "training/device.h"
 #include "training/dp_sgd_step.h"
+#include "training/lora.h"
 #include "training/lr_schedule.h"
 #include "training/per_example_grads.h"
 #include "training/torch_model.h"
@@ -67,7 +68,7 @@ absl::StatusOr<LoopResult> TrainPlain(CohortNet& net, torch::optim::Optimizer& o
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(shuffle_seed);
-  std::vector<torch::Tensor> parameters = net->parameters();
+  std::vector<torch::Tensor> parameters = TrainableParameters(net);
   std::optional<LossScaler> scaler;
   if (where.precision == "fp16") scaler.emplace();
 
@@ -200,7 +201,7 @@ absl::StatusOr<LoopResult> TrainDpSgd(CohortNet& net, const ModelSpec& spec, tor
   const int64_t batch = std::min<int64_t>(schedule.config.batch_size, n);
   const int64_t steps_per_epoch = (n + batch - 1) / batch;
   const torch::Tensor x = FeaturesOf(train), y = LabelsOf(train);
-  std::vector<torch::Tensor> parameters = net->parameters();
+  std::vector<torch::Tensor> parameters = TrainableParameters(net);
   LoopResult result;
   double epoch_loss = 0;
   int64_t epoch_examples = 0;
@@ -275,9 +276,21 @@ struct LocalTrainer::Impl {
 
 namespace {
 
-// What worker 0 tells the others once, at Create: the model and how many rows it trains on.
+// What worker 0 tells the others once, at Create: the model, how many rows it trains on, and
+// for LoRA the file it read the base model from (each worker reads and checks its own).
 std::string HelloText(const ModelSpec& spec, size_t train_rows) {
-  return nlohmann::json{{"model_config", spec.config}, {"train_rows", train_rows}}.dump();
+  nlohmann::json hello{{"model_config", spec.config}, {"train_rows", train_rows}};
+  if (spec.uses_lora()) hello["lora_base_model"] = spec.transformer->lora->base_model;
+  return hello.dump();
+}
+
+// A LoRA model trains and evaluates on its base model, which LoadLoraBase attaches.
+absl::Status CheckLoraBaseLoaded(const ModelSpec& spec) {
+  if (spec.uses_lora() && !spec.lora_base) {
+    return absl::FailedPreconditionError(
+        "model_config.lora: the base model is not loaded (training::LoadLoraBase reads it before training)");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -299,6 +312,7 @@ std::string LocalTrainer::device() const { return impl_->device; }
 absl::StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const ModelSpec& spec, Dataset train, Dataset eval,
                                                                    uint64_t seed, TrainerOptions options) {
   if (absl::Status s = CheckData(spec, train, "training"); !s.ok()) return s;
+  if (absl::Status s = CheckLoraBaseLoaded(spec); !s.ok()) return s;
   if (eval.size() > 0) {
     if (absl::Status s = CheckData(spec, eval, "held-out"); !s.ok()) return s;
   }
@@ -368,7 +382,7 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
     // Dropout masks differ per worker: each drops units of its own examples.
     torch::manual_seed(impl_->seed * 1000003 + round + (group == nullptr ? 0 : 7777u * group->rank()));
     net->train();
-    std::unique_ptr<torch::optim::Optimizer> optimizer = NewOptimizer(net->parameters(), config);
+    std::unique_ptr<torch::optim::Optimizer> optimizer = NewOptimizer(TrainableParameters(net), config);
 
     const int64_t n = static_cast<int64_t>(impl_->train.size());
     const Schedule schedule{config, StepsOfRound(config, impl_->train.size(), round, total_rounds)};
@@ -425,6 +439,14 @@ absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options) {
   }
   absl::StatusOr<ModelSpec> spec = ParseModelSpec((*json)["model_config"]);
   if (!spec.ok()) return spec.status();
+  if (spec->uses_lora()) {
+    const auto path_entry = json->find("lora_base_model");
+    std::string path = options.lora_base_model;
+    if (path.empty() && path_entry != json->end() && path_entry->is_string()) path = path_entry->get<std::string>();
+    if (absl::Status s = LoadLoraBase(&*spec, path); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(me, ": ", s.message()));
+    }
+  }
   absl::StatusOr<std::unique_ptr<LocalTrainer>> trainer =
       LocalTrainer::Create(*spec, std::move(train), Dataset{}, seed, std::move(options));
   if (!trainer.ok()) return trainer.status();
@@ -443,6 +465,7 @@ absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options) {
 absl::StatusOr<core::EvalMetrics> Evaluate(const ModelSpec& spec, const core::ParameterSet& parameters,
                                            const Dataset& data, int64_t batch_size) {
   if (absl::Status s = CheckData(spec, data, "evaluation"); !s.ok()) return s;
+  if (absl::Status s = CheckLoraBaseLoaded(spec); !s.ok()) return s;
   try {
     CohortNet net(spec);
     if (absl::Status s = LoadParameters(net, parameters); !s.ok()) return s;

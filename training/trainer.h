@@ -45,6 +45,9 @@ struct TrainerOptions {
   // secure randomness, so that two runs can be compared. Never set it where privacy matters:
   // whoever knows it can subtract the noise.
   std::optional<uint64_t> dp_sgd_seed_for_tests;
+  // Workers 1..W-1 of a LoRA job: this worker's copy of the base model (`cohort client
+  // --base-model`); empty: the file worker 0 read. Checked against the job's digest.
+  std::string lora_base_model;
 };
 
 // Trains one site's model, round after round, on its own data.

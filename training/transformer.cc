@@ -8,12 +8,34 @@ namespace cohort::training {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
+void Projection::AddAdapter(int64_t rank, double scaling) {
+  const int64_t in = linear_->weight.size(1), out = linear_->weight.size(0);
+  torch::Tensor a = torch::empty({rank, in});
+  nn::init::kaiming_uniform_(a, std::sqrt(5.0));  // torch.nn.Linear's weight initialization
+  lora_a_ = linear_->register_parameter("lora_A", a);
+  lora_b_ = linear_->register_parameter("lora_B", torch::zeros({out, rank}));
+  scaling_ = scaling;
+}
+
+torch::Tensor Projection::operator()(const torch::Tensor& x) {
+  torch::Tensor y = linear_->forward(x);
+  if (!lora_a_.defined()) return y;
+  return y + scaling_ * torch::matmul(torch::matmul(x, lora_a_.t()), lora_b_.t());
+}
+
 SelfAttentionImpl::SelfAttentionImpl(int64_t hidden_size, int64_t num_heads, double dropout)
     : num_heads_(num_heads), dropout_(dropout) {
-  query_ = register_module("query", nn::Linear(hidden_size, hidden_size));
-  key_ = register_module("key", nn::Linear(hidden_size, hidden_size));
-  value_ = register_module("value", nn::Linear(hidden_size, hidden_size));
-  output_ = register_module("output", nn::Linear(hidden_size, hidden_size));
+  query_ = Projection(register_module("query", nn::Linear(hidden_size, hidden_size)));
+  key_ = Projection(register_module("key", nn::Linear(hidden_size, hidden_size)));
+  value_ = Projection(register_module("value", nn::Linear(hidden_size, hidden_size)));
+  output_ = Projection(register_module("output", nn::Linear(hidden_size, hidden_size)));
+}
+
+void SelfAttentionImpl::AddAdapters(const LoraSpec& lora) {
+  for (auto [name, projection] : {std::pair{"query", &query_}, std::pair{"key", &key_}, std::pair{"value", &value_},
+                                  std::pair{"output", &output_}}) {
+    if (lora.targets_projection(name)) projection->AddAdapter(lora.rank, lora.scaling());
+  }
 }
 
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, bool causal) {
@@ -35,8 +57,14 @@ TransformerBlockImpl::TransformerBlockImpl(const TransformerSpec& spec) : dropou
   attention_ =
       register_module("attention", SelfAttention(spec.hidden_size, spec.num_attention_heads, spec.dropout));
   mlp_norm_ = register_module("mlp_norm", nn::LayerNorm(nn::LayerNormOptions({spec.hidden_size})));
-  mlp_in_ = register_module("mlp_in", nn::Linear(spec.hidden_size, spec.intermediate_size));
-  mlp_out_ = register_module("mlp_out", nn::Linear(spec.intermediate_size, spec.hidden_size));
+  mlp_in_ = Projection(register_module("mlp_in", nn::Linear(spec.hidden_size, spec.intermediate_size)));
+  mlp_out_ = Projection(register_module("mlp_out", nn::Linear(spec.intermediate_size, spec.hidden_size)));
+}
+
+void TransformerBlockImpl::AddAdapters(const LoraSpec& lora) {
+  attention_->AddAdapters(lora);
+  if (lora.targets_projection("mlp_in")) mlp_in_.AddAdapter(lora.rank, lora.scaling());
+  if (lora.targets_projection("mlp_out")) mlp_out_.AddAdapter(lora.rank, lora.scaling());
 }
 
 torch::Tensor TransformerBlockImpl::forward(torch::Tensor x, bool causal) {
@@ -58,6 +86,9 @@ TransformerParts::TransformerParts(torch::nn::Module& owner, const TransformerSp
   for (int64_t i = 0; i < spec.num_layers; ++i) blocks_->push_back(TransformerBlock(spec));
   final_norm_ = owner.register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({spec.hidden_size})));
   if (!spec.causal()) classifier_ = owner.register_module("classifier", nn::Linear(spec.hidden_size, spec.num_classes));
+  if (spec.lora) {
+    for (const auto& block : *blocks_) block->as<TransformerBlockImpl>()->AddAdapters(*spec.lora);
+  }
 }
 
 torch::Tensor TransformerParts::forward(const torch::Tensor& tokens, bool training) {

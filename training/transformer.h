@@ -11,17 +11,36 @@
 
 namespace cohort::training {
 
+// A linear projection, with an optional LoRA adapter (transformer_spec.h LoraSpec) whose
+// matrices are registered on the projection's own module, so that their keys read
+// `<path>.lora_A` and `<path>.lora_B` beside `<path>.weight` (as in the Python twin).
+class Projection {
+ public:
+  Projection() = default;
+  explicit Projection(torch::nn::Linear linear) : linear_(std::move(linear)) {}
+  // lora_A [rank, in] Kaiming-uniform (as torch.nn.Linear's weight), lora_B [out, rank] zeros.
+  void AddAdapter(int64_t rank, double scaling);
+  // W x + b, plus scaling * B (A x) with an adapter.
+  torch::Tensor operator()(const torch::Tensor& x);
+
+ private:
+  torch::nn::Linear linear_{nullptr};
+  torch::Tensor lora_a_, lora_b_;  // undefined without an adapter
+  double scaling_ = 0;
+};
+
 // Multi-head self-attention with separate query, key, value and output projections (so that
 // each can be adapted or inspected on its own). `causal`: position t attends to 0..t only.
 class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(int64_t hidden_size, int64_t num_heads, double dropout);
   torch::Tensor forward(const torch::Tensor& x, bool causal);
+  void AddAdapters(const LoraSpec& lora);
 
  private:
   int64_t num_heads_;
   double dropout_;
-  torch::nn::Linear query_{nullptr}, key_{nullptr}, value_{nullptr}, output_{nullptr};
+  Projection query_, key_, value_, output_;
 };
 TORCH_MODULE(SelfAttention);
 
@@ -31,17 +50,19 @@ class TransformerBlockImpl : public torch::nn::Module {
  public:
   explicit TransformerBlockImpl(const TransformerSpec& spec);
   torch::Tensor forward(torch::Tensor x, bool causal);
+  void AddAdapters(const LoraSpec& lora);
 
  private:
   double dropout_;
   torch::nn::LayerNorm attention_norm_{nullptr};
   SelfAttention attention_{nullptr};
   torch::nn::LayerNorm mlp_norm_{nullptr};
-  torch::nn::Linear mlp_in_{nullptr}, mlp_out_{nullptr};
+  Projection mlp_in_, mlp_out_;
 };
 TORCH_MODULE(TransformerBlock);
 
-// The embeddings, blocks, final norm and (encoder) classifier, registered on `owner`.
+// The embeddings, blocks, final norm and (encoder) classifier, registered on `owner`, and
+// with spec.lora the adapters of the targeted projections (the caller freezes the rest).
 // Embeddings start N(0, 0.02) (GPT-2's initialization: with tied output weights, N(0, 1)
 // would start from huge logits); linear layers and norms keep LibTorch's defaults.
 class TransformerParts {

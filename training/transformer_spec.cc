@@ -1,5 +1,7 @@
 #include "training/transformer_spec.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/config_reader.h"
 #include "core/limits.h"
@@ -22,7 +24,65 @@ constexpr const char* kTransformerKeys[] = {"num_layers", "hidden_size", "num_at
                                             "intermediate_size", "max_position_embeddings", "dropout",
                                             "architecture", "num_classes", "pooling", "tokenizer"};
 
+bool IsLowerHex(const std::string& text) {
+  for (char c : text) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// `model_config.lora`, checked against the transformer it adapts.
+absl::StatusOr<LoraSpec> ParseLoraSpec(const nlohmann::json& json, const TransformerSpec& t) {
+  LoraSpec lora;
+  core::ConfigReader r("model_config.lora", json);
+  r.Integer("rank", &lora.rank, 1, 4096);
+  r.Number("alpha", &lora.alpha, 0, 1e6, /*min_exclusive=*/true);
+  r.NameList("targets", &lora.targets);
+  r.String("base_model", &lora.base_model);
+  r.String("base_sha256", &lora.base_sha256);
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  if (lora.rank == 0) {
+    return absl::InvalidArgumentError(
+        "model_config.lora.rank: missing; the adapters' rank (e.g. \"rank\": 8) is required");
+  }
+  if (lora.alpha == 0) lora.alpha = static_cast<double>(lora.rank);
+  const std::string all = "\"query\", \"key\", \"value\", \"output\", \"mlp_in\", \"mlp_out\"";
+  if (lora.targets.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model_config.lora.targets: missing or empty; name the projections to adapt, of ", all,
+        " (e.g. [\"query\", \"value\"])"));
+  }
+  for (const std::string& target : lora.targets) {
+    bool known = false;
+    for (const char* name : kLoraTargets) known = known || target == name;
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat("model_config.lora.targets: unknown projection \"",
+                                                     target.substr(0, 32), "\"; expected some of ", all));
+    }
+  }
+  const int64_t narrowest = std::min(t.hidden_size, t.intermediate_size);
+  if (lora.rank > narrowest) {
+    return absl::InvalidArgumentError(absl::StrCat("model_config.lora.rank: ", lora.rank,
+                                                   " is larger than the narrowest adapted dimension (", narrowest,
+                                                   "); a low-rank adapter needs rank < that"));
+  }
+  if (lora.base_model.empty()) {
+    return absl::InvalidArgumentError(
+        "model_config.lora.base_model: missing; LoRA adapts a trained base model: name its state_dict file "
+        "(e.g. the model.pt of an earlier job of this transformer without \"lora\")");
+  }
+  if (!lora.base_sha256.empty() && (lora.base_sha256.size() != 64 || !IsLowerHex(lora.base_sha256))) {
+    return absl::InvalidArgumentError(
+        "model_config.lora.base_sha256: expected 64 lowercase hex digits (as `sha256sum` prints them)");
+  }
+  return lora;
+}
+
 }  // namespace
+
+bool LoraSpec::targets_projection(const std::string& name) const {
+  return std::find(targets.begin(), targets.end(), name) != targets.end();
+}
 
 bool IsTransformerConfig(const nlohmann::json& config) {
   if (!config.is_object() || config.contains("layers")) return false;
@@ -48,6 +108,7 @@ absl::StatusOr<TransformerSpec> ParseTransformerSpec(const nlohmann::json& confi
   r.Integer("num_classes", &t.num_classes, 2, 1 << 20);
   r.String("pooling", &t.pooling, {"mean", "first"});
   r.String("tokenizer", &t.tokenizer, {"bytes"});
+  r.Known("lora");
   if (absl::Status s = r.Finish(); !s.ok()) return s;
 
   auto missing = [](const char* key, const char* example) {
@@ -83,7 +144,7 @@ absl::StatusOr<TransformerSpec> ParseTransformerSpec(const nlohmann::json& confi
     }
   }
   uint64_t elements = 0;
-  for (const core::TensorSpec& tensor : t.Parameters()) {
+  for (const core::TensorSpec& tensor : t.BaseParameters()) {
     uint64_t n = 1;
     for (int64_t d : tensor.shape) n *= static_cast<uint64_t>(d);  // each factor < 2^22: no overflow
     elements += n;
@@ -94,10 +155,38 @@ absl::StatusOr<TransformerSpec> ParseTransformerSpec(const nlohmann::json& confi
                                                    core::kMaxModelBytes, " bytes; reduce num_layers, hidden_size, "
                                                    "intermediate_size or vocab_size"));
   }
+  if (config.contains("lora")) {
+    absl::StatusOr<LoraSpec> lora = ParseLoraSpec(config["lora"], t);
+    if (!lora.ok()) return lora.status();
+    t.lora = std::move(*lora);
+  }
   return t;
 }
 
 std::vector<core::TensorSpec> TransformerSpec::Parameters() const {
+  if (!lora) return BaseParameters();
+  std::vector<core::TensorSpec> out;
+  auto add_adapter = [&](const std::string& path, int64_t in, int64_t o) {
+    out.push_back({path + ".lora_A", core::DType::kFloat32, {lora->rank, in}});
+    out.push_back({path + ".lora_B", core::DType::kFloat32, {o, lora->rank}});
+  };
+  const int64_t h = hidden_size;
+  for (int64_t i = 0; i < num_layers; ++i) {
+    const std::string block = absl::StrCat("blocks.", i, ".");
+    for (const char* projection : {"query", "key", "value", "output"}) {
+      if (lora->targets_projection(projection)) add_adapter(absl::StrCat(block, "attention.", projection), h, h);
+    }
+    if (lora->targets_projection("mlp_in")) add_adapter(block + "mlp_in", h, intermediate_size);
+    if (lora->targets_projection("mlp_out")) add_adapter(block + "mlp_out", intermediate_size, h);
+  }
+  if (!causal()) {  // a new head for the base model's features: trained in full
+    out.push_back({"classifier.weight", core::DType::kFloat32, {num_classes, h}});
+    out.push_back({"classifier.bias", core::DType::kFloat32, {num_classes}});
+  }
+  return out;
+}
+
+std::vector<core::TensorSpec> TransformerSpec::BaseParameters() const {
   const int64_t h = hidden_size;
   std::vector<core::TensorSpec> out;
   auto add = [&out](std::string name, std::vector<int64_t> shape) {

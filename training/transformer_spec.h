@@ -16,6 +16,7 @@
 // Python twin `CohortTransformer` in examples/python/cohort_models.py.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,34 @@
 #include "core/parameter_set.h"
 
 namespace cohort::training {
+
+// LoRA (low-rank adaptation) of a transformer, `model_config.lora`:
+//
+//   "lora": {"rank": 8, "alpha": 16, "targets": ["query", "value"],
+//            "base_model": "runs/base/model.pt", "base_sha256": "..."}
+//
+// Every weight of the base model is frozen; each targeted projection W [out, in] of every
+// block gains two trainable matrices, lora_A [rank, in] (Kaiming-uniform) and lora_B
+// [out, rank] (zeros, so training starts from the base model exactly), and computes
+// W x + b + (alpha / rank) * B (A x). Only the adapters (and an encoder's classifier, which
+// the base model has not learned) are trained, travel and are aggregated: they are the
+// federated model. The base model is a PyTorch state_dict file (a `model.pt` of an earlier
+// job of the same transformer without "lora"), read where the model is built: by the
+// server from `base_model`, by each site from its own copy (`cohort client --base-model`,
+// else `base_model`), and checked there against `base_sha256` (which the server fills in
+// from its file when the config has none, so every site checks the server's file).
+struct LoraSpec {
+  int64_t rank = 0;
+  double alpha = 0;                  // default: rank (a scaling of 1)
+  std::vector<std::string> targets;  // of kLoraTargets
+  std::string base_model;
+  std::string base_sha256;           // lowercase hex; empty until known
+  double scaling() const { return alpha / static_cast<double>(rank); }
+  bool targets_projection(const std::string& name) const;
+};
+
+// The projections LoRA may adapt, in the order a block holds them.
+inline constexpr const char* kLoraTargets[] = {"query", "key", "value", "output", "mlp_in", "mlp_out"};
 
 struct TransformerSpec {
   std::string architecture = "decoder";  // decoder (causal LM) | encoder (classifier)
@@ -38,15 +67,21 @@ struct TransformerSpec {
   int64_t num_classes = 0;                // encoder only
   std::string pooling = "mean";           // encoder only: mean | first
   std::string tokenizer = "bytes";        // training/text_data.h: ByteTokenizer
+  std::optional<LoraSpec> lora;
 
   bool causal() const { return architecture == "decoder"; }
   int64_t head_size() const { return hidden_size / num_attention_heads; }
   // Output classes per position (decoder: vocab_size) or per sequence (encoder).
   int64_t output_classes() const { return causal() ? vocab_size : num_classes; }
-  // Parameter tensors in state_dict order: token_embedding, position_embedding,
-  // blocks.<i>.{attention_norm, attention.{query,key,value,output}, mlp_norm, mlp_in,
-  // mlp_out}, final_norm, and (encoder) classifier.
+  // The parameter tensors that are trained and travel, in state_dict order: BaseParameters(),
+  // or with LoRA the adapters (blocks.<i>.<path>.lora_A, .lora_B of each target, in block
+  // order) and an encoder's classifier.
   std::vector<core::TensorSpec> Parameters() const;
+  // Every tensor of the transformer without adapters, in state_dict order: token_embedding,
+  // position_embedding, blocks.<i>.{attention_norm, attention.{query,key,value,output},
+  // mlp_norm, mlp_in, mlp_out}, final_norm, and (encoder) classifier. With LoRA: the base
+  // model's layout.
+  std::vector<core::TensorSpec> BaseParameters() const;
 };
 
 // Whether `config` describes a transformer (it has no "layers" but a transformer key).

@@ -38,14 +38,29 @@
   function chartWidth(el) { return Math.max(320, el.clientWidth || 560); }
 
   // Counts the pixels a chart has drawn, so a headless browser test can tell a drawn chart
-  // from an empty canvas (the page's DOM cannot show a canvas's content).
+  // from an empty canvas (the page's DOM cannot show a canvas's content): all of them, and
+  // those its series (curves, points, bars) added to the plotting area over the grid, which
+  // stay 0 for a chart that drew axes but no data.
+  function countInk(u, x, y, width, height) {
+    if (width <= 0 || height <= 0) return 0;
+    const pixels = u.ctx.getImageData(x, y, width, height).data;
+    let ink = 0;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 0) ink++;
+    return ink;
+  }
+
+  const plotInk = (u) => countInk(u, u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+
+  // uPlot draws the axes and grid first ("drawAxes"), then the series, then "draw".
+  function recordGridInk(u) {
+    try { u.gridInk = plotInk(u); } catch (e) { u.gridInk = null; }
+  }
+
   function recordInk(u) {
     try {
-      const c = u.ctx.canvas;
-      const pixels = u.ctx.getImageData(0, 0, c.width, c.height).data;
-      let ink = 0;
-      for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 0) ink++;
-      u.root.parentNode.dataset.inkPixels = String(ink);
+      const c = u.ctx.canvas, el = u.root.parentNode;
+      el.dataset.inkPixels = String(countInk(u, 0, 0, c.width, c.height));
+      if (u.gridInk !== null && u.gridInk !== undefined) el.dataset.seriesPixels = String(Math.max(0, plotInk(u) - u.gridInk));
     } catch (e) { /* a tainted canvas cannot be read; nothing to record */ }
   }
 
@@ -72,7 +87,7 @@
       scales: {x: {time: false}},
       axes: [{label: "round", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]}, {}],
       series: [{label: "round"}].concat(seriesSpec),
-      hooks: {draw: [recordInk]},
+      hooks: {drawAxes: [recordGridInk], draw: [recordInk]},
     }, extraOpts || {});
     charts[id] = {key: key, plot: new uPlot(opts, data, el)};
   }

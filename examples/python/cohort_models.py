@@ -12,6 +12,13 @@ A `model_config` without "layers" (num_layers, hidden_size, num_attention_heads,
 vocab_size, ...) builds `CohortTransformer`, with the same state_dict keys as Cohort's
 (`token_embedding.weight`, `blocks.0.attention.query.weight`, ...); text is encoded with
 `ByteTokenizer`.
+
+With `"lora": {"rank": r, "alpha": a, "targets": [...]}` in the `model_config`, the
+targeted projections carry adapters (`blocks.0.attention.query.lora_A`, `.lora_B`) and
+every other weight is frozen, as in Cohort. A LoRA job's `OUT/model.pt` holds the adapters:
+load the base model first, then the adapters (`load_state_dict(base)` and
+`load_state_dict(adapters, strict=False)`); `OUT/model_merged.pt` is the base with the
+adapters merged in, which the same config without "lora" loads as is.
 """
 
 import json
@@ -71,6 +78,41 @@ class ByteTokenizer:
 
     def decode(self, ids) -> str:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+class LoRALinear(nn.Linear):
+    """nn.Linear plus a low-rank adapter: W x + b + (alpha / rank) * B (A x)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
+        super().__init__(in_features, out_features)
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.scaling = alpha / rank
+
+    def forward(self, x):
+        return super().forward(x) + self.scaling * (x @ self.lora_A.t()) @ self.lora_B.t()
+
+
+LORA_TARGETS = ("query", "key", "value", "output", "mlp_in", "mlp_out")
+
+
+def _add_adapters(model: nn.Module, lora) -> None:
+    """Replaces each targeted projection of every block with a LoRALinear holding the same
+    weights, and freezes all but the adapters (and an encoder's classifier)."""
+    rank = lora["rank"]
+    alpha = lora.get("alpha", rank)
+    for block in model.blocks:
+        for name in lora["targets"]:
+            owner = block.attention if name in ("query", "key", "value", "output") else block
+            old = getattr(owner, name)
+            new = LoRALinear(old.in_features, old.out_features, rank, alpha)
+            with torch.no_grad():
+                new.weight.copy_(old.weight)
+                new.bias.copy_(old.bias)
+            setattr(owner, name, new)
+    for key, parameter in model.named_parameters():
+        parameter.requires_grad_(key.endswith((".lora_A", ".lora_B")) or key.startswith("classifier."))
 
 
 class SelfAttention(nn.Module):
@@ -142,6 +184,8 @@ class CohortTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(hidden)
         if not self.causal:
             self.classifier = nn.Linear(hidden, config["num_classes"])
+        if "lora" in config:
+            _add_adapters(self, config["lora"])
 
     def forward(self, tokens):
         ids = tokens.long()

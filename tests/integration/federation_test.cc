@@ -416,3 +416,181 @@ TEST(FederationTest, ClientsWithTwoWorkersEachTrainTheSameModelAsOneWorkerClient
   EXPECT_LT(max_difference, 1e-5) << "the two-worker sites trained a different model";
   std::filesystem::remove_all(dir);
 }
+
+// A small decoder on two fortunes categories (one per site), for the LoRA test below.
+nlohmann::json SmallLanguageJob(const std::string& name) {
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fortunes_lm.json");
+  job["job"]["name"] = name;
+  job["model_config"]["hidden_size"] = 32;
+  job["model_config"]["intermediate_size"] = 64;
+  job["model_config"]["max_position_embeddings"] = 32;
+  job["training_config"]["max_steps"] = 30;
+  job["training_config"]["warmup_steps"] = 0;
+  job["federation"]["rounds"] = 2;
+  job["federation"]["clients_per_round"] = 2;
+  job["federation"]["min_clients"] = 2;
+  job["data"]["files"] = {"computers", "science"};
+  job["data"]["sequence_length"] = 32;
+  job["evaluation"]["max_samples"] = 200;
+  return job;
+}
+
+TEST(FederationTest, LoraFineTunesABaseModelAndOnlyTheAdaptersAreTheFederatedModel) {
+  if (!std::filesystem::exists("/usr/share/games/fortunes/computers")) {
+    GTEST_SKIP() << "the fortunes package is not installed (scripts/setup.sh installs it)";
+  }
+  const std::filesystem::path dir = TempDir("lora");
+  // The base: an ordinary federated language model.
+  std::ofstream(dir / "base.json") << SmallLanguageJob("lora-base").dump(2);
+  const Result base = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "base.json").string() +
+                                 " --insecure --out " + (dir / "base").string());
+  ASSERT_EQ(base.exit_code, 0) << base.output;
+
+  // LoRA on it, over mutual TLS: the server fills in the base's digest, each site checks it.
+  nlohmann::json lora = SmallLanguageJob("lora-tune");
+  lora["model_config"]["lora"] = {{"rank", 4}, {"alpha", 8}, {"targets", {"query", "value", "mlp_in"}},
+                                  {"base_model", (dir / "base" / "model.pt").string()}};
+  std::ofstream(dir / "lora.json") << lora.dump(2);
+  const Result tuned = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "lora.json").string() + " --out " +
+                                  (dir / "tuned").string());
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.output;
+  const nlohmann::json summary = ReadJson(dir / "tuned" / "summary.json");
+  EXPECT_EQ(summary["status"], "finished") << tuned.output;
+  const Result digest = RunCommand("sha256sum " + (dir / "base" / "model.pt").string());
+  ASSERT_EQ(digest.exit_code, 0);
+  const std::string sha = digest.output.substr(0, 64);
+  EXPECT_EQ(ReadJson(dir / "tuned" / "model.json")["lora"]["base_sha256"], sha);
+  std::ifstream site_log(dir / "tuned" / "logs" / "site-1.log");
+  const std::string log((std::istreambuf_iterator<char>(site_log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("LoRA base model " + (dir / "base" / "model.pt").string() + " (SHA-256 " + sha + ") checked"),
+            std::string::npos)
+      << log;
+  ASSERT_EQ(summary["rounds"].size(), 2u);
+  EXPECT_TRUE(summary["rounds"][1]["test_accuracy"].is_number());
+  EXPECT_TRUE(std::filesystem::exists(dir / "tuned" / "model_merged.pt"));
+  EXPECT_LT(std::filesystem::file_size(dir / "tuned" / "model.pt") * 5,
+            std::filesystem::file_size(dir / "tuned" / "model_merged.pt"));
+
+  // A config naming another base's digest is refused before anything trains (a site's own
+  // copy is checked the same way: tests/training/lora_test.cc).
+  nlohmann::json tampered = lora;
+  tampered["model_config"]["lora"]["base_sha256"] = std::string(64, '0');
+  std::ofstream(dir / "tampered.json") << tampered.dump(2);
+  const Result refused = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "tampered.json").string() +
+                                    " --insecure --out " + (dir / "refused").string());
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("has SHA-256 " + sha), std::string::npos) << refused.output;
+
+  // Full fine-tuning of the same base: --initial-model, and a model of another shape refused.
+  const Result full = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "base.json").string() +
+                                 " --insecure --rounds 1 --initial-model " + (dir / "base" / "model.pt").string() +
+                                 " --out " + (dir / "full").string());
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  EXPECT_EQ(ReadJson(dir / "full" / "summary.json")["status"], "finished");
+  const Result wrong = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "base.json").string() +
+                                  " --insecure --rounds 1 --initial-model " + (dir / "tuned" / "model.pt").string() +
+                                  " --out " + (dir / "wrong").string());
+  EXPECT_NE(wrong.exit_code, 0);
+
+  if (RunCommand("/usr/bin/python3 -c 'import torch'").exit_code != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch) to read model.pt";
+  }
+  const Result keys = RunCommand("/usr/bin/python3 -c 'import sys, torch\n"
+                                 "a = torch.load(sys.argv[1], weights_only=True)\n"
+                                 "m = torch.load(sys.argv[2], weights_only=True)\n"
+                                 "b = torch.load(sys.argv[3], weights_only=True)\n"
+                                 "assert all(k.endswith((\"lora_A\", \"lora_B\")) for k in a), list(a)\n"
+                                 "assert m.keys() == b.keys()\n"
+                                 "print(len(a), max((m[k] - b[k]).abs().max().item() for k in m))' " +
+                                 (dir / "tuned" / "model.pt").string() + " " +
+                                 (dir / "tuned" / "model_merged.pt").string() + " " +
+                                 (dir / "base" / "model.pt").string());
+  ASSERT_EQ(keys.exit_code, 0) << keys.output;
+  std::istringstream numbers(keys.output);
+  int adapters = 0;
+  double moved = 0;
+  numbers >> adapters >> moved;
+  EXPECT_EQ(adapters, 2 * 3 * 2);  // 2 blocks x 3 targets x (A, B)
+  EXPECT_GT(moved, 1e-4) << "the merged model equals the base: the adapters did not train";
+  std::filesystem::remove_all(dir);
+}
+
+// Several nodes of one site: two `cohort client` processes started separately (as on two
+// machines), node 1 joining node 0's rendezvous by --master over TCP, train the same model as
+// one node running both workers. Only node 0 talks to the server.
+TEST(FederationTest, ASiteOfTwoNodesTrainsTheSameModelAsOneNodeWithTwoWorkers) {
+  const std::filesystem::path dir = TempDir("nodes");
+  nlohmann::json job = ReadJson(std::filesystem::path(COHORT_SOURCE_DIR) / "configs/fashion_mnist_cnn_iid.json");
+  job["job"]["name"] = "nodes";
+  job["training_config"]["local_epochs"] = 1;
+  job["federation"]["rounds"] = 2;
+  job["federation"]["clients_per_round"] = 1;
+  job["federation"]["min_clients"] = 1;
+  job["data"]["path"] = COHORT_FASHION_MNIST_DIR;
+  job["evaluation"]["test_data"] = "";
+  std::ofstream(dir / "job.json") << job.dump();
+  const int base_port = 21000 + ::getpid() % 20000;
+  auto run_site = [&](const std::string& name, const std::vector<std::vector<std::string>>& node_flags) {
+    const std::string port = std::to_string(base_port + (name == "nodes" ? 0 : 2));
+    const pid_t server =
+        Spawn({"server", "--insecure", "--config", (dir / "job.json").string(), "--listen", "127.0.0.1:" + port,
+               "--out", (dir / name).string(), "--state", (dir / (name + "-state")).string()},
+              dir / (name + "-server.log"));
+    std::vector<pid_t> nodes;
+    for (size_t i = 0; i < node_flags.size(); ++i) {
+      std::vector<std::string> args = {"client", "--insecure", "--server", "127.0.0.1:" + port, "--site", "site",
+                                       "--data", COHORT_FASHION_MNIST_DIR, "--train-subset", "2000",
+                                       "--ledger", (dir / (name + "-ledger.jsonl")).string()};
+      args.insert(args.end(), node_flags[i].begin(), node_flags[i].end());
+      nodes.push_back(Spawn(args, dir / (name + "-node" + std::to_string(i) + ".log")));
+    }
+    EXPECT_EQ(WaitExit(server, 240), 0) << ReadText(dir / (name + "-server.log"));
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      EXPECT_EQ(WaitExit(nodes[i], 60), 0) << ReadText(dir / (name + "-node" + std::to_string(i) + ".log"));
+    }
+  };
+  const std::string master = "127.0.0.1:" + std::to_string(base_port + 1);
+  run_site("nodes", {{"--nodes", "2", "--node-rank", "0", "--master", master},
+                     {"--nodes", "2", "--node-rank", "1", "--master", master}});
+  run_site("workers", {{"--workers", "2"}});
+  EXPECT_NE(ReadText(dir / "nodes-node0.log").find("(2 node(s) x 1 worker(s))"), std::string::npos)
+      << ReadText(dir / "nodes-node0.log");
+  EXPECT_EQ(ReadJson(dir / "nodes" / "summary.json")["status"], "finished");
+
+  if (RunCommand("/usr/bin/python3 -c 'import torch'").exit_code != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch) to compare model.pt files";
+  }
+  const Result compared = RunCommand(
+      "/usr/bin/python3 -c 'import sys, torch\n"
+      "a = torch.load(sys.argv[1], weights_only=True); b = torch.load(sys.argv[2], weights_only=True)\n"
+      "assert a.keys() == b.keys()\n"
+      "print(max((a[k] - b[k]).abs().max().item() for k in a))' " +
+      (dir / "nodes" / "model.pt").string() + " " + (dir / "workers" / "model.pt").string());
+  ASSERT_EQ(compared.exit_code, 0) << compared.output;
+  EXPECT_LT(std::stod(compared.output), 1e-5) << "two nodes trained a different model than two workers on one node";
+  std::filesystem::remove_all(dir);
+}
+
+// A site that cannot take part (here: its share of the text is empty, because train_subset
+// keeps only the first file's windows and by_file gives the second site the other file)
+// stops with an error; `cohort run` then stops at once, naming the site and its reason,
+// instead of leaving a server waiting for it through every round's timeout.
+TEST(FederationTest, ARunStopsAtOnceWhenTooFewSitesAreLeftNamingTheSiteThatFailed) {
+  if (!std::filesystem::exists("/usr/share/games/fortunes/computers")) {
+    GTEST_SKIP() << "the fortunes package is not installed (scripts/setup.sh installs it)";
+  }
+  const std::filesystem::path dir = TempDir("site-failed");
+  nlohmann::json job = SmallLanguageJob("site-failed");
+  job["data"]["train_subset"] = 300;
+  std::ofstream(dir / "job.json") << job.dump(2);
+  const auto started = std::chrono::steady_clock::now();
+  const Result run = RunCommand(std::string(COHORT_BINARY) + " run " + (dir / "job.json").string() +
+                                " --insecure --out " + (dir / "out").string());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_NE(run.output.find("site-1 stopped (exit 1)"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("training data is empty"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("the job needs at least 2"), std::string::npos) << run.output;
+  EXPECT_LT(seconds, 60) << "the run waited for a site that had stopped";
+  std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,113 @@
+#include "training/lora.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "storage/atomic_write.h"
+#include "storage/sha256.h"
+#include "training/state_dict_io.h"
+
+namespace cohort::training {
+namespace {
+
+// `loaded`'s tensors rearranged into `layout`, each present exactly once with its shape.
+absl::StatusOr<core::ParameterSet> Arrange(const core::ParameterSet& loaded, const core::Manifest& layout,
+                                           const std::string& path) {
+  if (loaded.manifest().size() != layout.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": holds ", loaded.manifest().size(), " tensors, the base of model_config has ", layout.size(),
+        "; the base model must be this transformer without \"lora\" (its model.pt)"));
+  }
+  core::ParameterSet out(layout);
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const core::TensorSpec& want = layout.tensors()[i];
+    const int found = loaded.Find(want.name);
+    if (found < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no tensor ", want.name, " ", want.ShapeString(),
+                                                     "; the base model must be this transformer without \"lora\""));
+    }
+    const core::TensorSpec& have = loaded.manifest().tensors()[static_cast<size_t>(found)];
+    if (have.shape != want.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", want.name, " is ", have.ShapeString(),
+                                                     ", model_config needs ", want.ShapeString()));
+    }
+    const auto from = loaded.tensor_bytes(static_cast<size_t>(found));
+    std::memcpy(out.tensor_bytes(i).data(), from.data(), from.size());
+  }
+  if (absl::Status s = core::CheckFinite(core::DType::kFloat32, out.bytes()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status LoadLoraBase(ModelSpec* spec, const std::string& path) {
+  if (!spec->uses_lora()) return absl::InvalidArgumentError("LoadLoraBase: model_config has no \"lora\"");
+  LoraSpec& lora = *spec->transformer->lora;
+  const std::string file = path.empty() ? lora.base_model : path;
+  absl::StatusOr<std::string> contents = storage::ReadFile(file);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        absl::StrCat("LoRA base model (model_config.lora.base_model, or --base-model at a site): ",
+                                     contents.status().message()));
+  }
+  const std::string digest = storage::Sha256Hex(std::string_view(*contents));
+  if (!lora.base_sha256.empty() && digest != lora.base_sha256) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "LoRA base model ", file, " has SHA-256 ", digest, ", but the job's model_config.lora.base_sha256 is ",
+        lora.base_sha256, ": this is not the base model the job adapts; use a copy of the server's file (check it "
+        "with sha256sum)"));
+  }
+  absl::StatusOr<core::ParameterSet> loaded = ParseStateDict(*contents, file);
+  contents->clear();
+  if (!loaded.ok()) return loaded.status();
+  absl::StatusOr<core::ParameterSet> base = Arrange(*loaded, spec->BaseManifest(), file);
+  if (!base.ok()) return base.status();
+  lora.base_sha256 = digest;
+  lora.base_model = file;
+  spec->config["lora"]["base_sha256"] = digest;
+  spec->lora_base = std::make_shared<const core::ParameterSet>(std::move(*base));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<core::ParameterSet> MergeLora(const ModelSpec& spec, const core::ParameterSet& adapters) {
+  if (!spec.uses_lora() || !spec.lora_base) {
+    return absl::FailedPreconditionError("merging LoRA adapters needs a LoRA model_config with its base model loaded");
+  }
+  if (absl::Status s = adapters.manifest().CheckSameAs(spec.ParameterManifest()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("LoRA adapters: ", s.message()));
+  }
+  const LoraSpec& lora = *spec.transformer->lora;
+  core::ParameterSet merged(spec.BaseManifest());
+  std::memcpy(merged.bytes().data(), spec.lora_base->bytes().data(), merged.bytes().size());
+  auto tensor = [](core::ParameterSet& set, size_t i) {
+    const core::TensorSpec& t = set.manifest().tensors()[i];
+    return torch::from_blob(set.tensor_bytes(i).data(), t.shape, torch::kFloat32);
+  };
+  core::ParameterSet& in = const_cast<core::ParameterSet&>(adapters);  // read only: from_blob needs a mutable pointer
+  try {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < in.manifest().size(); ++i) {
+      const std::string& name = in.manifest().tensors()[i].name;
+      const int target = merged.Find(name);
+      if (target >= 0) {  // a tensor trained in full (an encoder's classifier)
+        tensor(merged, static_cast<size_t>(target)).copy_(tensor(in, i));
+        continue;
+      }
+      if (!name.ends_with(".lora_A")) continue;  // lora_B is taken with its lora_A
+      const std::string path = name.substr(0, name.size() - std::string(".lora_A").size());
+      const int b = in.Find(path + ".lora_B"), w = merged.Find(path + ".weight");
+      if (b < 0 || w < 0) return absl::InternalError(absl::StrCat("LoRA adapter ", path, " has no lora_B or weight"));
+      tensor(merged, static_cast<size_t>(w))
+          .add_(torch::matmul(tensor(in, static_cast<size_t>(b)), tensor(in, i)), lora.scaling());
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("merging LoRA adapters failed: ", e.what_without_backtrace()));
+  }
+  return merged;
+}
+
+}  // namespace cohort::training
