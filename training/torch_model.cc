@@ -94,10 +94,12 @@ void CohortNetImpl::FreezeBaseAndLoad(const ModelSpec& spec) {
   const core::Manifest manifest = spec.ParameterManifest();  // held: the loop reads into it
   for (const core::TensorSpec& t : manifest.tensors()) trained.insert(t.name);
   for (auto& item : named_parameters(/*recurse=*/true)) item.value().requires_grad_(trained.count(item.key()) > 0);
-  if (!spec.lora_base) return;  // InitialParameters needs only the adapters
+  if (!spec.lora_base) return;
+  // Every tensor but the adapters starts from the base, also those trained in full (norms,
+  // an encoder's head), so that the job's first model is the base model exactly.
   const core::ParameterSet& base = *spec.lora_base;
   for (auto& item : named_parameters(/*recurse=*/true)) {
-    if (item.value().requires_grad()) continue;
+    if (item.key().ends_with(".lora_A") || item.key().ends_with(".lora_B")) continue;
     const int i = base.Find(item.key());
     TORCH_CHECK(i >= 0 && base.manifest().tensors()[static_cast<size_t>(i)].shape == item.value().sizes().vec(),
                 "LoRA base model: no tensor ", item.key(), " ", item.value().sizes());

@@ -43,8 +43,9 @@ class CohortNetImpl : public torch::nn::Module {
   torch::nn::Sequential& layers() { return layers_; }
 
  private:
-  // LoRA: every tensor but the adapters (and an encoder's classifier) stops requiring a
-  // gradient, and takes its value from spec.lora_base when that is loaded.
+  // LoRA: every tensor that ModelSpec::ParameterManifest leaves out stops requiring a
+  // gradient, and every tensor but the adapters takes its value from spec.lora_base when
+  // that is loaded.
   void FreezeBaseAndLoad(const ModelSpec& spec);
 
   torch::nn::Sequential layers_;

@@ -38,6 +38,7 @@ absl::StatusOr<LoraSpec> ParseLoraSpec(const nlohmann::json& json, const Transfo
   r.Integer("rank", &lora.rank, 1, 4096);
   r.Number("alpha", &lora.alpha, 0, 1e6, /*min_exclusive=*/true);
   r.NameList("targets", &lora.targets);
+  r.Bool("train_norms", &lora.train_norms);
   r.String("base_model", &lora.base_model);
   r.String("base_sha256", &lora.base_sha256);
   if (absl::Status s = r.Finish(); !s.ok()) return s;
@@ -165,23 +166,24 @@ absl::StatusOr<TransformerSpec> ParseTransformerSpec(const nlohmann::json& confi
 
 std::vector<core::TensorSpec> TransformerSpec::Parameters() const {
   if (!lora) return BaseParameters();
+  // The base's order, keeping what is trained: a module's own tensors come before its
+  // children's, and an adapter is registered on its projection after the weight and bias.
   std::vector<core::TensorSpec> out;
-  auto add_adapter = [&](const std::string& path, int64_t in, int64_t o) {
-    out.push_back({path + ".lora_A", core::DType::kFloat32, {lora->rank, in}});
-    out.push_back({path + ".lora_B", core::DType::kFloat32, {o, lora->rank}});
-  };
-  const int64_t h = hidden_size;
-  for (int64_t i = 0; i < num_layers; ++i) {
-    const std::string block = absl::StrCat("blocks.", i, ".");
-    for (const char* projection : {"query", "key", "value", "output"}) {
-      if (lora->targets_projection(projection)) add_adapter(absl::StrCat(block, "attention.", projection), h, h);
+  for (core::TensorSpec& tensor : BaseParameters()) {
+    const std::string& name = tensor.name;
+    const bool norm = name.find("_norm.") != std::string::npos;
+    if ((norm && lora->train_norms) || name.starts_with("classifier.")) {
+      out.push_back(tensor);  // trained in full: norms on request, an encoder's new head always
+      continue;
     }
-    if (lora->targets_projection("mlp_in")) add_adapter(block + "mlp_in", h, intermediate_size);
-    if (lora->targets_projection("mlp_out")) add_adapter(block + "mlp_out", intermediate_size, h);
-  }
-  if (!causal()) {  // a new head for the base model's features: trained in full
-    out.push_back({"classifier.weight", core::DType::kFloat32, {num_classes, h}});
-    out.push_back({"classifier.bias", core::DType::kFloat32, {num_classes}});
+    if (!name.ends_with(".bias")) continue;
+    const std::string path = name.substr(0, name.size() - std::string(".bias").size());
+    const std::string projection = path.substr(path.rfind('.') + 1);
+    if (!name.starts_with("blocks.") || !lora->targets_projection(projection)) continue;
+    const int64_t out_features = tensor.shape[0];
+    const int64_t in_features = projection == "mlp_out" ? intermediate_size : hidden_size;
+    out.push_back({path + ".lora_A", core::DType::kFloat32, {lora->rank, in_features}});
+    out.push_back({path + ".lora_B", core::DType::kFloat32, {out_features, lora->rank}});
   }
   return out;
 }

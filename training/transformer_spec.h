@@ -29,7 +29,7 @@ namespace cohort::training {
 
 // LoRA (low-rank adaptation) of a transformer, `model_config.lora`:
 //
-//   "lora": {"rank": 8, "alpha": 16, "targets": ["query", "value"],
+//   "lora": {"rank": 8, "alpha": 16, "targets": ["query", "value"], "train_norms": true,
 //            "base_model": "runs/base/model.pt", "base_sha256": "..."}
 //
 // Every weight of the base model is frozen; each targeted projection W [out, in] of every
@@ -46,6 +46,11 @@ struct LoraSpec {
   int64_t rank = 0;
   double alpha = 0;                  // default: rank (a scaling of 1)
   std::vector<std::string> targets;  // of kLoraTargets
+  // The LayerNorms' weights and biases are trained in full and travel with the adapters
+  // (2 x hidden_size per norm: 4 per block and the final one). They let the model shift its
+  // features' scale and offset, and through the tied output embedding the next-token
+  // frequencies, to a new text, which low-rank updates of the projections do poorly.
+  bool train_norms = false;
   std::string base_model;
   std::string base_sha256;           // lowercase hex; empty until known
   double scaling() const { return alpha / static_cast<double>(rank); }
@@ -74,8 +79,8 @@ struct TransformerSpec {
   // Output classes per position (decoder: vocab_size) or per sequence (encoder).
   int64_t output_classes() const { return causal() ? vocab_size : num_classes; }
   // The parameter tensors that are trained and travel, in state_dict order: BaseParameters(),
-  // or with LoRA the adapters (blocks.<i>.<path>.lora_A, .lora_B of each target, in block
-  // order) and an encoder's classifier.
+  // or with LoRA the adapters (<path>.lora_A, .lora_B of each target of every block), the
+  // norms with train_norms, and an encoder's classifier.
   std::vector<core::TensorSpec> Parameters() const;
   // Every tensor of the transformer without adapters, in state_dict order: token_embedding,
   // position_embedding, blocks.<i>.{attention_norm, attention.{query,key,value,output},

@@ -99,7 +99,8 @@ LORA_TARGETS = ("query", "key", "value", "output", "mlp_in", "mlp_out")
 
 def _add_adapters(model: nn.Module, lora) -> None:
     """Replaces each targeted projection of every block with a LoRALinear holding the same
-    weights, and freezes all but the adapters (and an encoder's classifier)."""
+    weights, and freezes all but the adapters (and an encoder's classifier, and with
+    "train_norms" the LayerNorms)."""
     rank = lora["rank"]
     alpha = lora.get("alpha", rank)
     for block in model.blocks:
@@ -111,8 +112,10 @@ def _add_adapters(model: nn.Module, lora) -> None:
                 new.weight.copy_(old.weight)
                 new.bias.copy_(old.bias)
             setattr(owner, name, new)
+    norms = lora.get("train_norms", False)
     for key, parameter in model.named_parameters():
-        parameter.requires_grad_(key.endswith((".lora_A", ".lora_B")) or key.startswith("classifier."))
+        parameter.requires_grad_(key.endswith((".lora_A", ".lora_B")) or key.startswith("classifier.")
+                                 or (norms and "_norm." in key))
 
 
 class SelfAttention(nn.Module):

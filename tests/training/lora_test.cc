@@ -126,6 +126,20 @@ TEST(LoraSpecTest, OnlyTheAdaptersAreTrainedAndTravel) {
   EXPECT_EQ(spec.BaseManifest(), Spec(Decoder()).ParameterManifest());
   EXPECT_LT(m.total_bytes() * 20, spec.BaseManifest().total_bytes());
 
+  // With train_norms the LayerNorms travel too, in state_dict order among the adapters.
+  json with_norms = WithLora(Decoder(), "base.pt", {"query"});
+  with_norms["lora"]["train_norms"] = true;
+  const core::Manifest n = Spec(with_norms).ParameterManifest();
+  std::vector<std::string> names;
+  for (const core::TensorSpec& t : n.tensors()) names.push_back(t.name);
+  EXPECT_THAT(names, ::testing::ElementsAre(
+                         "blocks.0.attention_norm.weight", "blocks.0.attention_norm.bias",
+                         "blocks.0.attention.query.lora_A", "blocks.0.attention.query.lora_B",
+                         "blocks.0.mlp_norm.weight", "blocks.0.mlp_norm.bias", "blocks.1.attention_norm.weight",
+                         "blocks.1.attention_norm.bias", "blocks.1.attention.query.lora_A",
+                         "blocks.1.attention.query.lora_B", "blocks.1.mlp_norm.weight", "blocks.1.mlp_norm.bias",
+                         "final_norm.weight", "final_norm.bias"));
+
   const core::Manifest encoder = Spec(WithLora(Encoder(), "base.pt")).ParameterManifest();
   EXPECT_EQ(encoder.tensors()[encoder.size() - 2].name, "classifier.weight");  // a new head: trained in full
   EXPECT_EQ(encoder.tensors().back().name, "classifier.bias");
@@ -162,13 +176,19 @@ TEST(LoraSpecTest, BadSettingsAreRefusedNamingTheKey) {
 TEST(LoraTest, FreshAdaptersLeaveTheBaseModelExactly) {
   TempDir dir;
   const std::string base_path = WriteBase(dir, Decoder(), 3);
-  const ModelSpec spec = LoraSpec(WithLora(Decoder(), base_path, {"query", "key", "value", "output", "mlp_in", "mlp_out"}));
-  absl::StatusOr<core::ParameterSet> adapters = InitialParameters(spec, 9);
-  ASSERT_TRUE(adapters.ok()) << adapters.status();
   absl::StatusOr<core::ParameterSet> base = ReadStateDict(base_path);
   ASSERT_TRUE(base.ok());
   const std::vector<float> tokens = Tokens(2, 5);
-  EXPECT_EQ(OutputsOf(spec, *adapters, tokens).values, OutputsOf(Spec(Decoder()), *base, tokens).values);
+  for (bool train_norms : {false, true}) {
+    SCOPED_TRACE(train_norms ? "train_norms" : "adapters only");
+    json config = WithLora(Decoder(), base_path, {"query", "key", "value", "output", "mlp_in", "mlp_out"});
+    config["lora"]["train_norms"] = train_norms;
+    const ModelSpec spec = LoraSpec(config);
+    // The job's first model: fresh adapters and (with train_norms) the base's norms.
+    absl::StatusOr<core::ParameterSet> initial = InitialParameters(spec, 9);
+    ASSERT_TRUE(initial.ok()) << initial.status();
+    EXPECT_EQ(OutputsOf(spec, *initial, tokens).values, OutputsOf(Spec(Decoder()), *base, tokens).values);
+  }
 }
 
 TEST(LoraTest, TheMergedModelGivesTheSameOutputsAsBasePlusAdapters) {
@@ -308,7 +328,8 @@ std::pair<std::string, int> RunCommand(const std::string& command) {
 TEST(LoraTest, PyTorchLoadsBasePlusAdaptersAndTheMergedModelWithOurOutputs) {
   TempDir dir;
   const std::string base_path = WriteBase(dir, Decoder(), 3);
-  const json lora_config = WithLora(Decoder(), base_path, {"query", "value", "mlp_in"});
+  json lora_config = WithLora(Decoder(), base_path, {"query", "value", "mlp_in"});
+  lora_config["lora"]["train_norms"] = true;
   const ModelSpec spec = LoraSpec(lora_config);
   const core::ParameterSet adapters = RandomAdapters(spec, 5);
   absl::StatusOr<core::ParameterSet> merged = MergeLora(spec, adapters);
