@@ -1,8 +1,6 @@
 // `cohort server`: runs the aggregation server for one job.
 #include <spdlog/spdlog.h>
 
-#include <cstring>
-
 #include "audit/writer.h"
 #include "cli/commands.h"
 #include "crypto/signing.h"
@@ -49,27 +47,8 @@ absl::StatusOr<crypto::SigningKey> LoadOrCreateAuditKey(const std::string& given
 absl::StatusOr<core::ParameterSet> ReadInitialModel(const std::string& path, const training::ModelSpec& model) {
   absl::StatusOr<core::ParameterSet> read = training::ReadStateDict(path);
   if (!read.ok()) return absl::Status(read.status().code(), absl::StrCat("--initial-model: ", read.status().message()));
-  const core::Manifest want = model.ParameterManifest();
-  if (read->manifest().size() != want.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("--initial-model ", path, ": ", read->manifest().size(),
-                                                   " tensors, the job's model has ", want.size(),
-                                                   "; give a state_dict of the job's model_config"));
-  }
-  core::ParameterSet out(want);
-  for (size_t i = 0; i < want.size(); ++i) {
-    const core::TensorSpec& t = want.tensors()[i];
-    const int found = read->Find(t.name);
-    if (found < 0 || read->manifest().tensors()[static_cast<size_t>(found)].shape != t.shape) {
-      return absl::InvalidArgumentError(absl::StrCat("--initial-model ", path, ": no tensor ", t.name, " ",
-                                                     t.ShapeString(), "; give a state_dict of the job's model_config"));
-    }
-    const auto from = read->tensor_bytes(static_cast<size_t>(found));
-    std::memcpy(out.tensor_bytes(i).data(), from.data(), from.size());
-  }
-  if (absl::Status s = core::CheckFinite(core::DType::kFloat32, out.bytes()); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--initial-model ", path, ": ", s.message()));
-  }
-  return out;
+  return training::ArrangeStateDict(*read, model.ParameterManifest(), absl::StrCat("--initial-model ", path),
+                                    "give a state_dict of the job's model_config");
 }
 
 // The job at `path` when it is a vertical one, its models checked by the training layer

@@ -83,28 +83,75 @@ absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint
 absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::string& job, uint64_t round,
                              uint64_t model_version, const nlohmann::json& summary, const ParameterSet& model,
                              const CheckpointKey& key) {
-  const nlohmann::json header = {{"job", job},
-                                 {"round", round},
-                                 {"model_version", model_version},
-                                 {"manifest", ManifestToJson(model.manifest())},
-                                 {"summary", summary}};
-  const std::string header_text = header.dump();
-  if (header_text.size() > kCheckpointHeaderJson.max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path.string(), ": the header is ",
-                                                   header_text.size(), " bytes, over the ",
-                                                   kCheckpointHeaderJson.max_bytes, " a reader accepts"));
+  const std::string text = summary.dump();
+  const std::string_view parts[] = {text};
+  return WriteCheckpointWithSummaryText(path, job, round, model_version, parts, model, key);
+}
+
+absl::Status WriteCheckpointWithSummaryText(const std::filesystem::path& path, const std::string& job, uint64_t round,
+                                            uint64_t model_version, std::span<const std::string_view> summary_json,
+                                            const ParameterSet& model, const CheckpointKey& key) {
+  size_t summary_size = 0;
+  std::string_view first, last;  // the first and last parts that are not empty
+  for (std::string_view part : summary_json) {
+    summary_size += part.size();
+    if (part.empty()) continue;
+    if (first.empty()) first = part;
+    last = part;
+  }
+  if (summary_size < 2 || first.front() != '{' || last.back() != '}') {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path.string(),
+                                                   ": the summary must be a JSON object's text, got ", summary_size,
+                                                   " bytes starting with ", QuotePrefix(first, 16)));
+  }
+  // The header is {"job","manifest","model_version","round","summary"}: the members before
+  // "summary" (json objects keep their keys sorted, and "summary" sorts last) are
+  // serialized here, and the summary's text follows them as it is, so the header's bytes
+  // are those of header.dump() with the summary in it, without copying the summary.
+  const nlohmann::json head = {{"job", job},
+                               {"round", round},
+                               {"model_version", model_version},
+                               {"manifest", ManifestToJson(model.manifest())}};
+  std::string head_text = head.dump();
+  head_text.pop_back();  // its closing '}'
+  head_text += ",\"summary\":";
+  const size_t header_size = head_text.size() + summary_size + 1;
+  if (header_size > kCheckpointHeaderJson.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path.string(), ": the header is ", header_size,
+                                                   " bytes, over the ", kCheckpointHeaderJson.max_bytes,
+                                                   " a reader accepts"));
   }
   std::string prefix(kMagic, sizeof(kMagic));
   PutU32(prefix, kVersion);
-  PutU32(prefix, static_cast<uint32_t>(header_text.size()));
-  prefix += header_text;
+  PutU32(prefix, static_cast<uint32_t>(header_size));
   return storage::WriteFileAtomically(path, [&](const storage::ByteSink& sink) -> absl::Status {
     storage::HmacSha256 mac(key.bytes);
     auto put = [&](std::span<const std::byte> bytes) -> absl::Status {
       mac.Update(bytes);
       return sink(bytes);
     };
-    if (absl::Status s = put(std::as_bytes(std::span(prefix))); !s.ok()) return s;
+    // The header's parts (the summary's: one per round) gathered into writes of up to
+    // kWriteBytes, in a buffer whose size does not grow with the summary.
+    constexpr size_t kWriteBytes = 64 << 10;
+    std::string pending;
+    pending.reserve(kWriteBytes);
+    auto put_part = [&](std::string_view part) -> absl::Status {
+      if (pending.size() + part.size() > kWriteBytes) {
+        if (absl::Status s = put(std::as_bytes(std::span(pending))); !s.ok()) return s;
+        pending.clear();
+      }
+      if (part.size() >= kWriteBytes) return put(std::as_bytes(std::span(part)));
+      pending += part;
+      return absl::OkStatus();
+    };
+    for (std::string_view part : {std::string_view(prefix), std::string_view(head_text)}) {
+      if (absl::Status s = put_part(part); !s.ok()) return s;
+    }
+    for (std::string_view part : summary_json) {
+      if (absl::Status s = put_part(part); !s.ok()) return s;
+    }
+    if (absl::Status s = put_part("}"); !s.ok()) return s;
+    if (absl::Status s = put(std::as_bytes(std::span(pending))); !s.ok()) return s;
     if (absl::Status s = put(model.bytes()); !s.ok()) return s;
     const storage::HmacSha256Tag tag = mac.Finish();
     return sink(std::as_bytes(std::span(tag)));

@@ -24,7 +24,9 @@
 #include <array>
 #include <cstddef>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -55,6 +57,14 @@ absl::Status WriteCheckpoint(const std::filesystem::path& path, const Checkpoint
 absl::Status WriteCheckpoint(const std::filesystem::path& path, const std::string& job, uint64_t round,
                              uint64_t model_version, const nlohmann::json& summary, const ParameterSet& model,
                              const CheckpointKey& key);
+// The same file, with the summary already serialized: the parts of `summary_json`, one
+// after another, are a JSON object's text (nlohmann::json::dump's), written into the
+// header as they are. The server keeps each round of its summary as text
+// (server/job_summary.h); serializing a tree, or joining the parts, for each checkpoint
+// would copy a summary that grows every round. The bytes are WriteCheckpoint's.
+absl::Status WriteCheckpointWithSummaryText(const std::filesystem::path& path, const std::string& job, uint64_t round,
+                                            uint64_t model_version, std::span<const std::string_view> summary_json,
+                                            const ParameterSet& model, const CheckpointKey& key);
 // Fails with DataLoss naming the file, before allocating the model, when the magic,
 // version, lengths or MAC are wrong (a file written under another key included), or when
 // a field is: the wrong type, a manifest over core::kMaxModelBytes, a model size that is

@@ -206,6 +206,7 @@ class FederatedJob {
   // A site's model download for `round` completed (server/task_stream.h).
   void NoteDownloaded(const std::string& client_id, uint64_t round);
 
+  // The summary comes as its text (JobStatus::summary_json), never as a copy of a tree.
   JobStatus Status() const;
   // Status without the per-client list and the summary: cheap enough for every heartbeat.
   JobStatus BriefStatus() const;

@@ -214,7 +214,7 @@ JobStatus FederatedJob::Status() const {
     status.audit_head = log->head_hash();
     status.audit_entries = log->entry_count();
   }
-  status.summary = recorder_->summary();
+  status.summary_json = recorder_->summary_json();
   std::lock_guard lock(core_.mu);
   const auto now = core::Clock::now();
   const core::RoundTracker& tracker = core_.tracker;

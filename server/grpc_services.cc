@@ -129,7 +129,7 @@ grpc::Status AdminService::ServeGetStatus(grpc::CallbackServerContext* context, 
                                           const v1::StatusRequest*, v1::StatusReply* reply) {
   Caller caller;
   if (grpc::Status s = Authorize(*context, require_certificate_, method, *job_, &caller); !s.ok()) return s;
-  const JobStatus status = job_->Status();
+  JobStatus status = job_->Status();
   reply->set_job_id(status.job_id);
   reply->set_state(std::string(JobStateName(status.state)));
   reply->set_round(status.round);
@@ -141,7 +141,7 @@ grpc::Status AdminService::ServeGetStatus(grpc::CallbackServerContext* context, 
     client->set_num_samples(c.num_samples);
     client->set_last_seen_ms_ago(c.last_seen_ms_ago);
   }
-  reply->set_summary_json(status.summary.dump());
+  reply->set_summary_json(std::move(status.summary_json));
   reply->set_audit_head(status.audit_head);
   reply->set_audit_entries(status.audit_entries);
   return grpc::Status::OK;

@@ -80,7 +80,9 @@ struct JobStatus {
   int64_t total_rounds = 0;
   uint64_t model_version = 0;
   std::vector<Client> clients;
-  nlohmann::json summary;  // what summary.json will hold
+  // What summary.json will hold (less its "config"), as compact JSON: the text the
+  // status reply carries, assembled from the rounds' texts (server/job_summary.h).
+  std::string summary_json;
 };
 
 }  // namespace cohort::server

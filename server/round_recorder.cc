@@ -23,16 +23,11 @@ double Seconds(core::Clock::duration d) { return std::chrono::duration<double>(d
 
 RoundRecorder::RoundRecorder(Options options, nlohmann::json summary)
     : options_(std::move(options)),
+      summary_(options_.job, std::move(summary)),
       denials_({}, {.full = [this](const Actor& actor, const std::string& method,
                                    const absl::Status& why) { WriteDenied(actor, method, why); },
                     .repeated = [this](const RepeatedDenials& repeated) { WriteRepeatedDenials(repeated); }}),
-      note_writer_([this] { NoteLoop(); }) {
-  if (summary.is_object() && summary.contains("rounds")) {
-    summary_ = std::move(summary);
-  } else {
-    summary_ = {{"job", options_.job}, {"status", "running"}, {"rounds", nlohmann::json::array()}};
-  }
-}
+      note_writer_([this] { NoteLoop(); }) {}
 
 RoundRecorder::~RoundRecorder() {
   FlushNotes();
@@ -240,20 +235,27 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
     entry["test_accuracy"] = closed.test->accuracy;
     entry["test_samples"] = closed.test->samples;
   }
-  nlohmann::json checkpoint_summary;
+  JobSummary::Snapshot checkpoint_summary;
   {
     std::lock_guard lock(summary_mu_);
-    summary_["rounds"].push_back(entry);
-    checkpoint_summary = summary_;
+    summary_.AppendRound(entry);
+    checkpoint_summary = summary_.Take();
   }
-  if (!closed.strategy_state.is_null()) checkpoint_summary[kStrategyStateKey] = closed.strategy_state;
+  // The strategy's state, when it keeps one, joins the checkpoint's summary as its last
+  // member (JSON readers take members in any order).
+  if (!closed.strategy_state.is_null()) {
+    checkpoint_summary.tail.pop_back();  // its closing '}'
+    absl::StrAppend(&checkpoint_summary.tail, ",\"", kStrategyStateKey, "\":", closed.strategy_state.dump(), "}");
+  }
   // The checkpoint first, naming the round's record (its last "rounds" entry); the record
   // after it. A crash before the rename leaves no trace of the round, which is run again;
   // a crash after it leaves a checkpoint whose record the resumed server completes
   // (CompleteResumedRound). Either way the round's model.publish and spends are written
   // once, and always before a client can download the model.
-  if (absl::Status s = core::WriteCheckpoint(options_.out_dir / kCheckpointFile, options_.job, closed.round,
-                                             closed.model_version, checkpoint_summary, model, options_.checkpoint_key);
+  if (absl::Status s = core::WriteCheckpointWithSummaryText(options_.out_dir / kCheckpointFile, options_.job,
+                                                             closed.round, closed.model_version,
+                                                             checkpoint_summary.Parts(), model,
+                                                             options_.checkpoint_key);
       !s.ok()) {
     return s;
   }
@@ -261,14 +263,8 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
     if (absl::Status s = options_.after_checkpoint(closed.round); !s.ok()) return s;
   }
   if (absl::Status s = WriteRoundRecord(entry, /*already=*/{}); !s.ok()) return s;
-  if (options_.on_round_recorded) {
-    nlohmann::json recorded;  // the entry as the summary now holds it, spends mirrored
-    {
-      std::lock_guard lock(summary_mu_);
-      recorded = summary_["rounds"].back();
-    }
-    options_.on_round_recorded(recorded);
-  }
+  // The entry as the summary now holds it, spends mirrored.
+  if (options_.on_round_recorded) options_.on_round_recorded(entry);
   // Logged once durable: a round reported done survives a crash.
   spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", options_.job,
                closed.round, closed.total_rounds, closed.reports.size(), samples, entry["train_loss"].get<double>(),
@@ -279,7 +275,7 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
   return model_sha256;
 }
 
-absl::Status RoundRecorder::WriteRoundRecord(const nlohmann::json& entry, const RecordedRound& already) {
+absl::Status RoundRecorder::WriteRoundRecord(nlohmann::json& entry, const RecordedRound& already) {
   const uint64_t round = entry.value("round", uint64_t{0});
   const uint64_t version = entry.value("model_version", uint64_t{0});
   std::vector<std::string> contributors;
@@ -327,10 +323,11 @@ absl::Status RoundRecorder::WriteRoundRecord(const nlohmann::json& entry, const 
     mirrored_any = true;
   }
   if (mirrored_any) {
-    std::lock_guard lock(summary_mu_);
-    for (nlohmann::json& r : summary_["rounds"]) {
-      if (r.value("round", uint64_t{0}) == round) r["clients"] = clients;
+    {
+      std::lock_guard lock(summary_mu_);
+      summary_.UpdateRound(round, [&clients](nlohmann::json& r) { r["clients"] = clients; });
     }
+    entry["clients"] = std::move(clients);
   }
   return absl::OkStatus();
 }
@@ -339,10 +336,7 @@ absl::Status RoundRecorder::CompleteResumedRound() {
   nlohmann::json entry;
   {
     std::lock_guard lock(summary_mu_);
-    if (!summary_.contains("rounds") || !summary_["rounds"].is_array() || summary_["rounds"].empty()) {
-      return absl::OkStatus();
-    }
-    entry = summary_["rounds"].back();
+    entry = summary_.LastRound();
   }
   if (!entry.is_object()) return absl::OkStatus();
   const uint64_t round = entry.value("round", uint64_t{0});
@@ -382,9 +376,9 @@ absl::Status RoundRecorder::Finish(JobState state, const std::string& why, const
   nlohmann::json summary;
   {
     std::lock_guard lock(summary_mu_);
-    summary_["status"] = std::string(JobStateName(state));
-    if (state == JobState::kFailed) summary_["failure"] = why;
-    summary = summary_;
+    summary_.SetMember("status", std::string(JobStateName(state)));
+    if (state == JobState::kFailed) summary_.SetMember("failure", why);
+    summary = summary_.Tree();
   }
   absl::Status written = absl::OkStatus();
   if (write_model) written = write_model(model, options_.out_dir / "model.pt");
@@ -401,19 +395,28 @@ absl::Status RoundRecorder::Finish(JobState state, const std::string& why, const
 
 void RoundRecorder::SetLastRoundPhaseSeconds(const std::string& phase, double seconds) {
   std::lock_guard lock(summary_mu_);
-  nlohmann::json& rounds = summary_["rounds"];
-  if (!rounds.is_array() || rounds.empty() || !rounds.back().contains("phase_seconds")) return;
-  rounds.back()["phase_seconds"][phase] = seconds;
+  summary_.UpdateLastRound([&](nlohmann::json& entry) {
+    if (entry.contains("phase_seconds")) entry["phase_seconds"][phase] = seconds;
+  });
 }
 
 void RoundRecorder::SetSummaryField(const std::string& key, nlohmann::json value) {
   std::lock_guard lock(summary_mu_);
-  summary_[key] = std::move(value);
+  summary_.SetMember(key, std::move(value));
 }
 
 nlohmann::json RoundRecorder::summary() const {
   std::lock_guard lock(summary_mu_);
-  return summary_;
+  return summary_.Tree();
+}
+
+std::string RoundRecorder::summary_json() const {
+  JobSummary::Snapshot snapshot;
+  {
+    std::lock_guard lock(summary_mu_);
+    snapshot = summary_.Take();
+  }
+  return snapshot.Text();
 }
 
 }  // namespace cohort::server

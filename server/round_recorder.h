@@ -2,7 +2,8 @@
 // What a job leaves on record: the audit log entries of its decisions and observations,
 // each round's summary entry and checkpoint, the DP-SGD spends mirrored from the sites,
 // and the outputs at the end. Every method that writes does disk I/O and is called
-// without the job's lock; the summary has a lock of its own.
+// without the job's lock; the summary (server/job_summary.h, each round kept as its
+// text) has a lock of its own.
 //
 // Two ways into the audit log: Record appends before the caller acts (a change whose
 // entry cannot be written is not made); Note queues an observation made on the network
@@ -33,6 +34,7 @@
 #include "core/round_tracker.h"
 #include "privacy/ledger.h"
 #include "server/denial_aggregator.h"
+#include "server/job_summary.h"
 #include "server/job_types.h"
 #include "server/ledger_anchors.h"
 
@@ -126,7 +128,11 @@ class RoundRecorder {
   // Adds a phase's duration to the last round's "phase_seconds" (the checkpoint's own,
   // known only once the checkpoint that holds the entry is written).
   void SetLastRoundPhaseSeconds(const std::string& phase, double seconds);
+  // The summary as a tree, parsed: for the job's start and the dashboard.
   nlohmann::json summary() const;
+  // The summary as compact JSON (summary().dump()), joined from the rounds' texts
+  // (server/job_summary.h) outside the summary's lock: what status calls carry.
+  std::string summary_json() const;
   const audit::Writer* audit_log() const { return options_.audit; }
 
   // The checkpoint's summary member that carries the strategy's state; Create strips it.
@@ -150,7 +156,8 @@ class RoundRecorder {
     std::set<std::string> site_spends;
   };
   // The round's record for the checkpoint's summary `entry`, skipping what `already` holds.
-  absl::Status WriteRoundRecord(const nlohmann::json& entry, const RecordedRound& already);
+  // Mirrored spends are set in `entry` as in the summary.
+  absl::Status WriteRoundRecord(nlohmann::json& entry, const RecordedRound& already);
   static nlohmann::json SpendJson(const SiteSpend& spend);
   // Mirrors a site's spend (SpendJson's `report`) once per round; returns the report with
   // the mirror's job_epsilon (or mirror_error).
@@ -158,7 +165,7 @@ class RoundRecorder {
 
   const Options options_;
   mutable std::mutex summary_mu_;
-  nlohmann::json summary_;
+  JobSummary summary_;
   std::map<std::string, std::unique_ptr<privacy::Ledger>> mirrors_;  // only the closing thread
 
   std::mutex notes_mu_;

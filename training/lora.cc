@@ -10,39 +10,6 @@
 #include "training/state_dict_io.h"
 
 namespace cohort::training {
-namespace {
-
-// `loaded`'s tensors rearranged into `layout`, each present exactly once with its shape.
-absl::StatusOr<core::ParameterSet> Arrange(const core::ParameterSet& loaded, const core::Manifest& layout,
-                                           const std::string& path) {
-  if (loaded.manifest().size() != layout.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": holds ", loaded.manifest().size(), " tensors, the base of model_config has ", layout.size(),
-        "; the base model must be this transformer without \"lora\" (its model.pt)"));
-  }
-  core::ParameterSet out(layout);
-  for (size_t i = 0; i < layout.size(); ++i) {
-    const core::TensorSpec& want = layout.tensors()[i];
-    const int found = loaded.Find(want.name);
-    if (found < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": no tensor ", want.name, " ", want.ShapeString(),
-                                                     "; the base model must be this transformer without \"lora\""));
-    }
-    const core::TensorSpec& have = loaded.manifest().tensors()[static_cast<size_t>(found)];
-    if (have.shape != want.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", want.name, " is ", have.ShapeString(),
-                                                     ", model_config needs ", want.ShapeString()));
-    }
-    const auto from = loaded.tensor_bytes(static_cast<size_t>(found));
-    std::memcpy(out.tensor_bytes(i).data(), from.data(), from.size());
-  }
-  if (absl::Status s = core::CheckFinite(core::DType::kFloat32, out.bytes()); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
-  }
-  return out;
-}
-
-}  // namespace
 
 absl::Status LoadLoraBase(ModelSpec* spec, const std::string& path) {
   if (!spec->uses_lora()) return absl::InvalidArgumentError("LoadLoraBase: model_config has no \"lora\"");
@@ -64,7 +31,9 @@ absl::Status LoadLoraBase(ModelSpec* spec, const std::string& path) {
   absl::StatusOr<core::ParameterSet> loaded = ParseStateDict(*contents, file);
   contents->clear();
   if (!loaded.ok()) return loaded.status();
-  absl::StatusOr<core::ParameterSet> base = Arrange(*loaded, spec->BaseManifest(), file);
+  absl::StatusOr<core::ParameterSet> base =
+      ArrangeStateDict(*loaded, spec->BaseManifest(), absl::StrCat("LoRA base model ", file),
+                       "the base model must be this transformer without \"lora\" (its model.pt)");
   if (!base.ok()) return base.status();
   lora.base_sha256 = digest;
   lora.base_model = file;

@@ -82,4 +82,31 @@ absl::StatusOr<core::ParameterSet> ParseStateDict(const std::string& contents, c
   }
 }
 
+absl::StatusOr<core::ParameterSet> ArrangeStateDict(const core::ParameterSet& loaded, const core::Manifest& layout,
+                                                    const std::string& origin, const std::string& fix) {
+  if (loaded.manifest().size() != layout.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": holds ", loaded.manifest().size(), " tensors, the model has ",
+                                                   layout.size(), "; ", fix));
+  }
+  core::ParameterSet out(layout);
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const core::TensorSpec& want = layout.tensors()[i];
+    const int found = loaded.Find(want.name);
+    if (found < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": no tensor ", want.name, " ", want.ShapeString(), "; ", fix));
+    }
+    const core::TensorSpec& have = loaded.manifest().tensors()[static_cast<size_t>(found)];
+    if (have.shape != want.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": ", want.name, " is ", have.ShapeString(),
+                                                     ", the model needs ", want.ShapeString(), "; ", fix));
+    }
+    const auto from = loaded.tensor_bytes(static_cast<size_t>(found));
+    std::memcpy(out.tensor_bytes(i).data(), from.data(), from.size());
+  }
+  if (absl::Status s = core::CheckFinite(core::DType::kFloat32, out.bytes()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": ", s.message()));
+  }
+  return out;
+}
+
 }  // namespace cohort::training

@@ -16,4 +16,10 @@ absl::StatusOr<core::ParameterSet> ReadStateDict(const std::string& path);
 // ReadStateDict of a file already read; `path` names it in errors.
 absl::StatusOr<core::ParameterSet> ParseStateDict(const std::string& contents, const std::string& path);
 
+// `loaded` (a state_dict as read, in the file's order) laid out as `layout`: every tensor
+// of `layout` present once by name with its shape, nothing else, all finite. Errors start
+// with `origin` (the file and what it is for) and end with `fix`.
+absl::StatusOr<core::ParameterSet> ArrangeStateDict(const core::ParameterSet& loaded, const core::Manifest& layout,
+                                                    const std::string& origin, const std::string& fix);
+
 }  // namespace cohort::training

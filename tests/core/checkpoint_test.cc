@@ -93,6 +93,78 @@ TEST(CheckpointTest, FileStartsWithTheDocumentedMagicAndVersion) {
   EXPECT_EQ((*bytes)[16], '{') << "the header is JSON";
 }
 
+// The header's bytes: the JSON of {"job","round","model_version","manifest","summary"}.
+std::string HeaderOf(const std::string& file) {
+  uint32_t header_len = 0;
+  for (int i = 0; i < 4; ++i) header_len |= uint32_t{static_cast<uint8_t>(file[12 + i])} << (8 * i);
+  return file.substr(16, header_len);
+}
+
+// A summary like the server's: one entry per round with every site's metrics; 600 rounds
+// make its text longer than the writer's 64 KiB buffer.
+nlohmann::json SummaryOfRounds(int rounds) {
+  nlohmann::json summary = {{"job", "fmnist-cnn"}, {"status", "running"}, {"rounds", nlohmann::json::array()}};
+  for (int r = 1; r <= rounds; ++r) {
+    summary["rounds"].push_back({{"round", r},
+                                 {"train_loss", 1.0 / r},
+                                 {"clients", {{{"site", "site-1"}, {"samples", 270}, {"eval_accuracy", 0.8 + r * 1e-4}},
+                                              {{"site", "site-2"}, {"samples", 270}, {"eval_accuracy", 0.7}}}}});
+  }
+  return summary;
+}
+
+TEST(CheckpointTest, HeaderIsTheJsonOfJobRoundVersionManifestAndSummary) {
+  TempDir dir;
+  const fs::path path = dir.path() / "checkpoint.bin";
+  const Checkpoint c = ExampleCheckpoint();
+  ASSERT_TRUE(WriteCheckpoint(path, c, kKey).ok());
+  const nlohmann::json header = {{"job", c.job},
+                                 {"round", c.round},
+                                 {"model_version", c.model_version},
+                                 {"manifest", ManifestToJson(c.model.manifest())},
+                                 {"summary", c.summary}};
+  EXPECT_EQ(HeaderOf(*storage::ReadFile(path)), header.dump());
+}
+
+TEST(CheckpointTest, SummaryTextInPartsWritesTheBytesOfTheSummaryTree) {
+  TempDir dir;
+  Checkpoint c = ExampleCheckpoint();
+  c.summary = SummaryOfRounds(600);
+  c.round = c.model_version = 600;  // a checkpoint holds its rounds 1..round
+  ASSERT_TRUE(WriteCheckpoint(dir.path() / "from-tree", c, kKey).ok());
+  const std::string text = c.summary.dump();
+  ASSERT_GT(text.size(), size_t{80000});
+  // Parts of every size: one byte, a few hundred (a round's), and one over 64 KiB.
+  std::vector<std::string_view> parts;
+  const std::string_view all(text);
+  size_t at = 0;
+  for (size_t size : {size_t{1}, size_t{1}, size_t{300}, size_t{66000}, size_t{5}}) {
+    parts.push_back(all.substr(at, size));
+    at += size;
+  }
+  for (; at < all.size(); at += 317) parts.push_back(all.substr(at, 317));
+  ASSERT_TRUE(
+      WriteCheckpointWithSummaryText(dir.path() / "from-parts", c.job, c.round, c.model_version, parts, c.model, kKey)
+          .ok());
+  EXPECT_EQ(*storage::ReadFile(dir.path() / "from-parts"), *storage::ReadFile(dir.path() / "from-tree"));
+  absl::StatusOr<Checkpoint> read = ReadCheckpoint(dir.path() / "from-parts", kKey);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->summary, c.summary);
+}
+
+TEST(CheckpointTest, SummaryTextThatIsNotAnObjectIsRefused) {
+  TempDir dir;
+  const Checkpoint c = ExampleCheckpoint();
+  for (std::vector<std::string_view> parts : std::vector<std::vector<std::string_view>>{
+           {}, {"[1, 2]"}, {"{\"job\": 1"}, {"{\"job\"", ": 1,", ""}}) {
+    absl::Status s =
+        WriteCheckpointWithSummaryText(dir.path() / "c", c.job, c.round, c.model_version, parts, c.model, kKey);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << parts.size() << " parts";
+    EXPECT_THAT(std::string(s.message()), HasSubstr("JSON object's text"));
+  }
+  EXPECT_FALSE(fs::exists(dir.path() / "c"));
+}
+
 TEST(CheckpointTest, AnEmptyModelRoundTrips) {
   TempDir dir;
   Checkpoint c;

@@ -115,7 +115,7 @@ TEST(FederatedJobTest, BadUpdatesAreRejectedWithReasonsAndLeaveNoTraceInTheAggre
   s = served.Push(selected[0], 1, version, std::vector<float>(kFloats, 9.0f), 100);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
 
-  const nlohmann::json summary = served.job().Status().summary;
+  const nlohmann::json summary = nlohmann::json::parse(served.job().Status().summary_json);
   ASSERT_EQ(summary["rounds"].size(), 1u);
   EXPECT_EQ(summary["rounds"][0]["clients_reported"], 2);
   EXPECT_EQ(summary["rounds"][0]["samples"], 400);
@@ -167,7 +167,7 @@ TEST(FederatedJobTest, ARoundBelowTheMinimumIsRetriedAndThenCompletes) {
   EXPECT_TRUE(served.Push("b", 1, b2.header.model_version(), std::vector<float>(kFloats, 3.0f), 10).ok());
   const absl::Status result = served.Wait();
   EXPECT_TRUE(result.ok()) << result.message();
-  const nlohmann::json summary = served.job().Status().summary;
+  const nlohmann::json summary = nlohmann::json::parse(served.job().Status().summary_json);
   ASSERT_EQ(summary["rounds"].size(), 1u);
   EXPECT_EQ(summary["rounds"][0]["attempts"], 2);
 }

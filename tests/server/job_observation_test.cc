@@ -128,7 +128,7 @@ TEST(JobObservationTest, TheMetricsAndTheDashboardFollowARealServedJob) {
   }
   ASSERT_TRUE(served.Wait().ok());
 
-  const nlohmann::json summary = served.job().Status().summary;
+  const nlohmann::json summary = nlohmann::json::parse(served.job().Status().summary_json);
   ASSERT_EQ(summary["rounds"].size(), 2u);
   double previous_elapsed = 0;
   for (const nlohmann::json& r : summary["rounds"]) {

@@ -53,7 +53,7 @@ void ExpectRefused(const grpc::Status& s, grpc::StatusCode code, const std::stri
 void ExpectTheRoundCompletedWithOnly(ServedJob& served, float value, size_t reported) {
   const absl::Status result = served.Wait();
   ASSERT_TRUE(result.ok()) << result.message();
-  const nlohmann::json summary = served.job().Status().summary;
+  const nlohmann::json summary = nlohmann::json::parse(served.job().Status().summary_json);
   ASSERT_FALSE(summary["rounds"].empty());
   EXPECT_EQ(summary["rounds"].back()["clients_reported"], reported);
   absl::StatusOr<core::Checkpoint> checkpoint = core::ReadCheckpoint(served.out_dir() / "checkpoint.bin", testing::CheckpointKeyOf(served.out_dir()));
