@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "storage/atomic_write.h"
@@ -15,6 +16,20 @@ absl::Status LoadLoraBase(ModelSpec* spec, const std::string& path) {
   if (!spec->uses_lora()) return absl::InvalidArgumentError("LoadLoraBase: model_config has no \"lora\"");
   LoraSpec& lora = *spec->transformer->lora;
   const std::string file = path.empty() ? lora.base_model : path;
+  // The path may come from the server (a site without --base-model): read only a regular
+  // file no larger than a state_dict of this model can be, never a device or a huge file.
+  const uint64_t tensor_bytes = spec->BaseManifest().total_bytes();
+  const uint64_t largest = tensor_bytes + tensor_bytes / 8 + (uint64_t{1} << 20);  // + names and zip container
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    return absl::NotFoundError(absl::StrCat("LoRA base model ", file,
+                                            ": not a regular file (model_config.lora.base_model, or --base-model at a "
+                                            "site: the path of this site's copy of the base model's state_dict)"));
+  }
+  if (const uint64_t size = std::filesystem::file_size(file, ec); ec || size > largest) {
+    return absl::InvalidArgumentError(absl::StrCat("LoRA base model ", file, ": ", size, " bytes, more than a state_dict of ",
+                                                   tensor_bytes, " bytes of tensors can take; not this model's base"));
+  }
   absl::StatusOr<std::string> contents = storage::ReadFile(file);
   if (!contents.ok()) {
     return absl::Status(contents.status().code(),
@@ -62,7 +77,7 @@ absl::StatusOr<core::ParameterSet> MergeLora(const ModelSpec& spec, const core::
     for (size_t i = 0; i < in.manifest().size(); ++i) {
       const std::string& name = in.manifest().tensors()[i].name;
       const int target = merged.Find(name);
-      if (target >= 0) {  // a tensor trained in full (an encoder's classifier)
+      if (target >= 0) {  // a tensor trained in full (norms with train_norms, an encoder's classifier)
         tensor(merged, static_cast<size_t>(target)).copy_(tensor(in, i));
         continue;
       }

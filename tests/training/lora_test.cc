@@ -305,6 +305,15 @@ TEST(LoraTest, TheBaseFileIsCheckedByItsDigestAndLayout) {
   std::ofstream(dir.path() / "junk.pt") << "not a state dict";
   fresh = Spec(WithLora(Decoder(), (dir.path() / "junk.pt").string()));
   EXPECT_FALSE(LoadLoraBase(&fresh).ok());
+  // A path a server names is read only if it is a regular file of a plausible size: not a
+  // device that never ends, not a directory, not a file far larger than this model.
+  fresh = Spec(WithLora(Decoder(), "/dev/zero"));
+  EXPECT_THAT(std::string(LoadLoraBase(&fresh).message()), HasSubstr("not a regular file"));
+  fresh = Spec(WithLora(Decoder(), dir.path().string()));
+  EXPECT_THAT(std::string(LoadLoraBase(&fresh).message()), HasSubstr("not a regular file"));
+  std::filesystem::resize_file(dir.path() / "junk.pt", 64 << 20);
+  fresh = Spec(WithLora(Decoder(), (dir.path() / "junk.pt").string()));
+  EXPECT_THAT(std::string(LoadLoraBase(&fresh).message()), HasSubstr("more than a state_dict"));
 
   // Training without the base loaded is refused, not run on random weights.
   const ModelSpec unloaded = Spec(WithLora(Decoder(), base_path));
