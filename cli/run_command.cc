@@ -150,7 +150,7 @@ int RunFederation(const RunFlags& f) {
               static_cast<unsigned long long>(config.seed));
   std::printf("  server on %s; logs in %s\n", address.c_str(), (out / "logs").c_str());
   // The server's read-only dashboard and Prometheus /metrics (docs/operability.md).
-  const std::string dashboard = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  const std::string dashboard = absl::StrCat("127.0.0.1:", FreeLoopbackPort(/*other_than=*/port));
   std::printf("  dashboard: http://%s/  (Prometheus: http://%s/metrics)\n", dashboard.c_str(), dashboard.c_str());
   std::fflush(stdout);
 

@@ -49,7 +49,10 @@ std::string LastErrorLine(const std::filesystem::path& log) {
   return chosen.empty() ? "(its log is empty: " + log.string() + ")" : chosen;
 }
 
-int FreeLoopbackPort() {
+namespace {
+
+// A port on 127.0.0.1 free at this moment (bound to port 0, then released).
+int ProbeLoopbackPort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -64,6 +67,18 @@ int FreeLoopbackPort() {
   ::close(fd);
   return port;
 }
+
+}  // namespace
+
+int FreeLoopbackPort(int other_than) {
+  // The kernel may hand the port just released to the next probe: ask again until it differs.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int port = ProbeLoopbackPort();
+    if (port != other_than) return port;
+  }
+  return 0;
+}
+
 
 // Starts `cohort ARGS...` with stdout and stderr going to `log`.
 pid_t Spawn(const std::vector<std::string>& args, const std::filesystem::path& log) {

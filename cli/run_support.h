@@ -33,8 +33,10 @@ void StopChildren();
 // why a process stopped, for the run's own output.
 std::string LastErrorLine(const std::filesystem::path& log);
 
-// A port on 127.0.0.1 that was free a moment ago.
-int FreeLoopbackPort();
+// A port on 127.0.0.1 that was free a moment ago, and not `other_than` (a port already
+// chosen for something else: two probes in a row can return the same port, which the
+// kernel frees at once).
+int FreeLoopbackPort(int other_than = 0);
 
 // Starts `cohort ARGS...` with stdout and stderr going to `log`.
 pid_t Spawn(const std::vector<std::string>& args, const std::filesystem::path& log);
