@@ -15,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/job_config.h"
+#include "client/party_channels.h"
+#include "client/psi_ring.h"
 #include "crypto/key_agreement.h"
 #include "crypto/party_channel.h"
 #include "crypto/psi.h"
@@ -23,6 +25,7 @@
 #include "training/model_spec.h"
 #include "training/split_learning.h"
 #include "training/trainer.h"
+#include "wire/convert.h"
 #include "wire/federation_client.h"
 #include "wire/vertical_client.h"
 
@@ -31,35 +34,6 @@ namespace {
 
 namespace psi = crypto::psi;
 using Clock = std::chrono::steady_clock;
-
-// How long one party waits for another's message. The server's party_timeout_s decides
-// when a silent party fails the job (it then aborts every stream); this only bounds a
-// wait the server forgot.
-constexpr std::chrono::milliseconds kMessageWait = std::chrono::hours(1);
-
-v1::PartyIntroduction ToProto(const crypto::PartyIntroduction& intro) {
-  v1::PartyIntroduction out;
-  out.set_party(intro.party);
-  out.set_certificate_pem(intro.certificate_pem);
-  out.set_public_key(intro.public_key.data(), intro.public_key.size());
-  out.set_signature(intro.signature.data(), intro.signature.size());
-  return out;
-}
-
-absl::StatusOr<crypto::PartyIntroduction> FromProto(const v1::PartyIntroduction& intro, const std::string& job) {
-  crypto::PartyIntroduction out;
-  out.job = job;
-  out.party = intro.party();
-  out.certificate_pem = intro.certificate_pem();
-  if (intro.public_key().size() != out.public_key.size()) {
-    return absl::PermissionDeniedError(absl::StrCat("the introduction of party \"", intro.party(), "\" has a ",
-                                                    intro.public_key().size(), "-byte key; expected ",
-                                                    out.public_key.size()));
-  }
-  std::memcpy(out.public_key.data(), intro.public_key().data(), out.public_key.size());
-  out.signature.assign(intro.signature().begin(), intro.signature().end());
-  return out;
-}
 
 std::span<const uint8_t> BytesOf(std::span<const float> values) {
   return {reinterpret_cast<const uint8_t*>(values.data()), values.size_bytes()};
@@ -74,7 +48,6 @@ absl::StatusOr<std::vector<float>> FloatsOf(const std::vector<uint8_t>& bytes, s
   return values;
 }
 
-std::string RingTopic(size_t owner) { return absl::StrCat("psi/ring/", owner); }
 
 // The features of `rows` of `table`, back to back.
 void Gather(const training::VerticalTable& table, std::span<const size_t> rows, std::vector<float>* out) {
@@ -167,121 +140,19 @@ class PartyRun {
   }
 
   absl::Status AgreeChannels() {
-    std::map<std::string, crypto::PartyChannel> channels;
-    for (const v1::PartyIntroduction& proto : start_.introductions()) {
-      if (proto.party() == kit_.name) continue;
-      if (std::find(parties_.begin(), parties_.end(), proto.party()) == parties_.end()) {
-        return absl::PermissionDeniedError(
-            absl::StrCat("the server relayed an introduction of \"", proto.party(), "\", which is not a party of the job"));
-      }
-      // Introductions are signed for the federation (the job's name is not known at hello);
-      // the channel keys below bind the job.
-      absl::StatusOr<crypto::PartyIntroduction> intro = FromProto(proto, kit_.federation);
-      if (!intro.ok()) return intro.status();
-      if (absl::Status s = crypto::VerifyPartyIntroduction(*intro, kit_.ca_pem, kit_.federation, proto.party());
-          !s.ok()) {
-        return s;
-      }
-      absl::StatusOr<crypto::PartyChannel> channel = crypto::PartyChannel::Agree(job(), kit_.name, key_pair_, *intro);
-      if (!channel.ok()) return channel.status();
-      channels.emplace(proto.party(), std::move(*channel));
-    }
-    for (size_t p = 0; p < parties_.size(); ++p) {
-      if (p != me_ && !channels.contains(parties_[p])) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("the server sent no introduction of party \"", parties_[p], "\""));
-      }
-    }
-    client_.SetChannels(std::move(channels), start_.chunk_bytes() > 0 ? start_.chunk_bytes() : 1 << 20);
+    absl::StatusOr<std::map<std::string, crypto::PartyChannel>> channels =
+        AgreePartyChannels(start_, kit_, key_pair_, parties_, me_);
+    if (!channels.ok()) return channels.status();
+    client_.SetChannels(std::move(*channels), start_.chunk_bytes() > 0 ? start_.chunk_bytes() : 1 << 20);
     return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<psi::Point>> ReceivePoints(size_t from, const std::string& topic, uint64_t sequence) {
-    absl::StatusOr<std::vector<uint8_t>> bytes = client_.Receive(parties_[from], topic, sequence, kMessageWait);
-    if (!bytes.ok()) return bytes.status();
-    return psi::PointsFromBytes(*bytes);
-  }
-
-  absl::Status SendPoints(size_t to, const std::string& topic, uint64_t sequence, std::span<const psi::Point> points) {
-    const std::vector<uint8_t> bytes = psi::PointsToBytes(points);
-    return client_.Send(parties_[to], topic, sequence, bytes);
-  }
-
-  // Private set intersection (crypto/psi.h): this party's row indices of the shared rows,
-  // in the order every party shares.
+  // Private set intersection over the ring of parties (client/psi_ring.h): this party's row
+  // indices of the shared rows, in the order every party shares.
   absl::StatusOr<std::vector<size_t>> AlignRows() {
     const auto started = Clock::now();
-    const size_t n = parties_.size();
-    const psi::Scalar key = psi::Scalar::Random();
-    const psi::Scalar mask = psi::Scalar::Random();
-    const bool masked = psi::OwnerMasksList(n);
-    // Relay sequence = hop: 1 from the owner to the first on its path, n back at the owner.
-    const std::vector<size_t> own_path = psi::RingPath(me_, n);
-    {
-      const std::vector<psi::Point> own =
-          masked ? psi::HashAndBlind(job(), table_.identifiers, key.Times(mask), threads_)
-                 : psi::HashAndBlind(job(), table_.identifiers, key, threads_);
-      if (absl::Status s = SendPoints(own_path[0], RingTopic(me_), 1, own); !s.ok()) return s;
-    }
-    // The other parties' lists in the order they reach this party: the list that left its
-    // owner one hop ago first. Every party working in that order, no wait can cycle.
-    for (size_t back = 1; back < n; ++back) {
-      const size_t owner = (me_ + n - back) % n;
-      const std::vector<size_t> path = psi::RingPath(owner, n);
-      const size_t position = back - 1;  // path[position] == me_
-      const size_t from = position == 0 ? owner : path[position - 1];
-      absl::StatusOr<std::vector<psi::Point>> list = ReceivePoints(from, RingTopic(owner), position + 1);
-      if (!list.ok()) return list.status();
-      absl::StatusOr<std::vector<psi::Point>> blinded = psi::Blind(*list, key, threads_);
-      if (!blinded.ok()) return blinded.status();
-      if (absl::Status s = SendPoints(path[position + 1], RingTopic(owner), position + 2, *blinded); !s.ok()) return s;
-    }
-    absl::StatusOr<std::vector<psi::Point>> returned = ReceivePoints(own_path[n - 2], RingTopic(me_), n);
-    if (!returned.ok()) return returned.status();
-    std::vector<psi::Point> final_list;
-    if (masked) {
-      absl::StatusOr<std::vector<psi::Point>> unmasked = psi::Blind(*returned, mask.Inverse(), threads_);
-      if (!unmasked.ok()) return unmasked.status();
-      final_list = std::move(*unmasked);
-    } else {
-      final_list = std::move(*returned);
-    }
-    if (final_list.size() != table_.rows()) {
-      return absl::DataLossError(absl::StrCat("party \"", kit_.name, "\": its blinded list came back with ",
-                                              final_list.size(), " values; it sent ", table_.rows()));
-    }
-
-    std::vector<psi::Point> intersection;
-    if (!is_label()) {
-      // Sorted: the label party learns nothing of this party's row order.
-      std::vector<psi::Point> sorted = final_list;
-      std::sort(sorted.begin(), sorted.end());
-      if (absl::Status s = SendPoints(label_, "psi/final", 0, sorted); !s.ok()) return s;
-      absl::StatusOr<std::vector<psi::Point>> result = ReceivePoints(label_, "psi/result", 0);
-      if (!result.ok()) return result.status();
-      intersection = std::move(*result);
-    } else {
-      std::vector<std::vector<psi::Point>> lists(n);
-      for (size_t p = 0; p < n; ++p) {
-        if (p == me_) continue;
-        absl::StatusOr<std::vector<psi::Point>> list = ReceivePoints(p, "psi/final", 0);
-        if (!list.ok()) return list.status();
-        lists[p] = std::move(*list);
-      }
-      lists[me_] = final_list;
-      absl::StatusOr<std::vector<psi::Point>> all = psi::IntersectAll(lists);
-      if (!all.ok()) {
-        return absl::Status(all.status().code(),
-                            absl::StrCat("intersecting the parties' blinded lists: ", all.status().message()));
-      }
-      if (all->empty()) return absl::FailedPreconditionError("the parties share no identifiers");
-      intersection = std::move(*all);
-      for (size_t p = 0; p < n; ++p) {
-        if (p == me_) continue;
-        if (absl::Status s = SendPoints(p, "psi/result", 0, intersection); !s.ok()) return s;
-      }
-    }
-    absl::StatusOr<std::vector<size_t>> rows = psi::AlignedRows(final_list, intersection);
+    absl::StatusOr<std::vector<size_t>> rows =
+        IntersectOverRing({client_, parties_, me_, label_, job(), threads_}, table_.identifiers);
     if (!rows.ok()) return rows.status();
     // The blinded values' order changes with every run's fresh scalars. Every party holds
     // the same identifier for each shared row, so ordering the shared rows by identifier
@@ -313,7 +184,7 @@ class PartyRun {
       if (p == me_) {
         part_sizes_[p] = bottom_->output_size();
       } else {
-        absl::StatusOr<std::vector<uint8_t>> bytes = client_.Receive(parties_[p], "split/size", 0, kMessageWait);
+        absl::StatusOr<std::vector<uint8_t>> bytes = client_.Receive(parties_[p], "split/size", 0, kPartyMessageWait);
         if (!bytes.ok()) return bytes.status();
         if (bytes->size() != 8) {
           return absl::DataLossError(absl::StrCat("party \"", parties_[p], "\" sent a ", bytes->size(),
@@ -337,7 +208,7 @@ class PartyRun {
 
   absl::StatusOr<std::vector<float>> ReceiveFloats(size_t from, const std::string& topic, uint64_t sequence,
                                                    size_t expected) {
-    absl::StatusOr<std::vector<uint8_t>> bytes = client_.Receive(parties_[from], topic, sequence, kMessageWait);
+    absl::StatusOr<std::vector<uint8_t>> bytes = client_.Receive(parties_[from], topic, sequence, kPartyMessageWait);
     if (!bytes.ok()) return bytes.status();
     return FloatsOf(*bytes, expected, absl::StrCat("party \"", parties_[from], "\" on ", topic, " #", sequence));
   }
@@ -573,7 +444,7 @@ absl::Status RunVerticalParty(const VerticalPartyOptions& options) {
   absl::StatusOr<crypto::PartyIntroduction> intro = crypto::IntroduceParty(*kit, kit->federation, key_pair);
   if (!intro.ok()) return intro.status();
   v1::PartyHello hello;
-  *hello.mutable_introduction() = ToProto(*intro);
+  *hello.mutable_introduction() = wire::ToProto(*intro);
   hello.set_id_column(options.data.id_column);
   for (int64_t d : table->feature_shape) hello.add_feature_shape(d);
   hello.set_rows(static_cast<int64_t>(table->rows()));

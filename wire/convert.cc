@@ -1,5 +1,7 @@
 #include "wire/convert.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "core/limits.h"
 #include "core/quote.h"
@@ -120,6 +122,30 @@ absl::StatusOr<core::UpdateEncoding> FromProto(const v1::UpdateEncoding& encodin
   }
   return absl::InvalidArgumentError(
       absl::StrCat("update encoding: unknown method ", static_cast<int>(encoding.method())));
+}
+
+v1::PartyIntroduction ToProto(const crypto::PartyIntroduction& intro) {
+  v1::PartyIntroduction out;
+  out.set_party(intro.party);
+  out.set_certificate_pem(intro.certificate_pem);
+  out.set_public_key(intro.public_key.data(), intro.public_key.size());
+  out.set_signature(intro.signature.data(), intro.signature.size());
+  return out;
+}
+
+absl::StatusOr<crypto::PartyIntroduction> FromProto(const v1::PartyIntroduction& intro, const std::string& job) {
+  crypto::PartyIntroduction out;
+  out.job = job;
+  out.party = intro.party();
+  out.certificate_pem = intro.certificate_pem();
+  if (intro.public_key().size() != out.public_key.size()) {
+    return absl::PermissionDeniedError(absl::StrCat("the introduction of party \"", intro.party(), "\" has a ",
+                                                    intro.public_key().size(), "-byte key; expected ",
+                                                    out.public_key.size()));
+  }
+  std::memcpy(out.public_key.data(), intro.public_key().data(), out.public_key.size());
+  out.signature.assign(intro.signature().begin(), intro.signature().end());
+  return out;
 }
 
 }  // namespace cohort::wire

@@ -6,6 +6,7 @@
 #include "core/metrics.h"
 #include "core/parameter_set.h"
 #include "core/update_compression.h"
+#include "crypto/party_channel.h"
 #include "proto/cohort.pb.h"
 
 namespace cohort::wire {
@@ -20,5 +21,10 @@ core::TrainMetrics FromProto(const v1::LocalMetrics& metrics);
 void ToProto(const core::UpdateEncoding& encoding, v1::UpdateEncoding* out);
 // Fails naming the field when the method is unknown or a topk fraction is outside (0, 0.5].
 absl::StatusOr<core::UpdateEncoding> FromProto(const v1::UpdateEncoding& encoding);
+
+// A vertical party's introduction (its channel key, signed). FromProto sets `job` (what the
+// signature is checked against) and fails naming the party when its key has the wrong size.
+v1::PartyIntroduction ToProto(const crypto::PartyIntroduction& intro);
+absl::StatusOr<crypto::PartyIntroduction> FromProto(const v1::PartyIntroduction& intro, const std::string& job);
 
 }  // namespace cohort::wire
