@@ -108,17 +108,20 @@ class ProgressPrinter {
 
 
 int RunFederation(const RunFlags& f) {
-  if (absl::StatusOr<nlohmann::json> raw = core::ReadBoundedJsonFile(f.job_file, core::kJobConfigJson, "job config");
-      raw.ok() && raw->is_object() && raw->value("job_type", "") == "vertical") {
-    return RunVerticalFederation(f, std::move(*raw));
-  }
-  // Command-line overrides, then the same validation the server will apply.
-  absl::StatusOr<LoadedJob> base = LoadJob(f.job_file);
-  if (!base.ok()) {
-    spdlog::error("{}", std::string(base.status().message()));
+  absl::StatusOr<nlohmann::json> raw = core::ReadBoundedJsonFile(f.job_file, core::kJobConfigJson, "job config");
+  if (!raw.ok()) {
+    spdlog::error("{}", std::string(raw.status().message()));
     return 2;
   }
-  core::JobConfig config = base->config;
+  if (raw->is_object() && raw->value("job_type", "") == "vertical") return RunVerticalFederation(f, std::move(*raw));
+  // Command-line overrides on the parsed config, then the server's validation once (CheckJob
+  // below: it also reads and hashes a LoRA base model, which need not happen twice).
+  absl::StatusOr<core::JobConfig> parsed = core::ParseJobConfig(*raw);
+  if (!parsed.ok()) {
+    spdlog::error("{}: {}", f.job_file, std::string(parsed.status().message()));
+    return 2;
+  }
+  core::JobConfig config = std::move(*parsed);
   if (f.workers < 1 || f.workers > 64) {
     spdlog::error("--workers: expected 1 to 64 worker processes per client, got {}", f.workers);
     return 2;
@@ -132,7 +135,7 @@ int RunFederation(const RunFlags& f) {
   if (f.seed >= 0) config.seed = static_cast<uint64_t>(f.seed);
   if (f.train_subset >= 0) config.data.train_subset = f.train_subset;
   const nlohmann::json effective = core::ToJson(config);
-  absl::StatusOr<LoadedJob> checked = CheckJob(effective, "command line");
+  absl::StatusOr<LoadedJob> checked = CheckJob(effective, f.job_file);
   if (!checked.ok()) {
     spdlog::error("{}", std::string(checked.status().message()));
     return 2;
