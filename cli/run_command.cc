@@ -41,8 +41,12 @@ namespace {
 class ProgressPrinter {
  public:
   // `language_model`: the test loss is per token, so its perplexity is shown beside it.
-  ProgressPrinter(std::shared_ptr<grpc::Channel> channel, int total_rounds, bool language_model)
-      : stub_(v1::Admin::NewStub(channel)), total_rounds_(total_rounds), language_model_(language_model) {}
+  // `evaluated`: the server tests each round's model (a round's line waits for it).
+  ProgressPrinter(std::shared_ptr<grpc::Channel> channel, int total_rounds, bool language_model, bool evaluated)
+      : stub_(v1::Admin::NewStub(channel)),
+        total_rounds_(total_rounds),
+        language_model_(language_model),
+        evaluated_(evaluated) {}
 
   void Poll() {
     grpc::ClientContext context;
@@ -80,9 +84,13 @@ class ProgressPrinter {
   // Prints the rounds of `summary` not printed yet (from a status reply or summary.json).
   void PrintRounds(const nlohmann::json& summary) {
     if (!summary.is_object() || !summary.contains("rounds")) return;
+    const bool finished = summary.value("status", "running") != "running";
     for (const auto& r : summary["rounds"]) {
       const uint64_t round = r["round"].get<uint64_t>();
       if (round <= printed_rounds_) continue;
+      // The server tests a round's model while the next round trains: its line waits
+      // for the test metrics (summary.json at the end has them all).
+      if (evaluated_ && !r.contains("test_accuracy") && !finished) break;
       printed_rounds_ = round;
       std::string test;
       if (r.contains("test_accuracy")) {
@@ -102,6 +110,7 @@ class ProgressPrinter {
   std::unique_ptr<v1::Admin::Stub> stub_;
   int total_rounds_;
   bool language_model_;
+  bool evaluated_;
   uint64_t printed_rounds_ = 0;
   std::string last_line_;
 };
@@ -198,10 +207,11 @@ int RunFederation(const RunFlags& f) {
 
   std::signal(SIGINT, KillChildren);
   std::signal(SIGTERM, KillChildren);
-  // The server evaluates while clients wait for the next round: give it both cores.
-  // The server's state (ledger anchors, checkpoint key) stays with this run's outputs.
+  // The server evaluates each round's model while the sites train the next one: one
+  // thread, since more would only contend with the sites for these cores (an idle
+  // OpenMP worker spins, taking CPU from them). The server's state (ledger anchors, checkpoint key) stays with this run's outputs.
   std::vector<std::string> server_args = {"server",  "--config", job_path.string(), "--listen", address, "--out",
-                                         out.string(), "--threads", "2", "--state", (out / "server-state").string(),
+                                         out.string(), "--threads", "1", "--state", (out / "server-state").string(),
                                          "--metrics-listen", dashboard};
   if (!f.tensorboard.empty()) server_args.insert(server_args.end(), {"--tensorboard", f.tensorboard});
   if (!f.initial_model.empty()) server_args.insert(server_args.end(), {"--initial-model", f.initial_model});
@@ -225,7 +235,8 @@ int RunFederation(const RunFlags& f) {
   }
 
   ProgressPrinter progress(grpc::CreateChannel(address, operator_credentials),
-                           static_cast<int>(config.federation.rounds), checked->model.predicts_every_position());
+                           static_cast<int>(config.federation.rounds), checked->model.predicts_every_position(),
+                           !config.evaluation.test_data.empty());
   const auto started = std::chrono::steady_clock::now();
   int server_status = 0;
   // A site that fails for good (bad data, a refused base model, a crash) leaves a server that

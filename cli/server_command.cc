@@ -1,6 +1,8 @@
 // `cohort server`: runs the aggregation server for one job.
 #include <spdlog/spdlog.h>
 
+#include <mutex>
+
 #include "audit/writer.h"
 #include "cli/commands.h"
 #include "crypto/signing.h"
@@ -283,11 +285,18 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
         *exit_code = 2;
         return;
       }
-      auto test_set = std::make_shared<training::Dataset>(test->Head(static_cast<size_t>(eval.max_samples)));
-      auto spec = loaded->model;
-      const int64_t batch = loaded->config.training.eval_batch_size;
-      options.evaluate = [test_set, spec, batch](const core::ParameterSet& model) {
-        return training::Evaluate(spec, model, *test_set, batch);
+      // Built once; each round's model is evaluated where it lies (no copy of it).
+      absl::StatusOr<std::unique_ptr<training::TestSetEvaluator>> evaluator = training::TestSetEvaluator::Create(
+          loaded->model, test->Head(static_cast<size_t>(eval.max_samples)), loaded->config.training.eval_batch_size);
+      if (!evaluator.ok()) {
+        spdlog::error("evaluation.test_data: {}", std::string(evaluator.status().message()));
+        *exit_code = 2;
+        return;
+      }
+      options.evaluate = [evaluator = std::shared_ptr<training::TestSetEvaluator>(std::move(*evaluator)),
+                          mu = std::make_shared<std::mutex>()](const core::ParameterSet& model) {
+        std::lock_guard lock(*mu);  // one evaluation at a time on the one module
+        return evaluator->Evaluate(model);
       };
     }
     options.write_model = [spec = loaded->model](const core::ParameterSet& model, const std::filesystem::path& path) {

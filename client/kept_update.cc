@@ -43,6 +43,7 @@ absl::Status SaveKeptUpdate(const std::filesystem::path& path, const KeptRound& 
         {"eval_accuracy", update.metrics.eval_accuracy},
         {"eval_samples", update.metrics.eval_samples},
         {"train_seconds", update.metrics.train_seconds},
+        {"train_cpu_seconds", update.metrics.train_cpu_seconds},
         {"steps", update.metrics.steps},
         {"train_samples", update.metrics.train_samples}}},
       {"spend",
@@ -92,6 +93,7 @@ absl::StatusOr<KeptUpdate> LoadKeptUpdate(const std::filesystem::path& path) {
     update.metrics.eval_accuracy = m.at("eval_accuracy").get<double>();
     update.metrics.eval_samples = m.at("eval_samples").get<uint64_t>();
     update.metrics.train_seconds = m.at("train_seconds").get<double>();
+    update.metrics.train_cpu_seconds = m.value("train_cpu_seconds", 0.0);  // absent in older files
     update.metrics.steps = m.at("steps").get<uint64_t>();
     update.metrics.train_samples = m.at("train_samples").get<uint64_t>();
     const nlohmann::json& s = header->at("spend");

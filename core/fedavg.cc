@@ -269,7 +269,7 @@ void FoldWeighted(std::span<float> acc, std::span<const WeightedInput> inputs, i
 
 StreamingFedAvg::StreamingFedAvg(const Manifest& manifest, int threads, int fold_batch)
     : manifest_(manifest),
-      acc_(manifest.total_bytes() / sizeof(float), 0.0f),
+      acc_(manifest),
       threads_(std::max(1, threads)),
       fold_batch_(std::max(1, fold_batch)) {}
 
@@ -334,7 +334,12 @@ absl::Status StreamingFedAvg::Flush() {
     }
     fds.push_back(fd);
   }
-  if (status.ok()) status = FoldPending(fds);
+  if (status.ok()) {
+    // Handed over as the last round's next model (TakeNext): a fresh, zeroed one, built
+    // here on the fold thread while uploads still arrive.
+    if (acc_.bytes().size() != manifest_.total_bytes()) acc_ = ParameterSet(manifest_);
+    status = FoldPending(fds);
+  }
   for (int fd : fds) ::close(fd);
   for (const SpooledUpdate& u : pending_) KeepOrRemove(u.path);
   pending_.clear();  // drops the codecs, and with them the keys that opened the chunks
@@ -379,7 +384,7 @@ absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
         }
         inputs[k] = {static_cast<float>(pending_[k].weight), plain.data()};
       }
-      FoldRange(acc_.data() + begin / sizeof(float), 0, len / sizeof(float), inputs);
+      FoldRange(acc_.floats().data() + begin / sizeof(float), 0, len / sizeof(float), inputs);
     }
   };
   std::vector<std::thread> helpers;
@@ -460,23 +465,38 @@ absl::Status StreamingFedAvg::ReadEncodedWindow(int fd, const SpooledUpdate& upd
   return absl::OkStatus();
 }
 
-absl::Status StreamingFedAvg::ApplyTo(ParameterSet& global) {
+absl::Status StreamingFedAvg::CheckReadyFor(const ParameterSet& global) {
   if (absl::Status s = Flush(); !s.ok()) return s;
   if (count_ == 0 || total_weight_ <= 0) {
     return absl::FailedPreconditionError("no accepted updates to aggregate");
   }
-  if (absl::Status s = manifest_.CheckSameAs(global.manifest()); !s.ok()) return s;
-  std::span<float> g = global.floats();
-  const float scale = static_cast<float>(1.0 / total_weight_);
-  for (size_t i = 0; i < g.size(); ++i) g[i] += acc_[i] * scale;
-  Reset();  // applying twice would count every update twice
+  return manifest_.CheckSameAs(global.manifest());
+}
+
+absl::Status StreamingFedAvg::ApplyTo(ParameterSet& global) {
+  absl::StatusOr<ParameterSet> next = TakeNext(global);
+  if (!next.ok()) return next.status();
+  global = std::move(*next);
   return absl::OkStatus();
+}
+
+absl::StatusOr<ParameterSet> StreamingFedAvg::TakeNext(const ParameterSet& global) {
+  if (absl::Status s = CheckReadyFor(global); !s.ok()) return s;
+  std::span<const float> g = global.floats();
+  std::span<float> acc = acc_.floats();
+  const float scale = static_cast<float>(1.0 / total_weight_);
+  for (size_t i = 0; i < acc.size(); ++i) acc[i] = g[i] + acc[i] * scale;
+  ParameterSet next = std::move(acc_);
+  acc_ = ParameterSet();
+  Reset();
+  return next;
 }
 
 void StreamingFedAvg::Reset() {
   for (const SpooledUpdate& u : pending_) KeepOrRemove(u.path);
   pending_.clear();
-  std::fill(acc_.begin(), acc_.end(), 0.0f);
+  std::span<std::byte> acc = acc_.bytes();
+  std::fill(acc.begin(), acc.end(), std::byte{0});
   count_ = 0;
   total_weight_ = 0;
 }

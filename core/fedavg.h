@@ -148,7 +148,12 @@ class StreamingFedAvg {
   // flushes the batch first.
   absl::Status Add(SpooledUpdate update);
   absl::Status Flush();
-  // global += acc / total_weight, then starts over empty. Fails when nothing was added.
+  // global + acc / total_weight, computed in the accumulator's own buffer, which becomes
+  // the returned model: closing a round costs no third model-sized buffer beside the
+  // global model and the accumulator. Starts over empty (the next fold builds a fresh
+  // accumulator). Fails when nothing was added or `global` is another layout.
+  absl::StatusOr<ParameterSet> TakeNext(const ParameterSet& global);
+  // TakeNext's model moved into `global`.
   absl::Status ApplyTo(ParameterSet& global);
   // Drops everything added (round retried): pending spool files are removed.
   void Reset();
@@ -165,6 +170,8 @@ class StreamingFedAvg {
     return {whole_chunks ? u.chunk_bytes : 0, u.codec == nullptr ? 0 : u.codec->overhead(), u.encoding.method};
   }
   absl::Status FoldPending(const std::vector<int>& fds);
+  // Flushes; FailedPrecondition when nothing was added or `global` is another layout.
+  absl::Status CheckReadyFor(const ParameterSet& global);
   // Keeps a spool file that is done with for ReuseSpoolFile, or removes it.
   void KeepOrRemove(const std::filesystem::path& path);
   static absl::Status ReadWindow(int fd, const SpooledUpdate& update, size_t begin, std::span<std::byte> plain,
@@ -174,7 +181,8 @@ class StreamingFedAvg {
                                         std::vector<std::byte>& sealed);
 
   Manifest manifest_;
-  ModelBuffer<float> acc_;
+  // The running sum, float32 in manifest order; empty after TakeNext until the next fold.
+  ParameterSet acc_;
   std::vector<SpooledUpdate> pending_;
   // Per fold thread: one plaintext window per update of a batch, and one buffer for the
   // sealed bytes of a window. Kept across Flush calls: allocating them per call made

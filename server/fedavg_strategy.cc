@@ -56,7 +56,9 @@ absl::Status FoldWorker::Drain() {
   return error_;
 }
 
-absl::Status FoldWorker::ApplyTo(core::ParameterSet& global) { return fedavg_.ApplyTo(global); }
+absl::StatusOr<core::ParameterSet> FoldWorker::TakeNext(const core::ParameterSet& global) {
+  return fedavg_.TakeNext(global);
+}
 
 void FoldWorker::Reset() {
   std::lock_guard lock(mu_);
@@ -144,10 +146,11 @@ absl::StatusOr<RoundOutcome> FedAvgStrategy::CloseRound() {
   }
   if (absl::Status s = worker_.Drain(); !s.ok()) return s;
   if (global == nullptr) return absl::FailedPreconditionError("CloseRound before BeginRound");
-  auto next = std::make_shared<core::ParameterSet>(*global);
-  if (absl::Status s = worker_.ApplyTo(*next); !s.ok()) return s;
+  // In the accumulator's buffer: no copy of the global model.
+  absl::StatusOr<core::ParameterSet> next = worker_.TakeNext(*global);
+  if (!next.ok()) return next.status();
   RoundOutcome outcome;
-  outcome.next = std::move(next);
+  outcome.next = std::make_shared<core::ParameterSet>(std::move(*next));
   outcome.report["aggregation"] = {{"strategy", "fedavg"},
                                    {"updates", updates},
                                    {"total_weight", total_weight},

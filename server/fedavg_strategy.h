@@ -32,8 +32,9 @@ class FoldWorker {
 
   void Post(core::SpooledUpdate update);
   absl::Status Drain();
-  // After Drain: global += the weighted average of everything folded; starts over empty.
-  absl::Status ApplyTo(core::ParameterSet& global);
+  // After Drain: global + the weighted average of everything folded, built in the
+  // accumulator's buffer (StreamingFedAvg::TakeNext); starts over empty.
+  absl::StatusOr<core::ParameterSet> TakeNext(const core::ParameterSet& global);
   // After Drain: drops everything folded or pending (a retried round).
   void Reset();
   bool RecycleSpoolFile(const std::filesystem::path& path) { return fedavg_.ReuseSpoolFile(path); }

@@ -55,16 +55,12 @@ void JobMetrics::UpdateRejected(std::string_view reason) {
   updates_rejected_->WithLabels({std::string(reason)}).Increment();
 }
 
-void JobMetrics::RoundCompleted(const RoundPhaseSeconds& phases, const std::optional<core::EvalMetrics>& test,
-                                const nlohmann::json& strategy_report,
+void JobMetrics::RoundCompleted(const RoundPhaseSeconds& phases, const nlohmann::json& strategy_report,
                                 const std::map<std::string, double>& site_epsilon) {
-  const double values[] = {phases.waiting, phases.training, phases.upload,
-                           phases.fold,    phases.evaluation, phases.checkpoint};
-  for (size_t i = 0; i < std::size(kPhases); ++i) phase_seconds_->WithLabels({kPhases[i]}).Observe(values[i]);
-  if (test) {
-    test_loss_->Set(test->loss);
-    test_accuracy_->Set(test->accuracy);
-  }
+  const std::pair<const char*, double> observed[] = {{"waiting", phases.waiting}, {"training", phases.training},
+                                                     {"upload", phases.upload},   {"fold", phases.fold},
+                                                     {"checkpoint", phases.checkpoint}};
+  for (const auto& [phase, seconds] : observed) phase_seconds_->WithLabels({phase}).Observe(seconds);
   if (strategy_report.is_object() && strategy_report.contains("privacy") && strategy_report["privacy"].is_object()) {
     const nlohmann::json& privacy = strategy_report["privacy"];
     if (privacy.contains("epsilon") && privacy["epsilon"].is_number()) job_epsilon_->Set(privacy["epsilon"].get<double>());
@@ -74,6 +70,12 @@ void JobMetrics::RoundCompleted(const RoundPhaseSeconds& phases, const std::opti
     for (const auto& [site, epsilon] : site_epsilon) site_epsilon_[site] = epsilon;
   }
   rounds_completed_->Increment();
+}
+
+void JobMetrics::RoundEvaluated(double seconds, const core::EvalMetrics& test) {
+  phase_seconds_->WithLabels({"evaluation"}).Observe(seconds);
+  test_loss_->Set(test.loss);
+  test_accuracy_->Set(test.accuracy);
 }
 
 std::map<std::string, double> JobMetrics::SiteEpsilon() const {

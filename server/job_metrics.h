@@ -33,11 +33,13 @@ class JobMetrics {
 
   void RoundStarted();  // an attempt opened (a retry counts again)
   void RoundRetried();  // an attempt ended without enough updates and will be run again
-  // A round closed and is on record: its phases, the server's test of the new model (if
-  // any), the strategy's report (client-level DP's "privacy.epsilon"), and the DP-SGD
+  // A round closed and is on record: its phases (all but the evaluation, which comes
+  // later), the strategy's report (client-level DP's "privacy.epsilon"), and the DP-SGD
   // spends its sites reported.
-  void RoundCompleted(const RoundPhaseSeconds& phases, const std::optional<core::EvalMetrics>& test,
-                      const nlohmann::json& strategy_report, const std::map<std::string, double>& site_epsilon);
+  void RoundCompleted(const RoundPhaseSeconds& phases, const nlohmann::json& strategy_report,
+                      const std::map<std::string, double>& site_epsilon);
+  // The server's test of a round's model, done beside the next round, and how long it took.
+  void RoundEvaluated(double seconds, const core::EvalMetrics& test);
   void UpdateAccepted();
   // `reason`: the refusal's status code in lower case ("data_loss", "invalid_argument",
   // "failed_precondition", ...), as the upload answered it.

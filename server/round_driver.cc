@@ -100,6 +100,13 @@ absl::Status RoundDriver::Run() {
     std::lock_guard lock(core.mu);
     core.progress.run_started = core::Clock::now();
     core.progress.elapsed_before = elapsed_before;
+    // A resumed job whose last recorded round lost its evaluation to the crash (it runs
+    // after the checkpoint): the checkpoint's model is that round's, so evaluate it again.
+    if (evaluation_.enabled() && core.completed_rounds > 0 && summary.contains("rounds") &&
+        summary["rounds"].is_array() && !summary["rounds"].empty() &&
+        !summary["rounds"].back().contains("test_accuracy")) {
+      evaluation_.Start(core.completed_rounds, core.global);
+    }
   }
   {
     std::unique_lock lock(core.mu);
@@ -255,24 +262,16 @@ absl::Status RoundDriver::Run() {
 absl::Status RoundDriver::CloseRound(uint64_t round, int attempts, core::Clock::time_point started,
                                      nlohmann::json changes, RoundPhaseSeconds phases) {
   JobCore& core = *p_.core;
-  auto set_phase = [&core](RoundProgress::Phase phase) {
-    std::lock_guard lock(core.mu);
-    core.progress.phase = phase;
-  };
   // Waits for the round's folds on the strategy's thread; nobody else touches the model.
   const core::Clock::time_point fold_started = core::Clock::now();
   absl::StatusOr<RoundOutcome> outcome = p_.strategy->CloseRound();
   if (!outcome.ok()) return outcome.status();
   phases.fold = Seconds(core::Clock::now() - fold_started);
+  // The last round's evaluation, which ran while this round trained, is in its entry
+  // before this round's is recorded (and with it, the checkpoint that holds both).
+  if (absl::Status s = LandEvaluation(); !s.ok()) return s;
   RoundRecorder::ClosedRound closed;
-  if (p_.evaluate) {
-    set_phase(RoundProgress::Phase::kEvaluating);
-    const core::Clock::time_point evaluation_started = core::Clock::now();
-    absl::StatusOr<core::EvalMetrics> test = p_.evaluate(*outcome->next);
-    if (!test.ok()) return test.status();
-    closed.test = *test;
-    phases.evaluation = Seconds(core::Clock::now() - evaluation_started);
-  }
+  closed.test_pending = evaluation_.enabled();
   // From here to the record on disk is the checkpoint phase.
   const core::Clock::time_point record_started = core::Clock::now();
   {
@@ -290,9 +289,10 @@ absl::Status RoundDriver::CloseRound(uint64_t round, int attempts, core::Clock::
   closed.strategy_report = std::move(outcome->report);
   closed.strategy_state = p_.strategy->SaveState();
   closed.parameter_changes = std::move(changes);
-  closed.phase_seconds = {{"waiting", phases.waiting},   {"training", phases.training},
-                          {"upload", phases.upload},     {"fold", phases.fold},
-                          {"evaluation", phases.evaluation}};
+  closed.phase_seconds = {{"waiting", phases.waiting},
+                          {"training", phases.training},
+                          {"upload", phases.upload},
+                          {"fold", phases.fold}};
   absl::StatusOr<std::string> sha256 = p_.recorder->RecordRound(closed, *outcome->next);
   if (!sha256.ok()) return sha256.status();
   // The checkpoint holds the summary entry, so its own duration joins the entry after it.
@@ -303,22 +303,46 @@ absl::Status RoundDriver::CloseRound(uint64_t round, int attempts, core::Clock::
     for (const auto& [site, report] : closed.reports) {
       if (report.spend) site_epsilon[site] = report.spend->epsilon_after;
     }
-    p_.metrics->RoundCompleted(phases, closed.test, closed.strategy_report, site_epsilon);
+    p_.metrics->RoundCompleted(phases, closed.strategy_report, site_epsilon);
   }
   if (absl::Status s = p_.store->RecordRound(round, closed.model_version, *sha256); !s.ok()) {
     // The checkpoint is what a restart resumes from; the table is its index.
     spdlog::error("job={} {}", core.config.name, std::string(s.message()));
   }
+  std::shared_ptr<const core::ParameterSet> next = std::move(outcome->next);
+  evaluation_.Start(round, next);  // reads the version the next round downloads, no copy
   std::lock_guard lock(core.mu);
-  core.global = std::move(outcome->next);
+  core.global = std::move(next);
   core.model_version = closed.model_version;
   core.completed_rounds = round;
   core.progress.phase = RoundProgress::Phase::kWaiting;
   return absl::OkStatus();
 }
 
-absl::Status RoundDriver::End(JobState state, const std::string& why) {
+absl::Status RoundDriver::LandEvaluation() {
+  std::optional<RoundEvaluation::Result> result = evaluation_.Wait();
+  if (!result) return absl::OkStatus();
+  if (!result->test.ok()) {
+    return absl::Status(result->test.status().code(),
+                        absl::StrCat("evaluating round ", result->round, "'s model: ", result->test.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+void RoundDriver::Evaluated(const RoundEvaluation::Result& result) {
+  if (!result.test.ok()) return;  // LandEvaluation fails the job with it
+  p_.recorder->RecordTest(result.round, *result.test, result.seconds);
+  if (p_.metrics != nullptr) p_.metrics->RoundEvaluated(result.seconds, *result.test);
+}
+
+absl::Status RoundDriver::End(JobState state, std::string why) {
   JobCore& core = *p_.core;
+  // The last round's test metrics belong in the summary the end writes.
+  const absl::Status landed = LandEvaluation();
+  if (!landed.ok() && state != JobState::kFailed) {
+    state = JobState::kFailed;
+    why = std::string(landed.message());
+  }
   std::shared_ptr<const core::ParameterSet> model;
   core::JobConfig effective;
   {
@@ -335,7 +359,7 @@ absl::Status RoundDriver::End(JobState state, const std::string& why) {
     core.cv.notify_all();
   }
   core.NotifyListeners();  // waiting clients hear DONE
-  return written;
+  return landed.ok() ? written : landed;
 }
 
 }  // namespace cohort::server

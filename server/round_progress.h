@@ -22,7 +22,7 @@ struct RoundProgress {
   // closing: the strategy folds the last updates into the next model; evaluating: the
   // server's test; checkpointing: the summary entry, the checkpoint and the round's audit
   // entries; done: the job has ended.
-  enum class Phase { kWaiting, kTraining, kClosing, kEvaluating, kCheckpointing, kDone };
+  enum class Phase { kWaiting, kTraining, kClosing, kCheckpointing, kDone };
 
   Phase phase = Phase::kWaiting;
   // The job's clock: seconds it has run, across restarts (the time a server was down is
@@ -64,7 +64,6 @@ inline std::string_view RoundPhaseName(RoundProgress::Phase phase) {
     case RoundProgress::Phase::kWaiting: return "waiting";
     case RoundProgress::Phase::kTraining: return "training";
     case RoundProgress::Phase::kClosing: return "closing";
-    case RoundProgress::Phase::kEvaluating: return "evaluating";
     case RoundProgress::Phase::kCheckpointing: return "checkpointing";
     case RoundProgress::Phase::kDone: return "done";
   }
@@ -78,7 +77,7 @@ struct RoundPhaseSeconds {
   double training = 0;    // opened -> first accepted update header (or the close, if none came)
   double upload = 0;      // first accepted update header -> the decision to close
   double fold = 0;        // decision to close -> the strategy's next model (the folds still queued)
-  double evaluation = 0;  // the server's test of the next model
+  double evaluation = 0;  // the server's test of the new model (beside the next round's training)
   double checkpoint = 0;  // summary entry, checkpoint, model.publish and spends on record
 };
 

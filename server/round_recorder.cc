@@ -206,6 +206,7 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
                        {"eval_loss", r.metrics.eval_loss},
                        {"eval_accuracy", r.metrics.eval_accuracy},
                        {"train_seconds", r.metrics.train_seconds},
+                       {"train_cpu_seconds", r.metrics.train_cpu_seconds},
                        {"steps", r.metrics.steps},
                        {"update_norm", r.update_norm}});
     if (r.spend) clients.back()["privacy"] = SpendJson(*r.spend);
@@ -228,13 +229,7 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
   if (closed.elapsed_seconds) entry["elapsed_seconds"] = *closed.elapsed_seconds;
   if (closed.phase_seconds.is_object()) entry["phase_seconds"] = closed.phase_seconds;
   for (const auto& [key, value] : closed.strategy_report.items()) entry[key] = value;
-  if (closed.test) {
-    entry["test_loss"] = closed.test->loss;
-    // exp(mean cross-entropy): per token for a language model, the usual measure of one.
-    entry["test_perplexity"] = std::exp(closed.test->loss);
-    entry["test_accuracy"] = closed.test->accuracy;
-    entry["test_samples"] = closed.test->samples;
-  }
+  if (closed.test) SetTestMetrics(entry, *closed.test);
   JobSummary::Snapshot checkpoint_summary;
   {
     std::lock_guard lock(summary_mu_);
@@ -263,8 +258,9 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
     if (absl::Status s = options_.after_checkpoint(closed.round); !s.ok()) return s;
   }
   if (absl::Status s = WriteRoundRecord(entry, /*already=*/{}); !s.ok()) return s;
-  // The entry as the summary now holds it, spends mirrored.
-  if (options_.on_round_recorded) options_.on_round_recorded(entry);
+  // The entry as the summary now holds it, spends mirrored; with its test metrics to come,
+  // once they are in (RecordTest).
+  if (options_.on_round_recorded && !closed.test_pending) options_.on_round_recorded(entry);
   // Logged once durable: a round reported done survives a crash.
   spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", options_.job,
                closed.round, closed.total_rounds, closed.reports.size(), samples, entry["train_loss"].get<double>(),
@@ -391,6 +387,35 @@ absl::Status RoundRecorder::Finish(JobState state, const std::string& why, const
   if (!written.ok()) end["outputs_error"] = std::string(written.message());
   (void)Record(options_.server, audit::action::kJobEnd, "", "", "running", std::move(end), why);
   return written;
+}
+
+void RoundRecorder::SetTestMetrics(nlohmann::json& entry, const core::EvalMetrics& test) {
+  entry["test_loss"] = test.loss;
+  // exp(mean cross-entropy): per token for a language model, the usual measure of one.
+  entry["test_perplexity"] = std::exp(test.loss);
+  entry["test_accuracy"] = test.accuracy;
+  entry["test_samples"] = test.samples;
+}
+
+void RoundRecorder::RecordTest(uint64_t round, const core::EvalMetrics& test, double seconds) {
+  nlohmann::json recorded;
+  {
+    std::lock_guard lock(summary_mu_);
+    summary_.UpdateRound(round, [&](nlohmann::json& entry) {
+      SetTestMetrics(entry, test);
+      if (entry.contains("phase_seconds") && entry["phase_seconds"].is_object()) {
+        entry["phase_seconds"]["evaluation"] = seconds;
+      }
+      recorded = entry;
+    });
+  }
+  if (recorded.is_null()) {
+    spdlog::error("job={} round={} has no summary entry for its test metrics", options_.job, round);
+    return;
+  }
+  spdlog::info("job={} round={} evaluated: test loss {:.4f}, test accuracy {:.4f} ({:.2f} s, beside the next round)",
+               options_.job, round, test.loss, test.accuracy, seconds);
+  if (options_.on_round_recorded) options_.on_round_recorded(recorded);
 }
 
 void RoundRecorder::SetLastRoundPhaseSeconds(const std::string& phase, double seconds) {

@@ -105,12 +105,22 @@ class RoundRecorder {
     // docs/operability.md defines them); both go into the summary entry when set.
     std::optional<double> elapsed_seconds;
     nlohmann::json phase_seconds;
+    // The test-set evaluation of this round's model runs while the next round trains
+    // (server/round_evaluation.h) and lands later through RecordTest; the entry is handed
+    // to on_round_recorded then, complete.
+    bool test_pending = false;
   };
   // A closed round's record, in this order: the summary entry and the checkpoint (which
   // names the record to come), then model.publish (and the job's privacy.spend), the
   // sites' DP-SGD spends mirrored and anchored; all before any client can download the
   // model. Returns the model's SHA-256 (empty without an audit log).
   absl::StatusOr<std::string> RecordRound(const ClosedRound& round, const core::ParameterSet& model);
+
+  // The server's test-set metrics of round `round`'s model (evaluated while the next round
+  // trained) join that round's summary entry, with the evaluation's duration in its
+  // "phase_seconds"; the entry then goes to on_round_recorded. The next checkpoint holds
+  // them; a crash before it loses only these metrics, which the resumed job computes again.
+  void RecordTest(uint64_t round, const core::EvalMetrics& test, double seconds);
 
   // After a resume: writes what the checkpoint's last round is missing from its record
   // (model.publish, privacy.spend entries, mirrored spends), each found by round and
@@ -159,6 +169,7 @@ class RoundRecorder {
   // Mirrored spends are set in `entry` as in the summary.
   absl::Status WriteRoundRecord(nlohmann::json& entry, const RecordedRound& already);
   static nlohmann::json SpendJson(const SiteSpend& spend);
+  static void SetTestMetrics(nlohmann::json& entry, const core::EvalMetrics& test);
   // Mirrors a site's spend (SpendJson's `report`) once per round; returns the report with
   // the mirror's job_epsilon (or mirror_error).
   nlohmann::json MirrorSpend(const std::string& site, uint64_t round, nlohmann::json report);

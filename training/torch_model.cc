@@ -134,6 +134,28 @@ absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters
   return absl::OkStatus();
 }
 
+absl::Status BindParameters(CohortNet& net, const core::Manifest& expected, const core::ParameterSet& parameters) {
+  if (absl::Status s = expected.CheckSameAs(parameters.manifest()); !s.ok()) return s;
+  torch::NoGradGuard no_grad;
+  auto named = NamedTrainable(net);
+  if (named.size() != expected.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model has ", named.size(), " parameter tensors, the set has ", expected.size()));
+  }
+  for (size_t i = 0; i < named.size(); ++i) {
+    const core::TensorSpec& spec = expected.tensors()[i];
+    // from_blob wants a mutable pointer; evaluation only reads through it.
+    auto* data = const_cast<std::byte*>(parameters.tensor_bytes(i).data());
+    named[i].second.set_data(torch::from_blob(data, spec.shape, torch::kFloat32));
+  }
+  return absl::OkStatus();
+}
+
+void UnbindParameters(CohortNet& net) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, tensor] : NamedTrainable(net)) tensor.set_data(torch::empty({0}, torch::kFloat32));
+}
+
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest) {
   core::ParameterSet out(manifest);
   const auto named = NamedTrainable(net);

@@ -61,6 +61,13 @@ std::vector<torch::Tensor> TrainableParameters(CohortNet& net);
 // Copies `parameters` (the trained parameters, ModelSpec::ParameterManifest) into the
 // module; fails naming the first tensor that differs.
 absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters);
+// Makes the module's trained parameters views of `parameters`' own bytes (no copy), for
+// inference only: nothing may write them, and `parameters` must outlive their use.
+// `expected` is the layout the module was built for (ModelSpec::ParameterManifest), which
+// `parameters` must have. UnbindParameters leaves them empty (no memory held) until the
+// next bind.
+absl::Status BindParameters(CohortNet& net, const core::Manifest& expected, const core::ParameterSet& parameters);
+void UnbindParameters(CohortNet& net);
 // The module's trained parameters as a set laid out like `manifest`.
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest);
 

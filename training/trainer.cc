@@ -7,6 +7,8 @@
 #include <numeric>
 #include <random>
 
+#include <time.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +27,12 @@
 namespace cohort::training {
 namespace {
 
+// CPU time of this process, all threads (LibTorch's intra-op pool included).
+double ProcessCpuSeconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
 
 // The learning-rate schedule over the whole job, and where this round lies in it.
 struct Schedule {
@@ -336,6 +344,7 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
                                                      const core::TrainingConfig& requested, uint64_t round,
                                                      uint64_t total_rounds, const core::PrivacyConfig& privacy) {
   const auto started = std::chrono::steady_clock::now();
+  const double cpu_started = ProcessCpuSeconds();
   Collective* group = impl_->options.group;
   // The plateau scheduler's cuts so far, folded into the learning rates; the other workers of a
   // group (which hold no held-out data) receive the rates already cut and never cut them again.
@@ -411,6 +420,7 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
       if (impl_->plateau) impl_->plateau->Observe(e.loss);
     }
     m.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    m.train_cpu_seconds = ProcessCpuSeconds() - cpu_started;
     result.dp_sgd = spend;
     return result;
   } catch (const c10::Error& e) {
@@ -464,14 +474,45 @@ absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options) {
 
 absl::StatusOr<core::EvalMetrics> Evaluate(const ModelSpec& spec, const core::ParameterSet& parameters,
                                            const Dataset& data, int64_t batch_size) {
-  if (absl::Status s = CheckData(spec, data, "evaluation"); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<TestSetEvaluator>> evaluator = TestSetEvaluator::Create(spec, data, batch_size);
+  if (!evaluator.ok()) return evaluator.status();
+  return (*evaluator)->Evaluate(parameters);
+}
+
+struct TestSetEvaluator::Impl {
+  Impl(const ModelSpec& spec, Dataset test, int64_t batch)
+      : manifest(spec.ParameterManifest()), data(std::move(test)), batch_size(batch), net(spec) {}
+  core::Manifest manifest;
+  Dataset data;
+  int64_t batch_size;
+  CohortNet net;
+};
+
+TestSetEvaluator::TestSetEvaluator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TestSetEvaluator::~TestSetEvaluator() = default;
+
+absl::StatusOr<std::unique_ptr<TestSetEvaluator>> TestSetEvaluator::Create(const ModelSpec& spec, Dataset test,
+                                                                           int64_t batch_size) {
+  if (absl::Status s = CheckData(spec, test, "evaluation"); !s.ok()) return s;
   if (absl::Status s = CheckLoraBaseLoaded(spec); !s.ok()) return s;
   try {
-    CohortNet net(spec);
-    if (absl::Status s = LoadParameters(net, parameters); !s.ok()) return s;
-    Dataset copy = data;  // from_blob needs mutable storage; evaluation sets are small
-    return EvaluateNet(net, copy, EvalBatchSize(spec, copy, batch_size));
+    const int64_t batch = EvalBatchSize(spec, test, batch_size);
+    auto impl = std::make_unique<Impl>(spec, std::move(test), batch);
+    UnbindParameters(impl->net);  // the module's own initial values are never used
+    return std::unique_ptr<TestSetEvaluator>(new TestSetEvaluator(std::move(impl)));
   } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("building the evaluation model failed: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<core::EvalMetrics> TestSetEvaluator::Evaluate(const core::ParameterSet& parameters) {
+  try {
+    if (absl::Status s = BindParameters(impl_->net, impl_->manifest, parameters); !s.ok()) return s;
+    core::EvalMetrics metrics = EvaluateNet(impl_->net, impl_->data, impl_->batch_size);
+    UnbindParameters(impl_->net);
+    return metrics;
+  } catch (const c10::Error& e) {
+    UnbindParameters(impl_->net);
     return absl::InternalError(absl::StrCat("evaluation failed: ", e.what_without_backtrace()));
   }
 }

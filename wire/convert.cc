@@ -76,6 +76,7 @@ void ToProto(const core::TrainMetrics& m, v1::LocalMetrics* out) {
   out->set_eval_accuracy(m.eval_accuracy);
   out->set_eval_samples(m.eval_samples);
   out->set_train_seconds(m.train_seconds);
+  out->set_train_cpu_seconds(m.train_cpu_seconds);
   out->set_steps(m.steps);
 }
 
@@ -86,6 +87,7 @@ core::TrainMetrics FromProto(const v1::LocalMetrics& m) {
   out.eval_accuracy = m.eval_accuracy();
   out.eval_samples = m.eval_samples();
   out.train_seconds = m.train_seconds();
+  out.train_cpu_seconds = m.train_cpu_seconds();
   out.steps = m.steps();
   return out;
 }

@@ -139,7 +139,7 @@ TEST(ParseJobConfigTest, AbsentSectionsTakeTheDocumentedDefaults) {
   EXPECT_EQ(c.training.local_epochs, 1);
   EXPECT_EQ(c.training.batch_size, 64);
   EXPECT_EQ(c.training.max_steps_per_round, 0);
-  EXPECT_EQ(c.training.eval_batch_size, 1000);
+  EXPECT_EQ(c.training.eval_batch_size, 100);
   EXPECT_EQ(c.training.threads, 1);
   EXPECT_EQ(c.federation.rounds, 20);
   EXPECT_EQ(c.federation.clients_per_round, 2);

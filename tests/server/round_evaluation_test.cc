@@ -1,0 +1,166 @@
+// The server's evaluation of a round's model runs while the next round trains, and its
+// metrics land in that round's summary entry, in order; a crash that leaves a checkpointed
+// round untested is made good by the resumed server.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <fstream>
+#include <future>
+#include <mutex>
+
+#include "tests/server/served_job.h"
+
+namespace cohort::server {
+namespace {
+
+constexpr float kDelta = 0.25f;  // every update: the model after round r holds r * kDelta
+
+// What a test evaluator reports: the model's first value as its "loss", so that an entry's
+// test_loss says which model was evaluated.
+core::EvalMetrics MetricsOf(const core::ParameterSet& model) {
+  return {static_cast<double>(model.floats()[0]), 0.5, 7};
+}
+
+class RoundEvaluationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir_template[] = "/tmp/cohort-round-evaluation-test-XXXXXX";
+    dir_ = ::mkdtemp(dir_template);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  JobOptions Options(int64_t rounds, Evaluator evaluate) {
+    JobOptions options;
+    options.config = testing::SmallJob(rounds, /*per_round=*/1, /*min_clients=*/1, 30);
+    options.config.name = "evaluated";
+    options.initial_model = core::ParameterSet(testing::SmallManifest());
+    options.out_dir = dir_ / "out";
+    options.evaluate = std::move(evaluate);
+    return options;
+  }
+
+  // Pulls the next task and, for TRAIN, pushes an update of kDelta everywhere.
+  static v1::TaskHeader TrainOnce(wire::FederationClient& client, const wire::Session& session) {
+    core::ParameterSet model;
+    wire::PullOptions pull;
+    pull.wait = std::chrono::milliseconds(10000);
+    absl::StatusOr<wire::PulledTask> task = client.PullTask(session, &model, pull);
+    EXPECT_TRUE(task.ok()) << task.status();
+    if (!task.ok() || task->header.kind() != v1::TaskHeader::TRAIN) return task.ok() ? task->header : v1::TaskHeader();
+    core::ParameterSet delta(testing::SmallManifest());
+    for (float& v : delta.floats()) v = kDelta;
+    EXPECT_TRUE(client.PushUpdate(session, wire::UpdateInfoFor(task->header, 10), delta).ok());
+    return task->header;
+  }
+
+  nlohmann::json Summary() {
+    std::ifstream in(dir_ / "out" / "summary.json");
+    return nlohmann::json::parse(in);
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(RoundEvaluationTest, ARoundsTestRunsWhileTheNextRoundTrainsAndLandsInItsOwnEntry) {
+  // Round 1's evaluation cannot finish until the site has been handed round 2: were the
+  // evaluation still between the rounds, round 2 would never open and this test would fail.
+  std::promise<void> round_two_opened;
+  std::shared_future<void> opened = round_two_opened.get_future().share();
+  std::mutex mu;
+  std::vector<float> evaluated;  // the model value of each evaluation, in order
+  auto evaluate = [&](const core::ParameterSet& model) -> absl::StatusOr<core::EvalMetrics> {
+    {
+      std::lock_guard lock(mu);
+      evaluated.push_back(model.floats()[0]);
+      if (evaluated.size() == 1 && opened.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+        return absl::DeadlineExceededError("round 2 never opened while round 1 was being evaluated");
+      }
+    }
+    return MetricsOf(model);
+  };
+  auto job = FederatedJob::Create(Options(/*rounds=*/3, evaluate));
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::future<absl::Status> serving;
+  const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving);
+  wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
+  absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
+  ASSERT_TRUE(session.ok()) << session.status();
+
+  EXPECT_EQ(TrainOnce(client, *session).round(), 1u);
+  const v1::TaskHeader second = TrainOnce(client, *session);  // handed out, trained and pushed
+  EXPECT_EQ(second.round(), 2u);
+  round_two_opened.set_value();
+  EXPECT_EQ(TrainOnce(client, *session).round(), 3u);
+  ASSERT_TRUE(serving.get().ok());
+
+  const nlohmann::json summary = Summary();
+  ASSERT_EQ(summary["rounds"].size(), 3u) << summary.dump();
+  for (int r = 1; r <= 3; ++r) {
+    const nlohmann::json& entry = summary["rounds"][r - 1];
+    ASSERT_EQ(entry["round"], r);
+    ASSERT_TRUE(entry.contains("test_loss")) << entry.dump();
+    EXPECT_FLOAT_EQ(entry["test_loss"].get<float>(), kDelta * static_cast<float>(r)) << "round " << r;
+    EXPECT_EQ(entry["test_samples"], 7);
+    EXPECT_GE(entry["phase_seconds"]["evaluation"].get<double>(), 0);
+  }
+  std::lock_guard lock(mu);
+  EXPECT_EQ(evaluated, (std::vector<float>{kDelta, 2 * kDelta, 3 * kDelta}));
+}
+
+TEST_F(RoundEvaluationTest, AFailedEvaluationFailsTheJobNamingTheRound) {
+  auto evaluate = [](const core::ParameterSet& model) -> absl::StatusOr<core::EvalMetrics> {
+    if (model.floats()[0] > 1.5f * kDelta) return absl::InternalError("the test set went away");
+    return MetricsOf(model);
+  };
+  auto job = FederatedJob::Create(Options(/*rounds=*/3, evaluate));
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::future<absl::Status> serving;
+  const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving);
+  wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
+  absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
+  ASSERT_TRUE(session.ok()) << session.status();
+  for (int i = 0; i < 3 && TrainOnce(client, *session).kind() == v1::TaskHeader::TRAIN; ++i) {
+  }
+  const absl::Status ended = serving.get();
+  EXPECT_FALSE(ended.ok());
+  EXPECT_NE(ended.message().find("evaluating round 2's model: the test set went away"), std::string_view::npos)
+      << ended;
+  EXPECT_EQ(Summary()["status"], "failed");
+}
+
+TEST_F(RoundEvaluationTest, AResumedServerEvaluatesTheRoundItsCrashLeftUntested) {
+  {
+    JobOptions options = Options(/*rounds=*/2, [](const core::ParameterSet& model) { return MetricsOf(model); });
+    // A crash after round 1's checkpoint: its evaluation, which starts after the record,
+    // never ran.
+    options.after_checkpoint = [](uint64_t round) {
+      return round == 1 ? absl::AbortedError("injected crash after the checkpoint of round 1") : absl::OkStatus();
+    };
+    auto job = FederatedJob::Create(std::move(options));
+    ASSERT_TRUE(job.ok()) << job.status();
+    std::future<absl::Status> serving;
+    const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving);
+    wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
+    absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
+    ASSERT_TRUE(session.ok()) << session.status();
+    TrainOnce(client, *session);
+    EXPECT_FALSE(serving.get().ok());
+  }
+  auto resumed =
+      FederatedJob::Create(Options(/*rounds=*/2, [](const core::ParameterSet& model) { return MetricsOf(model); }));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  std::future<absl::Status> serving;
+  const int port = testing::ServeOnLoopback(**resumed, nullptr, 0.2, &serving);
+  wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
+  absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ(TrainOnce(client, *session).round(), 2u);
+  ASSERT_TRUE(serving.get().ok());
+  const nlohmann::json summary = Summary();
+  ASSERT_EQ(summary["rounds"].size(), 2u) << summary.dump();
+  EXPECT_FLOAT_EQ(summary["rounds"][0]["test_loss"].get<float>(), kDelta) << summary.dump();
+  EXPECT_FLOAT_EQ(summary["rounds"][1]["test_loss"].get<float>(), 2 * kDelta) << summary.dump();
+}
+
+}  // namespace
+}  // namespace cohort::server
