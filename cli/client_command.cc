@@ -8,6 +8,7 @@
 #include "cli/metrics_listener.h"
 #include "client/site_metrics.h"
 #include "observe/metrics_registry.h"
+#include "observe/process_stats.h"
 #include "cli/site_workers.h"
 #include "client/agent.h"
 #include "core/job_config.h"
@@ -323,6 +324,7 @@ void AddClientCommand(CLI::App& app, int* exit_code) {
     }
     const absl::Status result = client::RunAgent(std::move(options));
     if (!result.ok()) spdlog::error("site={} {}", f->site, std::string(result.message()));
+    spdlog::info("site={} peak resident memory: {} MiB", f->site, observe::ReadProcessStats().peak_resident_bytes >> 20);
     *exit_code = result.ok() ? 0 : 1;
   });
 }

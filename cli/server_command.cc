@@ -14,6 +14,7 @@
 #include "crypto/startup_kit.h"
 #include "wire/credentials.h"
 #include "observe/metrics_registry.h"
+#include "observe/process_stats.h"
 #include "server/checkpoint_key.h"
 #include "server/federated_job.h"
 #include "server/server.h"
@@ -332,6 +333,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     server_options.listen_address = flags->listen;
     server_options.credentials = credentials;
     const absl::Status result = server::ServeJob(**job, server_options);
+    spdlog::info("peak resident memory of the server: {} MiB", observe::ReadProcessStats().peak_resident_bytes >> 20);
     *exit_code = result.ok() ? 0 : 1;
   });
 }

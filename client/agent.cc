@@ -1,5 +1,6 @@
 #include "client/agent.h"
 
+#include <algorithm>
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
@@ -130,6 +131,13 @@ class Agent {
     wire::JoinOptions join;
     join.job_id = options_.job_id;
     join.ledger = ledger_->Position();
+    // Waits (up to join.timeout) for the connection rather than failing at once: a
+    // synchronous gRPC channel only makes progress connecting while a call waits on it,
+    // so failing fast and sleeping between tries moved one connection step per try, and a
+    // site started beside its server joined 20 s after the server listened.
+    join.wait_for_ready = true;
+    join.timeout = std::min(join.timeout, std::chrono::milliseconds(static_cast<int64_t>(
+                                              std::max(0.1, options_.connect_timeout_s) * 1000)));
     absl::StatusOr<wire::Session> joined = client_.Join(options_.site, num_samples_, join);
     if (!joined.ok()) {
       if (ServerAway(joined.status()) || RateLimited(joined.status())) {

@@ -269,7 +269,6 @@ void FoldWeighted(std::span<float> acc, std::span<const WeightedInput> inputs, i
 
 StreamingFedAvg::StreamingFedAvg(const Manifest& manifest, int threads, int fold_batch)
     : manifest_(manifest),
-      acc_(manifest),
       threads_(std::max(1, threads)),
       fold_batch_(std::max(1, fold_batch)) {}
 
@@ -335,8 +334,8 @@ absl::Status StreamingFedAvg::Flush() {
     fds.push_back(fd);
   }
   if (status.ok()) {
-    // Handed over as the last round's next model (TakeNext): a fresh, zeroed one, built
-    // here on the fold thread while uploads still arrive.
+    // The round's first fold (the last accumulator became a model, TakeNext): a fresh,
+    // zeroed one, built here on the fold thread while uploads still arrive.
     if (acc_.bytes().size() != manifest_.total_bytes()) acc_ = ParameterSet(manifest_);
     status = FoldPending(fds);
   }

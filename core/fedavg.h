@@ -181,7 +181,8 @@ class StreamingFedAvg {
                                         std::vector<std::byte>& sealed);
 
   Manifest manifest_;
-  // The running sum, float32 in manifest order; empty after TakeNext until the next fold.
+  // The running sum, float32 in manifest order; made by the first fold of a round (so a
+  // job holds no accumulator until updates arrive) and handed over by TakeNext.
   ParameterSet acc_;
   std::vector<SpooledUpdate> pending_;
   // Per fold thread: one plaintext window per update of a batch, and one buffer for the

@@ -21,6 +21,7 @@ ProcessStats ReadProcessStats() {
   if (::getrusage(RUSAGE_SELF, &usage) == 0) {
     auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
     stats.cpu_seconds = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    stats.peak_resident_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux: KiB
   }
   return stats;
 }

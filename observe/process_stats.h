@@ -1,6 +1,6 @@
 #pragma once
 // What this process uses, for the `cohort_process_*` metrics: resident memory from
-// /proc/self/statm and CPU time (user + system) from getrusage.
+// /proc/self/statm, and its peak and CPU time (user + system) from getrusage.
 
 #include <cstdint>
 
@@ -8,6 +8,7 @@ namespace cohort::observe {
 
 struct ProcessStats {
   uint64_t resident_bytes = 0;  // 0 where /proc is not mounted
+  uint64_t peak_resident_bytes = 0;  // the most resident memory the process has held so far
   double cpu_seconds = 0;
 };
 
