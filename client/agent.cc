@@ -298,8 +298,10 @@ class Agent {
                    session_.job_id, task_.round(), options_.site, ledger_->path().string(), epsilon_after,
                    privacy.target_epsilon);
     }
+    // The downloaded model becomes the update in place (no second model-sized buffer); its
+    // buffer comes back to global_ once the update is sent, for the next download.
     absl::StatusOr<training::RoundResult> result =
-        trainer_->TrainRound(global_, *config, task_.round(), task_.total_rounds(), privacy);
+        trainer_->TrainRound(std::move(global_), *config, task_.round(), task_.total_rounds(), privacy);
     if (!result.ok()) return agent_event::Failed{result.status()};
     if (const std::optional<training::DpSgdSpend>& spent = result->dp_sgd) {
       spdlog::info("job={} round={} site={} DP-SGD: {} steps at sampling rate {:.5f}, noise multiplier {:.4f}, "
@@ -358,6 +360,8 @@ class Agent {
       pushed = absl::OkStatus();
     }
     const size_t parameters = result_->delta.manifest().total_bytes() / sizeof(float);
+    // The next download is opened straight into this buffer (wire::FederationClient::PullTask).
+    if (global_.bytes().empty()) global_ = std::move(result_->delta);
     result_.reset();
     if (!pushed.ok()) {
       spdlog::warn("job={} round={} site={} {}", session_.job_id, task_.round(), options_.site,

@@ -156,6 +156,18 @@ void UnbindParameters(CohortNet& net) {
   for (auto& [name, tensor] : NamedTrainable(net)) tensor.set_data(torch::empty({0}, torch::kFloat32));
 }
 
+void WriteDeltaOver(CohortNet& net, core::ParameterSet& global) {
+  const auto named = NamedTrainable(net);
+  for (size_t i = 0; i < named.size() && i < global.manifest().size(); ++i) {
+    const torch::Tensor t = named[i].second.detach().to(torch::kCPU).contiguous();
+    const float* trained = t.data_ptr<float>();
+    const std::span<std::byte> bytes = global.tensor_bytes(i);
+    float* d = reinterpret_cast<float*>(bytes.data());
+    const size_t n = bytes.size() / sizeof(float);
+    for (size_t j = 0; j < n; ++j) d[j] = trained[j] - d[j];
+  }
+}
+
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest) {
   core::ParameterSet out(manifest);
   const auto named = NamedTrainable(net);

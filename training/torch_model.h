@@ -68,6 +68,9 @@ absl::Status LoadParameters(CohortNet& net, const core::ParameterSet& parameters
 // next bind.
 absl::Status BindParameters(CohortNet& net, const core::Manifest& expected, const core::ParameterSet& parameters);
 void UnbindParameters(CohortNet& net);
+// Writes trained - global over `global` (the module's trained parameters, laid out like
+// it), tensor by tensor: the update of a round without a second model-sized buffer.
+void WriteDeltaOver(CohortNet& net, core::ParameterSet& global);
 // The module's trained parameters as a set laid out like `manifest`.
 core::ParameterSet ExtractParameters(CohortNet& net, const core::Manifest& manifest);
 

@@ -127,7 +127,10 @@ absl::StatusOr<LoopResult> TrainPlain(CohortNet& net, torch::optim::Optimizer& o
       const Shard shard = ShardOf(size, where.rank(), where.size());
       if (pending == 0) {
         SetLearningRate(optimizer, schedule.At(result.steps));
-        optimizer.zero_grad();
+        // Released, not zeroed (this LibTorch's Optimizer::zero_grad zeroes): backward then
+        // hands each parameter its new gradient instead of adding it into the old one, which
+        // held a second gradient-sized buffer while it ran (a model size for an MLP).
+        for (torch::Tensor& p : parameters) p.mutable_grad().reset();
       }
       const double predictions = static_cast<double>(size * per_example);
       if (shard.end > shard.begin) {
@@ -340,7 +343,7 @@ absl::StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const ModelSp
   }
 }
 
-absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& global,
+absl::StatusOr<RoundResult> LocalTrainer::TrainRound(core::ParameterSet global,
                                                      const core::TrainingConfig& requested, uint64_t round,
                                                      uint64_t total_rounds, const core::PrivacyConfig& privacy) {
   const auto started = std::chrono::steady_clock::now();
@@ -402,11 +405,11 @@ absl::StatusOr<RoundResult> LocalTrainer::TrainRound(const core::ParameterSet& g
               : TrainPlain(net, *optimizer, impl_->train, impl_->seed * 7919 + round, schedule, where);
     if (!loop.ok()) return loop.status();
 
+    optimizer.reset();
+    for (torch::Tensor& p : TrainableParameters(net)) p.mutable_grad().reset();  // a model size, not needed now
     RoundResult result;
-    result.delta = ExtractParameters(net, global.manifest());  // back to host memory, once per round
-    std::span<float> d = result.delta.floats();
-    std::span<const float> g = global.floats();
-    for (size_t i = 0; i < d.size(); ++i) d[i] -= g[i];
+    WriteDeltaOver(net, global);  // back to host memory, once per round, into the global's own buffer
+    result.delta = std::move(global);
 
     core::TrainMetrics& m = result.metrics;
     m.train_loss = loop->last_epoch_loss;
@@ -467,8 +470,9 @@ absl::Status RunFollower(Dataset train, uint64_t seed, TrainerOptions options) {
     if (order->stop) return absl::OkStatus();
     SetTrainingThreads(static_cast<int>(order->config.threads));
     absl::StatusOr<RoundResult> result =
-        (*trainer)->TrainRound(global, order->config, order->round, order->total_rounds, order->privacy);
+        (*trainer)->TrainRound(std::move(global), order->config, order->round, order->total_rounds, order->privacy);
     if (!result.ok()) return absl::Status(result.status().code(), absl::StrCat(me, ": ", result.status().message()));
+    global = std::move(result->delta);  // the next order's model is received into this buffer
   }
 }
 

@@ -71,7 +71,12 @@ class LocalTrainer {
   // PlanDpSgdRound against it before calling. A model with a layer DP-SGD cannot handle is
   // refused (InvalidArgument naming model_config.layers[i]). Other mechanisms train as
   // without privacy: client-level DP acts on the update, not here.
-  absl::StatusOr<RoundResult> TrainRound(const core::ParameterSet& global, const core::TrainingConfig& config,
+  //
+  // `global` is taken by value and becomes the returned delta in place (trained - global,
+  // written over it): a caller that no longer needs the model moves it in, and the round
+  // then holds no model-sized buffer beyond the module's parameters and gradients (which
+  // are released when training ends). A caller that keeps it passes a copy.
+  absl::StatusOr<RoundResult> TrainRound(core::ParameterSet global, const core::TrainingConfig& config,
                                          uint64_t round, uint64_t total_rounds,
                                          const core::PrivacyConfig& privacy = {});
   size_t num_train_examples() const;
