@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <future>
 #include <mutex>
 
@@ -47,7 +49,7 @@ class RoundEvaluationTest : public ::testing::Test {
     absl::StatusOr<wire::PulledTask> task = client.PullTask(session, &model, pull);
     EXPECT_TRUE(task.ok()) << task.status();
     if (!task.ok() || task->header.kind() != v1::TaskHeader::TRAIN) return task.ok() ? task->header : v1::TaskHeader();
-    core::ParameterSet delta(testing::SmallManifest());
+    core::ParameterSet delta(model.manifest());
     for (float& v : delta.floats()) v = kDelta;
     EXPECT_TRUE(client.PushUpdate(session, wire::UpdateInfoFor(task->header, 10), delta).ok());
     return task->header;
@@ -160,6 +162,73 @@ TEST_F(RoundEvaluationTest, AResumedServerEvaluatesTheRoundItsCrashLeftUntested)
   ASSERT_EQ(summary["rounds"].size(), 2u) << summary.dump();
   EXPECT_FLOAT_EQ(summary["rounds"][0]["test_loss"].get<float>(), kDelta) << summary.dump();
   EXPECT_FLOAT_EQ(summary["rounds"][1]["test_loss"].get<float>(), 2 * kDelta) << summary.dump();
+}
+
+// A site still downloading a model when its round closes (the round's deadline passed with
+// the minimum reported) reads the version it began with to the last byte, while the server
+// builds the next model and writes its checkpoint: the model being served is never a
+// buffer the close writes into. The checkpoint holds exactly the next model.
+TEST_F(RoundEvaluationTest, ADownloadInFlightAcrossTheCloseReadsItsOwnVersionAndTheCheckpointTheNext) {
+  JobOptions options = Options(/*rounds=*/2, [](const core::ParameterSet& model) { return MetricsOf(model); });
+  options.config.federation.clients_per_round = 2;
+  options.config.federation.min_clients = 1;
+  options.config.federation.round_timeout_s = 1.0;
+  // 32 MB in 32 chunks of 1 MiB: more than gRPC's window and the socket buffers hold, so
+  // the server is still reading the model it serves when the round closes.
+  options.config.federation.chunk_bytes = 1 << 20;
+  constexpr uint32_t kChunks = 32;
+  options.initial_model = core::ParameterSet(core::Manifest({{"layers.0.weight", core::DType::kFloat32, {8192, 1024}}}));
+  for (size_t i = 0; i < options.initial_model.floats().size(); ++i) {
+    options.initial_model.floats()[i] = static_cast<float>(i % 97);
+  }
+  const std::vector<float> initial(options.initial_model.floats().begin(), options.initial_model.floats().end());
+  auto job = FederatedJob::Create(std::move(options));
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::future<absl::Status> serving;
+  const int port = testing::ServeOnLoopback(**job, nullptr, 0.5, &serving);
+  wire::FederationClient fast(wire::Connection{"127.0.0.1:" + std::to_string(port), nullptr, true});
+  wire::FederationClient slow(wire::Connection{"127.0.0.1:" + std::to_string(port), nullptr, true});
+  absl::StatusOr<wire::Session> a = fast.Join("hospital-a", 10);
+  absl::StatusOr<wire::Session> b = slow.Join("hospital-b", 10);
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  // hospital-b reads its chunks 100 ms apart: its download outlasts the 1 s round.
+  std::atomic<int> chunks_seen{0};
+  auto slow_download = std::async(std::launch::async, [&] {
+    core::ParameterSet model;
+    wire::PullOptions pull;
+    pull.wait = std::chrono::milliseconds(10000);
+    pull.on_chunk = [&](const v1::Chunk&) {
+      ++chunks_seen;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    };
+    absl::StatusOr<wire::PulledTask> task = slow.PullTask(*b, &model, pull);
+    std::vector<float> got;
+    if (task.ok() && task->download.ok()) got.assign(model.floats().begin(), model.floats().end());
+    return std::make_pair(task.ok() ? task->header.round() : 0, got);
+  });
+  EXPECT_EQ(TrainOnce(fast, *a).round(), 1u);  // round 1 closes at its deadline with hospital-a alone
+  // Round 2 opens while hospital-b is still reading round 1's model.
+  core::ParameterSet second;
+  wire::PullOptions pull;
+  pull.wait = std::chrono::milliseconds(10000);
+  absl::StatusOr<wire::PulledTask> next = fast.PullTask(*a, &second, pull);
+  ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_EQ(next->header.round(), 2u);
+  EXPECT_LT(chunks_seen.load(), static_cast<int>(kChunks) / 2) << "the slow download was nearly done at the close";
+
+  auto checkpoint = core::ReadCheckpoint(dir_ / "out" / "checkpoint.bin", testing::CheckpointKeyOf(dir_ / "out"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  ASSERT_EQ(checkpoint->round, 1u);
+  for (size_t i = 0; i < initial.size(); ++i) {
+    ASSERT_EQ(checkpoint->model.floats()[i], initial[i] + kDelta) << "checkpoint value " << i;
+    ASSERT_EQ(second.floats()[i], initial[i] + kDelta) << "round 2's model, value " << i;
+  }
+  const auto [round, got] = slow_download.get();
+  EXPECT_EQ(round, 1u);
+  EXPECT_EQ(got, initial) << "the download in flight saw bytes of another version";
+  (*job)->Cancel();
+  (void)serving.get();
 }
 
 }  // namespace
