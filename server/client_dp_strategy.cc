@@ -59,24 +59,43 @@ absl::StatusOr<RoundOutcome> ClientDpStrategy::CloseRound() {
   if (!report.ok()) return report.status();
   outcome->report["privacy"] = *report;
   std::lock_guard lock(mu_);
-  history_.push_back({{"round", round_}, {"privacy", *report}});
+  NoteRoundLocked(report->value("sampling_rate", 0.0), report->value("noise_multiplier", 0.0));
+  last_report_ = *report;
   return outcome;
+}
+
+void ClientDpStrategy::NoteRoundLocked(double sampling_rate, double noise_multiplier) {
+  if (!steps_.empty() && steps_.back().value("sampling_rate", -1.0) == sampling_rate &&
+      steps_.back().value("noise_multiplier", -1.0) == noise_multiplier) {
+    steps_.back()["rounds"] = steps_.back().value("rounds", int64_t{0}) + 1;
+    return;
+  }
+  steps_.push_back({{"sampling_rate", sampling_rate}, {"noise_multiplier", noise_multiplier}, {"rounds", 1}});
 }
 
 nlohmann::json ClientDpStrategy::SaveState() const {
   std::lock_guard lock(mu_);
-  return {{"rounds", history_}};
+  return {{"steps", steps_}, {"last", last_report_}};
 }
 
 absl::Status ClientDpStrategy::RestoreState(const nlohmann::json& state, const nlohmann::json& rounds) {
-  // Checkpoints written before strategies kept state carry the reports in their rounds.
+  std::lock_guard lock(mu_);
+  steps_ = nlohmann::json::array();
+  last_report_ = nullptr;
+  if (state.is_object() && state.contains("steps") && state["steps"].is_array()) {
+    steps_ = state["steps"];
+    last_report_ = state.value("last", nlohmann::json());
+    return privacy_->RestoreSteps(steps_, last_report_);
+  }
+  // Checkpoints of earlier versions: every round's report, in the state or (before
+  // strategies kept state) in the summary's rounds; replayed, then kept the compact way.
   const nlohmann::json& replay = state.is_object() && state.contains("rounds") ? state["rounds"] : rounds;
   if (absl::Status s = privacy_->Restore(replay); !s.ok()) return s;
-  std::lock_guard lock(mu_);
-  history_ = nlohmann::json::array();
   if (replay.is_array()) {
     for (const nlohmann::json& r : replay) {
-      if (r.is_object() && r.contains("privacy")) history_.push_back({{"round", r.value("round", 0)}, {"privacy", r["privacy"]}});
+      if (!r.is_object() || !r.contains("privacy") || !r["privacy"].is_object()) continue;
+      NoteRoundLocked(r["privacy"].value("sampling_rate", 0.0), r["privacy"].value("noise_multiplier", 0.0));
+      last_report_ = r["privacy"];
     }
   }
   return absl::OkStatus();

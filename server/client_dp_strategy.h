@@ -41,7 +41,14 @@ class ClientDpStrategy final : public AggregationStrategy {
   size_t per_round_ = 0;
   mutable std::mutex mu_;      // Accept runs on upload threads
   std::vector<double> norms_;  // of this round's accepted updates
-  nlohmann::json history_ = nlohmann::json::array();  // {"round", "privacy"} per round
+  // What the accountant composed so far, as runs of rounds with the same sampling rate and
+  // noise multiplier ({"sampling_rate", "noise_multiplier", "rounds"}), and the last round's
+  // report: a checkpoint's state stays a few lines whatever the number of rounds (a list
+  // of every round's report grew by one in every checkpoint).
+  nlohmann::json steps_ = nlohmann::json::array();
+  nlohmann::json last_report_;
+  // Adds a round of (q, sigma) to steps_.
+  void NoteRoundLocked(double sampling_rate, double noise_multiplier);
 };
 
 }  // namespace cohort::server

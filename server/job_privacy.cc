@@ -88,6 +88,24 @@ absl::Status JobPrivacy::Restore(const nlohmann::json& rounds) {
   return absl::OkStatus();
 }
 
+absl::Status JobPrivacy::RestoreSteps(const nlohmann::json& steps, const nlohmann::json& last) {
+  for (const nlohmann::json& run : steps) {
+    if (!run.is_object() || !run.contains("rounds") || !run["rounds"].is_number_integer()) {
+      return absl::DataLossError("the checkpoint's client-level DP state: a run of rounds without a count");
+    }
+    if (absl::Status s = accountant_.AddSteps(run.value("sampling_rate", 0.0), run.value("noise_multiplier", 0.0),
+                                              run["rounds"].get<int64_t>());
+        !s.ok()) {
+      return absl::DataLossError(absl::StrCat("the checkpoint's client-level DP state: ", s.message()));
+    }
+  }
+  if (last.is_object()) {
+    sigma_total_ = last.value("noise_multiplier", 0.0);
+    epsilon_ = last.value("epsilon", 0.0);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<nlohmann::json> JobPrivacy::PrivatizeRound(const core::ParameterSet& global, core::ParameterSet& next,
                                                           const std::vector<double>& norms, size_t per_round) {
   if (sigma_total_ <= 0) return absl::FailedPreconditionError("NextRoundFits must run before a round is privatized");

@@ -53,6 +53,9 @@ class JobPrivacy {
   // Replays the rounds of a resumed job (summary.json's "rounds") into the accountant: a
   // restarted server never forgets what the job has spent.
   absl::Status Restore(const nlohmann::json& rounds);
+  // The same from runs of equal rounds ({"sampling_rate", "noise_multiplier", "rounds"}) and
+  // the last round's report (ClientDpStrategy::SaveState).
+  absl::Status RestoreSteps(const nlohmann::json& steps, const nlohmann::json& last);
 
   double epsilon_spent() const { return epsilon_; }
 

@@ -120,5 +120,49 @@ TEST_F(StrategyTest, ClientDpWeighsByClipFactorNotByDeclaredSamplesAndKeepsItsAc
   EXPECT_GT(spent, 0);
 }
 
+// The accountant's state in the checkpoint is a few runs of equal rounds, not one entry per
+// round: its size does not grow with the job, and a strategy restored from it (or from the
+// older per-round form) spends exactly as the one that wrote it.
+TEST_F(StrategyTest, ClientDpStateStaysTheSameSizeOverRoundsAndRestoresTheSameSpend) {
+  config_.privacy.mechanism = "client_dp";
+  config_.privacy.target_epsilon = 1e7;
+  config_.privacy.noise_multiplier = 1.0;
+  config_.privacy.clip_norm = 200;
+  config_.federation.clients_per_round = 2;
+  auto dp = ClientDpStrategy::Create(config_, kManifest);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  nlohmann::json per_round = nlohmann::json::array();  // what older checkpoints carried
+  size_t size_at_round_2 = 0;
+  for (uint64_t round = 1; round <= 30; ++round) {
+    ASSERT_TRUE((*dp)->BeginRound(Start(round, 0.0f, 2)).ok());
+    (*dp)->Accept(Spool("a", 1.0f, 10));
+    (*dp)->Accept(Spool("b", 3.0f, 10));
+    absl::StatusOr<RoundOutcome> outcome = (*dp)->CloseRound();
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    per_round.push_back({{"round", round}, {"privacy", outcome->report["privacy"]}});
+    if (round == 2) size_at_round_2 = (*dp)->SaveState().dump().size();
+  }
+  const nlohmann::json state = (*dp)->SaveState();
+  EXPECT_LE(state.dump().size(), size_at_round_2 + 2) << state.dump();  // "rounds": 2 -> 30
+  ASSERT_EQ(state["steps"].size(), 1u) << state.dump();
+  EXPECT_EQ(state["steps"][0]["rounds"], 30);
+
+  auto from_state = ClientDpStrategy::Create(config_, kManifest);
+  auto from_old_form = ClientDpStrategy::Create(config_, kManifest);
+  ASSERT_TRUE((*from_state)->RestoreState(state, nullptr).ok());
+  ASSERT_TRUE((*from_old_form)->RestoreState({{"rounds", per_round}}, nullptr).ok());
+  EXPECT_EQ((*from_old_form)->SaveState(), state);
+  std::vector<double> next_epsilon;
+  for (auto* strategy : {dp->get(), from_state->get(), from_old_form->get()}) {
+    ASSERT_TRUE(strategy->BeginRound(Start(31, 0.0f, 2)).ok());
+    strategy->Accept(Spool("a", 1.0f, 10));
+    absl::StatusOr<RoundOutcome> outcome = strategy->CloseRound();
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    next_epsilon.push_back(outcome->report["privacy"]["epsilon"].get<double>());
+  }
+  EXPECT_NEAR(next_epsilon[1], next_epsilon[0], 1e-9 * next_epsilon[0]);
+  EXPECT_NEAR(next_epsilon[2], next_epsilon[0], 1e-9 * next_epsilon[0]);
+}
+
 }  // namespace
 }  // namespace cohort::server
