@@ -229,7 +229,6 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
   if (closed.elapsed_seconds) entry["elapsed_seconds"] = *closed.elapsed_seconds;
   if (closed.phase_seconds.is_object()) entry["phase_seconds"] = closed.phase_seconds;
   for (const auto& [key, value] : closed.strategy_report.items()) entry[key] = value;
-  if (closed.test) SetTestMetrics(entry, *closed.test);
   JobSummary::Snapshot checkpoint_summary;
   {
     std::lock_guard lock(summary_mu_);
@@ -262,11 +261,8 @@ absl::StatusOr<std::string> RoundRecorder::RecordRound(const ClosedRound& closed
   // once they are in (RecordTest).
   if (options_.on_round_recorded && !closed.test_pending) options_.on_round_recorded(entry);
   // Logged once durable: a round reported done survives a crash.
-  spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}{}, {:.1f} s", options_.job,
+  spdlog::info("job={} round={}/{} done: {} clients, {} samples, train loss {:.4f}, {:.1f} s", options_.job,
                closed.round, closed.total_rounds, closed.reports.size(), samples, entry["train_loss"].get<double>(),
-               closed.test ? fmt::format(", test loss {:.4f}, test accuracy {:.4f}", closed.test->loss,
-                                         closed.test->accuracy)
-                           : "",
                entry["wall_seconds"].get<double>());
   return model_sha256;
 }

@@ -97,7 +97,6 @@ class RoundRecorder {
     std::map<std::string, SiteReport> reports;
     nlohmann::json strategy_report = nlohmann::json::object();  // AggregationStrategy's
     nlohmann::json strategy_state;                              // for the checkpoint
-    std::optional<core::EvalMetrics> test;
     core::TrainingConfig training;
     nlohmann::json parameter_changes = nlohmann::json::array();
     // The job's clock at the close (server/round_progress.h) and the round's phase
@@ -105,9 +104,9 @@ class RoundRecorder {
     // docs/operability.md defines them); both go into the summary entry when set.
     std::optional<double> elapsed_seconds;
     nlohmann::json phase_seconds;
-    // The test-set evaluation of this round's model runs while the next round trains
-    // (server/round_evaluation.h) and lands later through RecordTest; the entry is handed
-    // to on_round_recorded then, complete.
+    // The server's test of this round's model runs while the next round trains
+    // (server/round_evaluation.h), and its metrics come through RecordTest; the entry is
+    // handed to on_round_recorded then, complete. False: the job has no test set.
     bool test_pending = false;
   };
   // A closed round's record, in this order: the summary entry and the checkpoint (which
