@@ -51,7 +51,7 @@ struct TrainingConfig {
   double label_smoothing = 0.0;
   // Small enough that a convolution's unfolded input stays in cache on a CPU: 10,000
   // Fashion-MNIST images through the zoo's CNN take 0.25 s in batches of 100 and 0.41 s in
-  // batches of 1000 on one core here (docs/benchmarks.md, "Rounds against the floor").
+  // batches of 1000 on one core here (docs/benchmarks.md, "Rounds against the compute floor").
   int64_t eval_batch_size = 100;
   int64_t threads = 1;                  // LibTorch intra-op threads per client
   // Where a site trains: "auto" (the first CUDA device when this LibTorch sees one, else

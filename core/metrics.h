@@ -11,8 +11,9 @@ struct TrainMetrics {
   double eval_accuracy = 0;  // on the client's held-out split, in [0, 1]
   uint64_t eval_samples = 0;
   double train_seconds = 0;
-  // CPU time of the site's process over the same span as train_seconds (all its threads):
-  // what the round's compute floor adds up (docs/benchmarks.md, "Rounds against the floor").
+  // CPU time of the site's process over the same span as train_seconds (all its threads;
+  // for a data-parallel site, worker 0's process only): what the round's compute floor adds
+  // up (docs/benchmarks.md, "Rounds against the compute floor").
   double train_cpu_seconds = 0;
   uint64_t steps = 0;        // optimizer steps this round
   uint64_t train_samples = 0;
