@@ -12,6 +12,14 @@
 
 namespace cohort::training {
 
+absl::Status CheckLoraBaseLoaded(const ModelSpec& spec) {
+  if (spec.uses_lora() && !spec.lora_base) {
+    return absl::FailedPreconditionError(
+        "model_config.lora: the base model is not loaded (training::LoadLoraBase reads it before training)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LoadLoraBase(ModelSpec* spec, const std::string& path) {
   if (!spec->uses_lora()) return absl::InvalidArgumentError("LoadLoraBase: model_config has no \"lora\"");
   LoraSpec& lora = *spec->transformer->lora;

@@ -22,6 +22,10 @@ namespace cohort::training {
 // finite. Afterwards lora.base_model is the path actually read.
 absl::Status LoadLoraBase(ModelSpec* spec, const std::string& path = "");
 
+// A LoRA model trains and evaluates on its base model, which LoadLoraBase attaches:
+// FailedPrecondition when `spec` uses LoRA and its base is not loaded.
+absl::Status CheckLoraBaseLoaded(const ModelSpec& spec);
+
 // The model with every adapter merged into its projection, W + (alpha / rank) * B A, laid
 // out as spec.BaseManifest() (a transformer without "lora" loads it, and so does
 // torch.nn.Module.load_state_dict of the Python twin); an encoder's trained classifier
