@@ -55,6 +55,28 @@ class RoundEvaluationTest : public ::testing::Test {
     return task->header;
   }
 
+  // A job served on loopback with hospital-a joined. Members end in reverse order: the
+  // session and client first, then serving (its future waits for the server), then the job.
+  struct Served {
+    std::unique_ptr<FederatedJob> job;
+    std::future<absl::Status> serving;
+    std::unique_ptr<wire::FederationClient> client;
+    absl::StatusOr<wire::Session> session = absl::UnknownError("not joined");
+  };
+  static Served ServeWithOneSite(JobOptions options) {
+    Served served;
+    absl::StatusOr<std::unique_ptr<FederatedJob>> job = FederatedJob::Create(std::move(options));
+    if (!job.ok()) {
+      served.session = job.status();
+      return served;
+    }
+    served.job = std::move(*job);
+    const int port = testing::ServeOnLoopback(*served.job, nullptr, 0.2, &served.serving);
+    served.client = std::make_unique<wire::FederationClient>(wire::Connection{"127.0.0.1:" + std::to_string(port)});
+    served.session = served.client->Join("hospital-a", 10);
+    return served;
+  }
+
   nlohmann::json Summary() {
     std::ifstream in(dir_ / "out" / "summary.json");
     return nlohmann::json::parse(in);
@@ -80,20 +102,17 @@ TEST_F(RoundEvaluationTest, ARoundsTestRunsWhileTheNextRoundTrainsAndLandsInItsO
     }
     return MetricsOf(model);
   };
-  auto job = FederatedJob::Create(Options(/*rounds=*/3, evaluate));
-  ASSERT_TRUE(job.ok()) << job.status();
-  std::future<absl::Status> serving;
-  const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving);
-  wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
-  absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
-  ASSERT_TRUE(session.ok()) << session.status();
+  Served served = ServeWithOneSite(Options(/*rounds=*/3, evaluate));
+  ASSERT_TRUE(served.session.ok()) << served.session.status();
+  wire::FederationClient& client = *served.client;
+  const wire::Session& session = *served.session;
 
-  EXPECT_EQ(TrainOnce(client, *session).round(), 1u);
-  const v1::TaskHeader second = TrainOnce(client, *session);  // handed out, trained and pushed
+  EXPECT_EQ(TrainOnce(client, session).round(), 1u);
+  const v1::TaskHeader second = TrainOnce(client, session);  // handed out, trained and pushed
   EXPECT_EQ(second.round(), 2u);
   round_two_opened.set_value();
-  EXPECT_EQ(TrainOnce(client, *session).round(), 3u);
-  ASSERT_TRUE(serving.get().ok());
+  EXPECT_EQ(TrainOnce(client, session).round(), 3u);
+  ASSERT_TRUE(served.serving.get().ok());
 
   const nlohmann::json summary = Summary();
   ASSERT_EQ(summary["rounds"].size(), 3u) << summary.dump();
@@ -114,16 +133,13 @@ TEST_F(RoundEvaluationTest, AFailedEvaluationFailsTheJobNamingTheRound) {
     if (model.floats()[0] > 1.5f * kDelta) return absl::InternalError("the test set went away");
     return MetricsOf(model);
   };
-  auto job = FederatedJob::Create(Options(/*rounds=*/3, evaluate));
-  ASSERT_TRUE(job.ok()) << job.status();
-  std::future<absl::Status> serving;
-  const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving);
-  wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
-  absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
-  ASSERT_TRUE(session.ok()) << session.status();
-  for (int i = 0; i < 3 && TrainOnce(client, *session).kind() == v1::TaskHeader::TRAIN; ++i) {
+  Served served = ServeWithOneSite(Options(/*rounds=*/3, evaluate));
+  ASSERT_TRUE(served.session.ok()) << served.session.status();
+  wire::FederationClient& client = *served.client;
+  const wire::Session& session = *served.session;
+  for (int i = 0; i < 3 && TrainOnce(client, session).kind() == v1::TaskHeader::TRAIN; ++i) {
   }
-  const absl::Status ended = serving.get();
+  const absl::Status ended = served.serving.get();
   EXPECT_FALSE(ended.ok());
   EXPECT_NE(ended.message().find("evaluating round 2's model: the test set went away"), std::string_view::npos)
       << ended;
@@ -138,26 +154,16 @@ TEST_F(RoundEvaluationTest, AResumedServerEvaluatesTheRoundItsCrashLeftUntested)
     options.after_checkpoint = [](uint64_t round) {
       return round == 1 ? absl::AbortedError("injected crash after the checkpoint of round 1") : absl::OkStatus();
     };
-    auto job = FederatedJob::Create(std::move(options));
-    ASSERT_TRUE(job.ok()) << job.status();
-    std::future<absl::Status> serving;
-    const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving);
-    wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
-    absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
-    ASSERT_TRUE(session.ok()) << session.status();
-    TrainOnce(client, *session);
-    EXPECT_FALSE(serving.get().ok());
+    Served crashed = ServeWithOneSite(std::move(options));
+    ASSERT_TRUE(crashed.session.ok()) << crashed.session.status();
+    TrainOnce(*crashed.client, *crashed.session);
+    EXPECT_FALSE(crashed.serving.get().ok());
   }
-  auto resumed =
-      FederatedJob::Create(Options(/*rounds=*/2, [](const core::ParameterSet& model) { return MetricsOf(model); }));
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
-  std::future<absl::Status> serving;
-  const int port = testing::ServeOnLoopback(**resumed, nullptr, 0.2, &serving);
-  wire::FederationClient client(wire::Connection{"127.0.0.1:" + std::to_string(port)});
-  absl::StatusOr<wire::Session> session = client.Join("hospital-a", 10);
-  ASSERT_TRUE(session.ok()) << session.status();
-  EXPECT_EQ(TrainOnce(client, *session).round(), 2u);
-  ASSERT_TRUE(serving.get().ok());
+  Served resumed =
+      ServeWithOneSite(Options(/*rounds=*/2, [](const core::ParameterSet& model) { return MetricsOf(model); }));
+  ASSERT_TRUE(resumed.session.ok()) << resumed.session.status();
+  EXPECT_EQ(TrainOnce(*resumed.client, *resumed.session).round(), 2u);
+  ASSERT_TRUE(resumed.serving.get().ok());
   const nlohmann::json summary = Summary();
   ASSERT_EQ(summary["rounds"].size(), 2u) << summary.dump();
   EXPECT_FLOAT_EQ(summary["rounds"][0]["test_loss"].get<float>(), kDelta) << summary.dump();
