@@ -135,6 +135,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     std::string tensorboard;  // empty: no TensorBoard event file
     std::string metrics_listen = "127.0.0.1:0";
     std::string initial_model;  // empty: the seed's initialization
+    size_t downloads_in_flight = server::ServerOptions().downloads_in_flight;
   };
   auto flags = std::make_shared<Flags>();
   cmd->add_option("--config", flags->config, "Job config (JSON)")->required();
@@ -144,6 +145,9 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--out", flags->out, "Output directory: checkpoint, model.pt, model.json, summary.json")
       ->capture_default_str();
   cmd->add_option("--threads", flags->threads, "LibTorch threads for server-side evaluation")->capture_default_str();
+  cmd->add_option("--downloads-in-flight", flags->downloads_in_flight,
+                  "Most model chunks all downloads hand to gRPC at once (each ~2.5 chunk sizes of memory); 0: no bound")
+      ->capture_default_str();
   cmd->add_option("--audit-key", flags->audit_key,
                   "Ed25519 key that signs the audit log (default: OUT/audit/audit.key, created on first start)");
   cmd->add_option("--audit-log", flags->audit_log, "The audit log (default: OUT/audit.log)");
@@ -332,6 +336,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
     server::ServerOptions server_options;
     server_options.listen_address = flags->listen;
     server_options.credentials = credentials;
+    server_options.downloads_in_flight = flags->downloads_in_flight;
     const absl::Status result = server::ServeJob(**job, server_options);
     spdlog::info("peak resident memory of the server: {} MiB", observe::ReadProcessStats().peak_resident_bytes >> 20);
     *exit_code = result.ok() ? 0 : 1;

@@ -88,7 +88,7 @@ grpc::ServerWriteReactor<v1::TaskMessage>* FederationService::PullTask(grpc::Cal
   std::string client;
   if (grpc::Status s = ActAsSite(caller, request->client_id(), method, *job_, &client); !s.ok()) return new Refused(s);
   const auto wait = std::chrono::milliseconds(std::min<uint32_t>(request->wait_ms(), 30000));
-  return TaskStream::Start(context, waiters_, client, wait, static_cast<size_t>(job_->config().federation.chunk_bytes));
+  return TaskStream::Start(context, waiters_, pacer_, client, wait, static_cast<size_t>(job_->config().federation.chunk_bytes));
 }
 
 grpc::ServerReadReactor<v1::UpdateMessage>* FederationService::PushUpdate(grpc::CallbackServerContext* context,

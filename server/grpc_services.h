@@ -18,6 +18,7 @@
 #include "proto/cohort.grpc.pb.h"
 #include "server/access_policy.h"
 #include "server/call_checks.h"
+#include "server/download_pacer.h"
 #include "server/federated_job.h"
 #include "server/task_waiters.h"
 
@@ -34,9 +35,16 @@ class FederationService final : public v1::Federation::CallbackService {
  public:
   // `job` must outlive the service, and the service the gRPC server it is registered with.
   // `require_certificate`: callers are identified by their mTLS certificates (false only in
-  // --insecure mode).
-  FederationService(FederatedJob* job, bool require_certificate)
-      : job_(job), require_certificate_(require_certificate), waiters_(*job) {}
+  // --insecure mode). `downloads_in_flight`: the most model chunks all downloads hand to
+  // gRPC at once (server/download_pacer.h; 0: no bound).
+  FederationService(FederatedJob* job, bool require_certificate, size_t downloads_in_flight)
+      : job_(job),
+        require_certificate_(require_certificate),
+        waiters_(*job),
+        pacer_(downloads_in_flight, kDownloadStallAfter) {}
+
+  // A download's turn held longer than this stops counting against the bound.
+  static constexpr std::chrono::milliseconds kDownloadStallAfter{1000};
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context, const v1::JoinRequest* request,
                                  v1::JoinReply* reply) override {
@@ -69,6 +77,7 @@ class FederationService final : public v1::Federation::CallbackService {
   FederatedJob* job_;
   bool require_certificate_;
   TaskWaiters waiters_;  // the PullTask calls waiting for work
+  DownloadPacer pacer_;  // the turns of the model downloads in progress
 };
 
 class AdminService final : public v1::Admin::CallbackService {

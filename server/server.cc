@@ -49,7 +49,7 @@ absl::Status ServeJob(FederatedJob& job, const ServerOptions& options) {
   const bool tls = options.credentials != nullptr;
   // Callback services: gRPC runs their reactions on its own few threads, and no call holds
   // one while it waits. They are declared before the server, so they outlive every call.
-  FederationService federation(&job, /*require_certificate=*/tls);
+  FederationService federation(&job, /*require_certificate=*/tls, options.downloads_in_flight);
   AdminService admin(&job, /*require_certificate=*/tls);
   // Served without a job, so that a vertical party sent here hears why it is refused.
   VerticalService vertical(

@@ -19,6 +19,11 @@ struct ServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   // Seconds to keep answering after the job ends, so every client learns it is done.
   double linger_seconds = 3;
+  // The most model chunks that all downloads in progress hand to gRPC at once
+  // (server/download_pacer.h): each costs about 2.5 chunk sizes of memory until the socket
+  // takes it, so the server's memory does not grow with the number of sites downloading.
+  // 0: no bound.
+  size_t downloads_in_flight = 4;
   // Called once the port is bound, with the port actually bound (for ":0").
   std::function<void(int port)> on_listening;
 };

@@ -1,6 +1,7 @@
 #include "server/task_stream.h"
 
 #include <span>
+#include <utility>
 
 #include "core/chunking.h"
 #include "server/call_checks.h"
@@ -22,9 +23,9 @@ v1::DoneReason ToProto(Task::DoneReason reason) {
 
 }  // namespace
 
-TaskStream* TaskStream::Start(grpc::CallbackServerContext* context, TaskWaiters& waiters, const std::string& client_id,
-                              std::chrono::milliseconds wait, size_t chunk_bytes) {
-  auto* stream = new TaskStream(context, waiters, chunk_bytes);
+TaskStream* TaskStream::Start(grpc::CallbackServerContext* context, TaskWaiters& waiters, DownloadPacer& pacer,
+                              const std::string& client_id, std::chrono::milliseconds wait, size_t chunk_bytes) {
+  auto* stream = new TaskStream(context, waiters, pacer, chunk_bytes);
   stream->client_id_ = client_id;
   // Tells the client at once that the server holds its poll (the sync API sent the
   // metadata only with the task); the scale test waits on it.
@@ -68,12 +69,29 @@ void TaskStream::Send(Task task) {
 }
 
 void TaskStream::OnWriteDone(bool ok) {
+  if (held_turn_ != 0) {
+    pacer_.Release(std::exchange(held_turn_, 0));
+  }
   if (!ok) return End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "client went away"));
   if (next_chunk_ == chunk_count_) {
     waiters_.job().NoteDownloaded(client_id_, task_.round);  // the dashboard: the site trains now
     return End(grpc::Status::OK);
   }
   if (context_->IsCancelled()) return End(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
+  // The last chunk's buffer goes back before the stream waits for its turn: a waiting
+  // download holds no chunk.
+  std::string().swap(*message_.mutable_chunk()->mutable_data());
+  // For OnCancel to withdraw. Granted before this store (or a cancel before it) is fine:
+  // the pacer withdraws only turns still waiting, and a granted turn checks for the cancel.
+  waiting_turn_ = pacer_.Acquire([this](uint64_t turn) { WriteChunk(turn); });
+}
+
+void TaskStream::WriteChunk(uint64_t turn) {
+  held_turn_ = turn;
+  if (context_->IsCancelled()) {
+    pacer_.Release(std::exchange(held_turn_, 0));
+    return End(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
+  }
   const uint32_t index = next_chunk_++;
   v1::Chunk* chunk = message_.mutable_chunk();
   chunk->set_index(index);
@@ -83,6 +101,7 @@ void TaskStream::OnWriteDone(bool ok) {
   if (absl::Status s =
           task_.session->SealChunk(task_.round, task_.model_version, index, chunk_count_, piece, chunk->mutable_data());
       !s.ok()) {
+    pacer_.Release(std::exchange(held_turn_, 0));
     return End(ToGrpcStatus(s));
   }
   waiters_.job().metrics().BytesSent(chunk->data().size());
@@ -90,9 +109,10 @@ void TaskStream::OnWriteDone(bool ok) {
 }
 
 void TaskStream::OnCancel() {
-  // Still waiting: no write is in flight to fail, so the call ends here. Otherwise the
-  // write in flight fails and OnWriteDone ends it.
+  // Still waiting for a task or for a turn: no write is in flight to fail, so the call
+  // ends here. Otherwise the write in flight fails and OnWriteDone ends it.
   if (waiters_.Cancel(ticket_)) End(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped waiting for a task"));
+  if (pacer_.Cancel(waiting_turn_)) End(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
 }
 
 void TaskStream::End(const grpc::Status& status) {

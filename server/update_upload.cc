@@ -58,6 +58,10 @@ void UpdateUpload::OnReadDone(bool ok) {
     }
     Finish(*end);
   } else {
+    // The chunk is spooled: its buffer goes back before the wait for the next one, so an
+    // upload waiting on its client holds no chunk (measured: 32 uploads at once then held
+    // about 1 MiB each less; docs/benchmarks.md).
+    if (message_.has_chunk()) std::string().swap(*message_.mutable_chunk()->mutable_data());
     StartRead(&message_);
   }
 }

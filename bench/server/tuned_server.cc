@@ -32,7 +32,7 @@ absl::Status ServeJobTuned(server::FederatedJob& job, const server::ServerOption
         absl::StrCat("gRPC tuning: expected bdp, no-bdp, window=MiB or quota=MB, got \"", tuning, "\""));
   }
   const bool tls = options.credentials != nullptr;
-  server::FederationService federation(&job, /*require_certificate=*/tls);
+  server::FederationService federation(&job, /*require_certificate=*/tls, options.downloads_in_flight);
   server::AdminService admin(&job, /*require_certificate=*/tls);
   grpc::ServerBuilder builder;
   int port = 0;

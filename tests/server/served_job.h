@@ -42,11 +42,14 @@ inline constexpr uint32_t kSmallChunks = 5;
 // Serves `job` with ServeJob on a free port of 127.0.0.1, over mutual TLS with
 // `credentials` (plaintext when null), and returns the port once it listens; `serving`
 // receives ServeJob's result. Fails the test (and returns 0) if ServeJob ends first.
+// `downloads_in_flight`: ServerOptions' bound on the model chunks all downloads hold.
 inline int ServeOnLoopback(FederatedJob& job, std::shared_ptr<grpc::ServerCredentials> credentials,
-                           double linger_seconds, std::future<absl::Status>* serving) {
+                           double linger_seconds, std::future<absl::Status>* serving,
+                           size_t downloads_in_flight = ServerOptions().downloads_in_flight) {
   auto bound = std::make_shared<std::promise<int>>();
   std::future<int> port = bound->get_future();
   ServerOptions options;
+  options.downloads_in_flight = downloads_in_flight;
   options.listen_address = "127.0.0.1:0";
   options.linger_seconds = linger_seconds;
   options.credentials = std::move(credentials);
