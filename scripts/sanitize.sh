@@ -30,7 +30,7 @@ thread_programs=(cohort_storage_tests cohort_core_tests cohort_wire_tests cohort
 address_core_programs=(
   cohort_storage_tests cohort_core_tests cohort_crypto_tests cohort_privacy_tests
   cohort_audit_tests cohort_data_tests cohort_wire_tests cohort_vertical_client_tests
-  cohort_server_tests cohort_server_scale_tests cohort_agent_state_machine_tests
+  cohort_server_tests cohort_server_scale_tests cohort_server_concurrency_tests cohort_agent_state_machine_tests
 )
 address_torch_programs=(
   cohort_training_tests cohort_dp_sgd_tests cohort_split_learning_tests cohort_device_tests
