@@ -11,10 +11,13 @@
 // chunk, so a round's downloads end together as before.
 //
 // A site that stops reading would keep its turn for as long as gRPC's flow control holds
-// its write. A turn held longer than `stall_after` stops counting: the next waiting turn
-// is granted in its place (by the pacer's own thread, when no write completes to do it),
-// so slow or stalled sites cannot hold up the others; each of them then holds at most the
-// one chunk its own stream had in flight.
+// its write, and a site on a slow link keeps it while its window drains. A turn held
+// longer than `stall_after` stops counting: the next waiting turn is granted in its place
+// (by the pacer's own thread, when no write completes to do it), so slow or stalled sites
+// cannot hold up the others, and sites whose writes wait on their links all download at
+// once as before; each of them holds at most the one chunk its own stream had in flight
+// (and what its window lets gRPC queue, as without the pacer). The bound thus applies
+// where it matters: to downloads that the server's cores, not their links, hold back.
 
 #include <chrono>
 #include <condition_variable>

@@ -43,8 +43,11 @@ class FederationService final : public v1::Federation::CallbackService {
         waiters_(*job),
         pacer_(downloads_in_flight, kDownloadStallAfter) {}
 
-  // A download's turn held longer than this stops counting against the bound.
-  static constexpr std::chrono::milliseconds kDownloadStallAfter{1000};
+  // A download's turn held longer than this stops counting against the bound. A write
+  // that takes this long waits on its site's link or flow control, not on the server's
+  // cores: its memory is bounded by its stream's window whatever the pacer does, and
+  // holding others back behind it would only slow a federation of sites on slow links.
+  static constexpr std::chrono::milliseconds kDownloadStallAfter{100};
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context, const v1::JoinRequest* request,
                                  v1::JoinReply* reply) override {
