@@ -72,26 +72,27 @@ configure() {  # configure BUILD_DIR SANITIZER
     -DCOHORT_BUILD_BENCH=OFF >/dev/null
 }
 
-# Writes to FILE the ctest -I list of every test whose command runs one of PROGRAMS: the
-# tests gtest_discover_tests registered for those programs, and no others. A program with
-# no tests (not built) is an error.
+# Writes to FILE a ctest -R regex naming exactly the tests whose command runs one of
+# PROGRAMS: the tests gtest_discover_tests registered for those programs, and no others
+# (by name: ctest's test numbers are not those of --show-only's listing when some programs
+# of the build directory are not built). A program with no tests (not built) is an error.
 select_tests() {  # select_tests BUILD_DIR FILE PROGRAM...
   local build="$1" file="$2"
   shift 2
   local python=python3
   [[ -x /usr/bin/python3 ]] && python=/usr/bin/python3
   ctest --test-dir "$build" --show-only=json-v1 | "$python" -c '
-import json, os, sys
-wanted, found, numbers = set(sys.argv[1:]), set(), []
-for i, test in enumerate(json.load(sys.stdin)["tests"], 1):
+import json, os, re, sys
+wanted, found, names = set(sys.argv[1:]), set(), []
+for test in json.load(sys.stdin)["tests"]:
     program = os.path.basename((test.get("command") or [""])[0])
     if program in wanted:
         found.add(program)
-        numbers.append(str(i))
+        names.append(re.escape(test["name"]))
 if wanted - found:
     sys.exit("sanitize.sh: no tests registered for " + " ".join(sorted(wanted - found)) +
              " (did the build of that program fail?)")
-print("0,0,0," + ",".join(numbers))
+print("^(" + "|".join(names) + ")$")
 ' "$@" >"$file"
 }
 
@@ -102,7 +103,7 @@ run_ctest() {  # run_ctest BUILD_DIR EXCLUDE_REGEX PROGRAM...
   shift 2
   local list="$build/sanitize_tests.txt"
   select_tests "$build" "$list" "$@" || return 1
-  nice -n 10 ctest --test-dir "$build" -j "$jobs" --output-on-failure -I "$list" -E "$exclude"
+  nice -n 10 ctest --test-dir "$build" -j "$jobs" --output-on-failure -R "$(cat "$list")" -E "$exclude"
 }
 
 exclude_regex() {  # exclude_regex PATTERN_WITH_REASON...
