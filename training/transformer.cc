@@ -87,6 +87,13 @@ TransformerParts::TransformerParts(torch::nn::Module& owner, const TransformerSp
   final_norm_ = owner.register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({spec.hidden_size})));
   if (!spec.causal()) classifier_ = owner.register_module("classifier", nn::Linear(spec.hidden_size, spec.num_classes));
   if (spec.lora) {
+    if (spec.lora->targets_projection("token_embedding")) {
+      torch::Tensor a = torch::empty({spec.lora->rank, spec.hidden_size});
+      nn::init::kaiming_uniform_(a, std::sqrt(5.0));
+      embedding_lora_a_ = token_embedding_->register_parameter("lora_A", a);
+      embedding_lora_b_ = token_embedding_->register_parameter("lora_B", torch::zeros({spec.vocab_size, spec.lora->rank}));
+      embedding_lora_scaling_ = spec.lora->scaling();
+    }
     for (const auto& block : *blocks_) block->as<TransformerBlockImpl>()->AddAdapters(*spec.lora);
   }
 }
@@ -103,10 +110,21 @@ torch::Tensor TransformerParts::forward(const torch::Tensor& tokens, bool traini
                 spec_.vocab_size, "), got ", low < 0 ? low : high);
   }
   torch::Tensor x = token_embedding_(ids) + position_embedding_->weight.slice(0, 0, t);
+  // Factored, never W + B A itself: a vocabulary of 50,000 by 2,048 would cost 400 MB.
+  if (embedding_lora_a_.defined()) {
+    x = x + embedding_lora_scaling_ * torch::matmul(torch::embedding(embedding_lora_b_, ids), embedding_lora_a_);
+  }
   x = torch::dropout(x, spec_.dropout, training);
   for (const auto& block : *blocks_) x = block->as<TransformerBlockImpl>()->forward(x, spec_.causal());
   x = final_norm_(x);
-  if (spec_.causal()) return torch::matmul(x, token_embedding_->weight.t());  // tied output embedding
+  if (spec_.causal()) {  // tied output embedding
+    torch::Tensor logits = torch::matmul(x, token_embedding_->weight.t());
+    if (embedding_lora_a_.defined()) {
+      logits = logits + embedding_lora_scaling_ *
+                            torch::matmul(torch::matmul(x, embedding_lora_a_.t()), embedding_lora_b_.t());
+    }
+    return logits;
+  }
   const torch::Tensor pooled = spec_.pooling == "first" ? x.select(1, 0) : x.mean(1);
   return classifier_(pooled);
 }

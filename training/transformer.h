@@ -76,6 +76,11 @@ class TransformerParts {
  private:
   TransformerSpec spec_;
   torch::nn::Embedding token_embedding_{nullptr}, position_embedding_{nullptr};
+  // With "token_embedding" among the LoRA targets: W + scaling * B A in factored form,
+  // registered on the embedding as lora_A [rank, hidden] (Kaiming-uniform) and lora_B
+  // [vocab, rank] (zeros); undefined otherwise.
+  torch::Tensor embedding_lora_a_, embedding_lora_b_;
+  double embedding_lora_scaling_ = 0;
   torch::nn::ModuleList blocks_{nullptr};
   torch::nn::LayerNorm final_norm_{nullptr};
   torch::nn::Linear classifier_{nullptr};

@@ -47,7 +47,8 @@ absl::StatusOr<LoraSpec> ParseLoraSpec(const nlohmann::json& json, const Transfo
         "model_config.lora.rank: missing; the adapters' rank (e.g. \"rank\": 8) is required");
   }
   if (lora.alpha == 0) lora.alpha = static_cast<double>(lora.rank);
-  const std::string all = "\"query\", \"key\", \"value\", \"output\", \"mlp_in\", \"mlp_out\"";
+  const std::string all =
+      "\"token_embedding\", \"query\", \"key\", \"value\", \"output\", \"mlp_in\", \"mlp_out\"";
   if (lora.targets.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model_config.lora.targets: missing or empty; name the projections to adapt, of ", all,
@@ -61,7 +62,8 @@ absl::StatusOr<LoraSpec> ParseLoraSpec(const nlohmann::json& json, const Transfo
                                                      target.substr(0, 32), "\"; expected some of ", all));
     }
   }
-  const int64_t narrowest = std::min(t.hidden_size, t.intermediate_size);
+  int64_t narrowest = std::min(t.hidden_size, t.intermediate_size);
+  if (lora.targets_projection("token_embedding")) narrowest = std::min(narrowest, t.vocab_size);
   if (lora.rank > narrowest) {
     return absl::InvalidArgumentError(absl::StrCat("model_config.lora.rank: ", lora.rank,
                                                    " is larger than the narrowest adapted dimension (", narrowest,
@@ -174,6 +176,12 @@ std::vector<core::TensorSpec> TransformerSpec::Parameters() const {
     const bool norm = name.find("_norm.") != std::string::npos;
     if ((norm && lora->train_norms) || name.starts_with("classifier.")) {
       out.push_back(tensor);  // trained in full: norms on request, an encoder's new head always
+      continue;
+    }
+    if (name == "token_embedding.weight" && lora->targets_projection("token_embedding")) {
+      // W + scaling * B A, as a projection's: B [vocab, rank] picks a row per token.
+      out.push_back({"token_embedding.lora_A", core::DType::kFloat32, {lora->rank, hidden_size}});
+      out.push_back({"token_embedding.lora_B", core::DType::kFloat32, {vocab_size, lora->rank}});
       continue;
     }
     if (!name.ends_with(".bias")) continue;

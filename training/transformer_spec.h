@@ -57,8 +57,10 @@ struct LoraSpec {
   bool targets_projection(const std::string& name) const;
 };
 
-// The projections LoRA may adapt, in the order a block holds them.
-inline constexpr const char* kLoraTargets[] = {"query", "key", "value", "output", "mlp_in", "mlp_out"};
+// What LoRA may adapt: the tied token embedding (its adapter moves both the input
+// embedding and the output logits), then the projections in the order a block holds them.
+inline constexpr const char* kLoraTargets[] = {"token_embedding", "query", "key",   "value",
+                                               "output",          "mlp_in", "mlp_out"};
 
 struct TransformerSpec {
   std::string architecture = "decoder";  // decoder (causal LM) | encoder (classifier)
@@ -79,7 +81,8 @@ struct TransformerSpec {
   // Output classes per position (decoder: vocab_size) or per sequence (encoder).
   int64_t output_classes() const { return causal() ? vocab_size : num_classes; }
   // The parameter tensors that are trained and travel, in state_dict order: BaseParameters(),
-  // or with LoRA the adapters (<path>.lora_A, .lora_B of each target of every block), the
+  // or with LoRA the adapters (<path>.lora_A, .lora_B of each target of every block, and
+  // token_embedding.lora_A [rank, hidden], .lora_B [vocab, rank] when it is a target), the
   // norms with train_norms, and an encoder's classifier.
   std::vector<core::TensorSpec> Parameters() const;
   // Every tensor of the transformer without adapters, in state_dict order: token_embedding,

@@ -14,7 +14,8 @@ vocab_size, ...) builds `CohortTransformer`, with the same state_dict keys as Co
 `ByteTokenizer`.
 
 With `"lora": {"rank": r, "alpha": a, "targets": [...]}` in the `model_config`, the
-targeted projections carry adapters (`blocks.0.attention.query.lora_A`, `.lora_B`) and
+targeted projections carry adapters (`blocks.0.attention.query.lora_A`, `.lora_B`; with
+"token_embedding" also the tied embedding, `token_embedding.lora_A`, `.lora_B`) and
 every other weight is frozen, as in Cohort. A LoRA job's `OUT/model.pt` holds the adapters:
 load the base model first, then the adapters (`load_state_dict(base)` and
 `load_state_dict(adapters, strict=False)`); `OUT/model_merged.pt` is the base with the
@@ -94,7 +95,26 @@ class LoRALinear(nn.Linear):
         return super().forward(x) + self.scaling * (x @ self.lora_A.t()) @ self.lora_B.t()
 
 
-LORA_TARGETS = ("query", "key", "value", "output", "mlp_in", "mlp_out")
+class LoRAEmbedding(nn.Embedding):
+    """The tied token embedding plus a low-rank adapter: W + (alpha / rank) * B A, with
+    A [rank, hidden] and B [vocab, rank] (zeros), used in factored form for the lookup
+    here and for the output logits (CohortTransformer.forward)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, rank: int, alpha: float):
+        super().__init__(num_embeddings, embedding_dim)
+        self.lora_A = nn.Parameter(torch.empty(rank, embedding_dim))
+        self.lora_B = nn.Parameter(torch.zeros(num_embeddings, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.scaling = alpha / rank
+
+    def forward(self, ids):
+        return super().forward(ids) + self.scaling * nn.functional.embedding(ids, self.lora_B) @ self.lora_A
+
+    def logits(self, x):
+        return x @ self.weight.t() + self.scaling * (x @ self.lora_A.t()) @ self.lora_B.t()
+
+
+LORA_TARGETS = ("token_embedding", "query", "key", "value", "output", "mlp_in", "mlp_out")
 
 
 def _add_adapters(model: nn.Module, lora) -> None:
@@ -103,8 +123,16 @@ def _add_adapters(model: nn.Module, lora) -> None:
     "train_norms" the LayerNorms)."""
     rank = lora["rank"]
     alpha = lora.get("alpha", rank)
+    if "token_embedding" in lora["targets"]:
+        old = model.token_embedding
+        new = LoRAEmbedding(old.num_embeddings, old.embedding_dim, rank, alpha)
+        with torch.no_grad():
+            new.weight.copy_(old.weight)
+        model.token_embedding = new
     for block in model.blocks:
         for name in lora["targets"]:
+            if name == "token_embedding":
+                continue
             owner = block.attention if name in ("query", "key", "value", "output") else block
             old = getattr(owner, name)
             new = LoRALinear(old.in_features, old.out_features, rank, alpha)
@@ -199,6 +227,8 @@ class CohortTransformer(nn.Module):
             x = block(x, self.causal)
         x = self.final_norm(x)
         if self.causal:
+            if isinstance(self.token_embedding, LoRAEmbedding):
+                return self.token_embedding.logits(x)
             return x @ self.token_embedding.weight.t()
         pooled = x[:, 0] if self.pooling == "first" else x.mean(1)
         return self.classifier(pooled)

@@ -198,7 +198,9 @@ TEST_F(RoundEvaluationTest, ADownloadInFlightAcrossTheCloseReadsItsOwnVersionAnd
   absl::StatusOr<wire::Session> b = slow.Join("hospital-b", 10);
   ASSERT_TRUE(a.ok() && b.ok());
 
-  // hospital-b reads its chunks 100 ms apart: its download outlasts the 1 s round.
+  // hospital-b reads its chunks 200 ms apart: its download (6.4 s) outlasts the 1 s round by
+  // far, so that it is still at its first half when round 2 opens even on a loaded machine
+  // (at 100 ms apart a close that took 0.6 s longer under load let it read half).
   std::atomic<int> chunks_seen{0};
   auto slow_download = std::async(std::launch::async, [&] {
     core::ParameterSet model;
@@ -206,7 +208,7 @@ TEST_F(RoundEvaluationTest, ADownloadInFlightAcrossTheCloseReadsItsOwnVersionAnd
     pull.wait = std::chrono::milliseconds(10000);
     pull.on_chunk = [&](const v1::Chunk&) {
       ++chunks_seen;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
     };
     absl::StatusOr<wire::PulledTask> task = slow.PullTask(*b, &model, pull);
     std::vector<float> got;

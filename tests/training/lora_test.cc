@@ -140,6 +140,16 @@ TEST(LoraSpecTest, OnlyTheAdaptersAreTrainedAndTravel) {
                          "blocks.1.attention.query.lora_B", "blocks.1.mlp_norm.weight", "blocks.1.mlp_norm.bias",
                          "final_norm.weight", "final_norm.bias"));
 
+  // The tied embedding's adapter comes first (the embedding is the first module), shaped
+  // so that W + scaling * B A merges as a projection's does.
+  const core::Manifest e = Spec(WithLora(Decoder(), "base.pt", {"token_embedding", "value"})).ParameterManifest();
+  ASSERT_EQ(e.size(), 6u);
+  EXPECT_EQ(e.tensors()[0].name, "token_embedding.lora_A");
+  EXPECT_EQ(e.tensors()[0].shape, (std::vector<int64_t>{4, 32}));
+  EXPECT_EQ(e.tensors()[1].name, "token_embedding.lora_B");
+  EXPECT_EQ(e.tensors()[1].shape, (std::vector<int64_t>{Decoder()["vocab_size"].get<int64_t>(), 4}));
+  EXPECT_EQ(e.tensors()[2].name, "blocks.0.attention.value.lora_A");
+
   const core::Manifest encoder = Spec(WithLora(Encoder(), "base.pt")).ParameterManifest();
   EXPECT_EQ(encoder.tensors()[encoder.size() - 2].name, "classifier.weight");  // a new head: trained in full
   EXPECT_EQ(encoder.tensors().back().name, "classifier.bias");
@@ -181,7 +191,8 @@ TEST(LoraTest, FreshAdaptersLeaveTheBaseModelExactly) {
   const std::vector<float> tokens = Tokens(2, 5);
   for (bool train_norms : {false, true}) {
     SCOPED_TRACE(train_norms ? "train_norms" : "adapters only");
-    json config = WithLora(Decoder(), base_path, {"query", "key", "value", "output", "mlp_in", "mlp_out"});
+    json config =
+        WithLora(Decoder(), base_path, {"token_embedding", "query", "key", "value", "output", "mlp_in", "mlp_out"});
     config["lora"]["train_norms"] = train_norms;
     const ModelSpec spec = LoraSpec(config);
     // The job's first model: fresh adapters and (with train_norms) the base's norms.
@@ -196,7 +207,7 @@ TEST(LoraTest, TheMergedModelGivesTheSameOutputsAsBasePlusAdapters) {
     SCOPED_TRACE(plain.dump());
     TempDir dir;
     const std::string base_path = WriteBase(dir, plain, 3);
-    const ModelSpec spec = LoraSpec(WithLora(plain, base_path, {"query", "value", "mlp_out"}));
+    const ModelSpec spec = LoraSpec(WithLora(plain, base_path, {"token_embedding", "query", "value", "mlp_out"}));
     const core::ParameterSet adapters = RandomAdapters(spec, 77);
     const std::vector<float> tokens = Tokens(3, 8);
     const Outputs adapted = OutputsOf(spec, adapters, tokens);
@@ -337,7 +348,7 @@ std::pair<std::string, int> RunCommand(const std::string& command) {
 TEST(LoraTest, PyTorchLoadsBasePlusAdaptersAndTheMergedModelWithOurOutputs) {
   TempDir dir;
   const std::string base_path = WriteBase(dir, Decoder(), 3);
-  json lora_config = WithLora(Decoder(), base_path, {"query", "value", "mlp_in"});
+  json lora_config = WithLora(Decoder(), base_path, {"token_embedding", "query", "value", "mlp_in"});
   lora_config["lora"]["train_norms"] = true;
   const ModelSpec spec = LoraSpec(lora_config);
   const core::ParameterSet adapters = RandomAdapters(spec, 5);
