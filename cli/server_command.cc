@@ -327,7 +327,7 @@ void AddServerCommand(CLI::App& app, int* exit_code) {
         {{"/metrics",
           [served] { return observe::HttpResponse{200, observe::kTextFormatContentType, served->MetricsPage()}; }},
          {"/api/state",
-          [served] { return observe::HttpResponse{200, "application/json", served->DashboardState().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)}; }}});
+          [served] { return observe::HttpResponse{200, "application/json", served->DashboardState()}; }}});
     if (!dashboard.ok()) {
       spdlog::error("{}", std::string(dashboard.status().message()));
       *exit_code = 2;

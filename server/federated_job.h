@@ -200,8 +200,10 @@ class FederatedJob {
   JobSnapshot Observe() const;
   // GET /metrics: the job's metrics in the Prometheus text format.
   std::string MetricsPage();
-  // GET /api/state: the snapshot, the summary's rounds and the audit log's last 50 entries.
-  nlohmann::json DashboardState() const;
+  // GET /api/state: the snapshot, the summary's rounds and the audit log's last 50 entries,
+  // as compact JSON. The rounds' texts are spliced in as the summary keeps them, never
+  // parsed: a dashboard polling every 2 s costs O(sites) and a copy, whatever the rounds.
+  std::string DashboardState() const;
   JobMetrics& metrics() { return *metrics_; }
   // A site's model download for `round` completed (server/task_stream.h).
   void NoteDownloaded(const std::string& client_id, uint64_t round);

@@ -61,13 +61,25 @@ JobSnapshot FederatedJob::Observe() const {
 
 std::string FederatedJob::MetricsPage() { return metrics_->Render(Observe()); }
 
-nlohmann::json FederatedJob::DashboardState() const {
+std::string FederatedJob::DashboardState() const {
   const JobSnapshot snapshot = Observe();
-  nlohmann::json summary = recorder_->summary();
-  nlohmann::json rounds = summary.contains("rounds") ? std::move(summary["rounds"]) : nlohmann::json::array();
   const audit::Writer* log = recorder_->audit_log();
   nlohmann::json tail = log != nullptr ? ReadAuditTail(log->path(), kAuditTailEntries) : nlohmann::json::array();
-  return server::DashboardState(snapshot, std::move(rounds), metrics_->SiteEpsilon(), std::move(tail));
+  std::string text = server::DashboardState(snapshot, nlohmann::json::array(), metrics_->SiteEpsilon(), std::move(tail))
+                         .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // Members are dumped sorted by key, and "summary_rounds" sorts last: the text ends in
+  // `"summary_rounds":[]}`, and the rounds go between the brackets.
+  constexpr std::string_view kEmptyRounds = "[]}";
+  if (!text.ends_with(kEmptyRounds)) return text;  // not reached: the layout is fixed above
+  text.resize(text.size() - kEmptyRounds.size());
+  text += '[';
+  const std::vector<std::shared_ptr<const std::string>> rounds = recorder_->round_texts();
+  for (size_t i = 0; i < rounds.size(); ++i) {
+    if (i > 0) text += ',';
+    text += *rounds[i];
+  }
+  text += "]}";
+  return text;
 }
 
 void FederatedJob::NoteDownloaded(const std::string& client_id, uint64_t round) {

@@ -431,6 +431,11 @@ nlohmann::json RoundRecorder::summary() const {
   return summary_.Tree();
 }
 
+std::vector<std::shared_ptr<const std::string>> RoundRecorder::round_texts() const {
+  std::lock_guard lock(summary_mu_);
+  return summary_.Take().rounds;
+}
+
 std::string RoundRecorder::summary_json() const {
   JobSummary::Snapshot snapshot;
   {

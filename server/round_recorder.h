@@ -137,8 +137,11 @@ class RoundRecorder {
   // Adds a phase's duration to the last round's "phase_seconds" (the checkpoint's own,
   // known only once the checkpoint that holds the entry is written).
   void SetLastRoundPhaseSeconds(const std::string& phase, double seconds);
-  // The summary as a tree, parsed: for the job's start and the dashboard.
+  // The summary as a tree, parsed: for the job's start and end.
   nlohmann::json summary() const;
+  // Each round's entry as compact JSON, in order, shared with the summary (no copy of the
+  // texts, no parse): for the dashboard's every poll.
+  std::vector<std::shared_ptr<const std::string>> round_texts() const;
   // The summary as compact JSON (summary().dump()), joined from the rounds' texts
   // (server/job_summary.h) outside the summary's lock: what status calls carry.
   std::string summary_json() const;

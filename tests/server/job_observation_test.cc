@@ -162,7 +162,7 @@ TEST(JobObservationTest, TheMetricsAndTheDashboardFollowARealServedJob) {
   EXPECT_EQ(SampleValue(f, "cohort_job_state", "cohort_job_state", {{"state", "finished"}}), 1);
   EXPECT_EQ(SampleValue(f, "cohort_job_state", "cohort_job_state", {{"state", "running"}}), 0);
 
-  const nlohmann::json state = served.job().DashboardState();
+  const nlohmann::json state = nlohmann::json::parse(served.job().DashboardState());
   EXPECT_EQ(state["job"]["status"], "finished");
   EXPECT_EQ(state["round"]["phase"], "done");
   EXPECT_EQ(state["round"]["number"], 2);
