@@ -27,15 +27,17 @@ export CCACHE_BASEDIR="$root"
 
 thread_programs=(cohort_storage_tests cohort_core_tests cohort_wire_tests cohort_vertical_client_tests cohort_server_tests
   cohort_server_concurrency_tests)
+# Together the two address lists are every test program of tests/ (the script checks).
 address_core_programs=(
   cohort_storage_tests cohort_core_tests cohort_crypto_tests cohort_privacy_tests
-  cohort_audit_tests cohort_data_tests cohort_wire_tests cohort_vertical_client_tests
-  cohort_server_tests cohort_server_scale_tests cohort_server_concurrency_tests cohort_agent_state_machine_tests
+  cohort_audit_tests cohort_observe_tests cohort_data_tests cohort_wire_tests cohort_vertical_client_tests
+  cohort_server_tests cohort_server_scale_tests cohort_server_concurrency_tests cohort_server_observation_tests
+  cohort_compression_tests cohort_tensorboard_tests cohort_agent_state_machine_tests cohort_update_residual_tests
 )
 address_torch_programs=(
-  cohort_training_tests cohort_dp_sgd_tests cohort_split_learning_tests cohort_device_tests
-  cohort_data_parallel_tests cohort_client_tests cohort_integration_tests
-  cohort_vertical_integration_tests
+  cohort_training_tests cohort_transformer_tests cohort_lora_tests cohort_dp_sgd_tests cohort_split_learning_tests
+  cohort_device_tests cohort_data_parallel_tests cohort_client_tests cohort_integration_tests
+  cohort_vertical_integration_tests cohort_metrics_tests cohort_report_tests cohort_dashboard_browser_tests
 )
 
 # Tests left out of a run, each entry a ctest -E pattern, a space, and the reason:
@@ -142,6 +144,16 @@ run_thread() (
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/scripts/sanitize/tsan.supp"
   run_ctest "$build" "$(exclude_regex "${tsan_excluded[@]}")" "${thread_programs[@]}"
 )
+
+# A test program missing from both address lists would go unchecked: refuse to run.
+every_program() {
+  grep -rhoE 'add_executable\((cohort_[a-z_]+_tests)' tests/ | sed 's/add_executable(//' | sort -u
+}
+unlisted="$(comm -23 <(every_program) <(printf '%s\n' "${address_core_programs[@]}" "${address_torch_programs[@]}" | sort -u))"
+if [[ -n "$unlisted" && "$mode" != thread ]]; then
+  echo "sanitize.sh: test programs in neither address list (add them at the top): $unlisted" >&2
+  exit 2
+fi
 
 status=0
 case "$mode" in
