@@ -45,6 +45,9 @@ struct Flags {
   int clients = 0;
   uint64_t dp_sgd_seed_base = 0;
   double tolerance = 1e-4;
+  // Folds each round's updates in the reverse of the summary's order: how far the final
+  // model moves with the order of the folds alone, beside how far it is from the run's.
+  bool reversed = false;
 };
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
@@ -58,13 +61,17 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     else if (name == "--clients") ok = absl::SimpleAtoi(value, &f.clients);
     else if (name == "--dp-sgd-seed-base") ok = absl::SimpleAtoi(value, &f.dp_sgd_seed_base);
     else if (name == "--tolerance") ok = absl::SimpleAtod(value, &f.tolerance);
+    else if (name == "--fold-order") {
+      ok = value == "summary" || value == "reversed";
+      f.reversed = value == "reversed";
+    }
     else return absl::InvalidArgumentError(absl::StrCat("unknown flag ", name));
     if (!ok) return absl::InvalidArgumentError(absl::StrCat(name, ": not a number: ", value));
   }
   if (f.job.empty() || f.summary.empty() || f.model.empty() || f.clients < 1) {
     return absl::InvalidArgumentError(
         "usage: cohort_chaos_reference --job JOB.json --summary SUMMARY.json --model MODEL.pt --clients K "
-        "--dp-sgd-seed-base B [--tolerance T]");
+        "--dp-sgd-seed-base B [--tolerance T] [--fold-order summary|reversed]");
   }
   return f;
 }
@@ -167,6 +174,7 @@ int Run(int argc, char** argv) {
       total += w;
       inputs.push_back({static_cast<float>(w), deltas[k].floats().data()});
     }
+    if (f->reversed) std::reverse(inputs.begin(), inputs.end());
     std::span<float> g = global->floats();
     std::vector<float> acc(g.size(), 0.0f);
     core::FoldWeighted(acc, inputs, 1);
