@@ -91,6 +91,7 @@ absl::Status FedAvgStrategy::BeginRound(const RoundStart& start) {
   }
   held_.clear();
   weights_.clear();
+  fold_order_.clear();
   global_ = start.global;
   share_ = cap_weights_ && start.config != nullptr ? start.config->federation.max_weight_share : 1.0;
   return absl::OkStatus();
@@ -100,6 +101,7 @@ void FedAvgStrategy::Accept(core::SpooledUpdate update) {
   std::lock_guard lock(mu_);
   weights_.push_back(update.weight);
   if (share_ >= 1.0) {
+    fold_order_.push_back(update.client_id);
     worker_.Post(std::move(update));
     return;
   }
@@ -113,6 +115,7 @@ void FedAvgStrategy::ReleaseHeldLocked() {
   const double threshold = WeightCapThreshold(weights_, share_);
   for (auto it = held_.begin(); it != held_.end();) {
     if (it->weight <= threshold) {
+      fold_order_.push_back(it->client_id);
       worker_.Post(std::move(*it));
       it = held_.erase(it);
     } else {
@@ -126,6 +129,7 @@ absl::StatusOr<RoundOutcome> FedAvgStrategy::CloseRound() {
   double total_weight = 0;
   size_t updates = 0;
   std::shared_ptr<const core::ParameterSet> global;
+  std::vector<std::string> fold_order;
   {
     std::lock_guard lock(mu_);
     updates = weights_.size();
@@ -139,10 +143,12 @@ absl::StatusOr<RoundOutcome> FedAvgStrategy::CloseRound() {
                      threshold, share_);
         u.weight = threshold;
       }
+      fold_order_.push_back(u.client_id);
       worker_.Post(std::move(u));
     }
     held_.clear();
     global = global_;
+    fold_order = fold_order_;
   }
   if (absl::Status s = worker_.Drain(); !s.ok()) return s;
   if (global == nullptr) return absl::FailedPreconditionError("CloseRound before BeginRound");
@@ -155,7 +161,8 @@ absl::StatusOr<RoundOutcome> FedAvgStrategy::CloseRound() {
                                    {"updates", updates},
                                    {"total_weight", total_weight},
                                    {"max_weight_share", share_},
-                                   {"clamped", clamped}};
+                                   {"clamped", clamped},
+                                   {"fold_order", fold_order}};
   return outcome;
 }
 

@@ -78,6 +78,9 @@ class FedAvgStrategy final : public AggregationStrategy {
   std::shared_ptr<const core::ParameterSet> global_;
   std::vector<double> weights_;             // every update accepted this round
   std::vector<core::SpooledUpdate> held_;   // accepted, weight not yet final
+  // The sites in the order their updates went to the fold: the order of its float32 sums,
+  // reported as the round's aggregation.fold_order so that a replay can sum alike.
+  std::vector<std::string> fold_order_;
 };
 
 }  // namespace cohort::server

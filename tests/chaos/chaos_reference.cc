@@ -45,8 +45,8 @@ struct Flags {
   int clients = 0;
   uint64_t dp_sgd_seed_base = 0;
   double tolerance = 1e-4;
-  // Folds each round's updates in the reverse of the summary's order: how far the final
-  // model moves with the order of the folds alone, beside how far it is from the run's.
+  // Folds each round's updates in the reverse of the order above: how far the final model
+  // moves with the order of the folds alone, beside how far it is from the run's.
   bool reversed = false;
 };
 
@@ -137,7 +137,23 @@ int Run(int argc, char** argv) {
     std::vector<std::string> names;
     std::vector<double> weights;
     std::vector<core::ParameterSet> deltas;
-    for (const nlohmann::json& client : round["clients"]) {
+    // In the order the server's fold took them (aggregation.fold_order), when recorded: the
+    // float32 sums then match the run's; the summary's own order is sorted by name.
+    std::vector<nlohmann::json> clients(round["clients"].begin(), round["clients"].end());
+    if (round.contains("aggregation") && round["aggregation"].contains("fold_order")) {
+      std::map<std::string, size_t> position;
+      for (const nlohmann::json& site : round["aggregation"]["fold_order"]) {
+        position.emplace(site.get<std::string>(), position.size());
+      }
+      std::stable_sort(clients.begin(), clients.end(), [&position](const nlohmann::json& a, const nlohmann::json& b) {
+        auto rank = [&position](const nlohmann::json& c) {
+          auto it = position.find(c["site"].get<std::string>());
+          return it == position.end() ? position.size() : it->second;
+        };
+        return rank(a) < rank(b);
+      });
+    }
+    for (const nlohmann::json& client : clients) {
       const std::string name = client["site"].get<std::string>();
       auto it = sites->find(name);
       if (it == sites->end()) {

@@ -71,6 +71,9 @@ TEST_F(StrategyTest, ASiteClaimingAHugeWeightGetsNoMoreThanItsShare) {
   ASSERT_EQ(outcome->report["aggregation"]["clamped"].size(), 1u);
   EXPECT_EQ(outcome->report["aggregation"]["clamped"][0]["site"], "attacker");
   EXPECT_EQ(outcome->report["aggregation"]["clamped"][0]["weight"], 300.0);
+  // Held until its weight was final, the attacker's update went to the fold last: the
+  // report gives the order of the fold's sums, for a replay to take them alike.
+  EXPECT_EQ(outcome->report["aggregation"]["fold_order"], nlohmann::json({"a", "b", "c", "attacker"}));
 }
 
 TEST_F(StrategyTest, ARetriedRoundStartsEmptyAndLeavesNoSpoolFiles) {
