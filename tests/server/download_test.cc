@@ -39,6 +39,47 @@ class DownloadTest : public ::testing::Test {
     return options;
   }
 
+  // A job of `sites` sites served with one download turn, every site joined on a
+  // connection of its own. Members end in reverse order: sessions and clients first, then
+  // serving (its future waits for the server), then the job.
+  struct Served {
+    std::vector<float> initial;  // the model every download must deliver
+    std::unique_ptr<FederatedJob> job;
+    std::future<absl::Status> serving;
+    std::vector<std::unique_ptr<wire::FederationClient>> clients;
+    std::vector<wire::Session> sessions;
+    std::string failure;  // why fewer than `sites` joined
+    Served() = default;
+    Served(Served&&) = default;
+    // A test that stops early still ends the job, so that `serving` can end.
+    ~Served() {
+      if (job != nullptr) job->Cancel();
+    }
+  };
+  Served ServeOneTurn(int sites) {
+    Served served;
+    JobOptions options = Options(sites);
+    served.initial.assign(options.initial_model.floats().begin(), options.initial_model.floats().end());
+    absl::StatusOr<std::unique_ptr<FederatedJob>> job = FederatedJob::Create(std::move(options));
+    if (!job.ok()) {
+      served.failure = std::string(job.status().message());
+      return served;
+    }
+    served.job = std::move(*job);
+    const int port = testing::ServeOnLoopback(*served.job, nullptr, 0.2, &served.serving, /*downloads_in_flight=*/1);
+    for (int i = 0; i < sites; ++i) {
+      served.clients.push_back(std::make_unique<wire::FederationClient>(
+          wire::Connection{"127.0.0.1:" + std::to_string(port), nullptr, /*own_connection=*/true}));
+      absl::StatusOr<wire::Session> joined = served.clients.back()->Join("hospital-" + std::to_string(i), 10);
+      if (!joined.ok()) {
+        served.failure = std::string(joined.status().message());
+        return served;
+      }
+      served.sessions.push_back(*joined);
+    }
+    return served;
+  }
+
   std::filesystem::path dir_;
 };
 
@@ -58,21 +99,11 @@ std::pair<absl::Status, std::vector<float>> Download(wire::FederationClient& cli
 
 TEST_F(DownloadTest, SitesDownloadingAtOnceThroughOneTurnEachGetTheWholeModel) {
   constexpr int kSites = 5;
-  JobOptions options = Options(kSites);
-  const std::vector<float> initial(options.initial_model.floats().begin(), options.initial_model.floats().end());
-  auto job = FederatedJob::Create(std::move(options));
-  ASSERT_TRUE(job.ok()) << job.status();
-  std::future<absl::Status> serving;
-  const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving, /*downloads_in_flight=*/1);
-  std::vector<std::unique_ptr<wire::FederationClient>> clients;
-  std::vector<wire::Session> sessions;
-  for (int i = 0; i < kSites; ++i) {
-    clients.push_back(std::make_unique<wire::FederationClient>(
-        wire::Connection{"127.0.0.1:" + std::to_string(port), nullptr, /*own_connection=*/true}));
-    absl::StatusOr<wire::Session> joined = clients.back()->Join("hospital-" + std::to_string(i), 10);
-    ASSERT_TRUE(joined.ok()) << joined.status();
-    sessions.push_back(*joined);
-  }
+  Served served = ServeOneTurn(kSites);
+  ASSERT_EQ(served.sessions.size(), static_cast<size_t>(kSites)) << served.failure;
+  const std::vector<float>& initial = served.initial;
+  std::vector<std::unique_ptr<wire::FederationClient>>& clients = served.clients;
+  std::vector<wire::Session>& sessions = served.sessions;
   std::vector<std::future<std::pair<absl::Status, std::vector<float>>>> downloads;
   for (int i = 0; i < kSites; ++i) {
     downloads.push_back(std::async(std::launch::async, [&, i] { return Download(*clients[i], sessions[i]); }));
@@ -82,8 +113,8 @@ TEST_F(DownloadTest, SitesDownloadingAtOnceThroughOneTurnEachGetTheWholeModel) {
     ASSERT_TRUE(status.ok()) << "site " << i << ": " << status;
     EXPECT_TRUE(model == initial) << "site " << i << " got another model";
   }
-  (*job)->Cancel();
-  (void)serving.get();
+  served.job->Cancel();
+  (void)served.serving.get();
 }
 
 // hospital-0 takes its first chunk and then stops reading until the others are done. With
@@ -91,21 +122,11 @@ TEST_F(DownloadTest, SitesDownloadingAtOnceThroughOneTurnEachGetTheWholeModel) {
 // counting after FederationService::kDownloadStallAfter, and the others download.
 TEST_F(DownloadTest, ASiteThatStopsReadingDoesNotHoldUpTheOthers) {
   constexpr int kSites = 3;
-  JobOptions options = Options(kSites);
-  const std::vector<float> initial(options.initial_model.floats().begin(), options.initial_model.floats().end());
-  auto job = FederatedJob::Create(std::move(options));
-  ASSERT_TRUE(job.ok()) << job.status();
-  std::future<absl::Status> serving;
-  const int port = testing::ServeOnLoopback(**job, nullptr, 0.2, &serving, /*downloads_in_flight=*/1);
-  std::vector<std::unique_ptr<wire::FederationClient>> clients;
-  std::vector<wire::Session> sessions;
-  for (int i = 0; i < kSites; ++i) {
-    clients.push_back(std::make_unique<wire::FederationClient>(
-        wire::Connection{"127.0.0.1:" + std::to_string(port), nullptr, /*own_connection=*/true}));
-    absl::StatusOr<wire::Session> joined = clients.back()->Join("hospital-" + std::to_string(i), 10);
-    ASSERT_TRUE(joined.ok()) << joined.status();
-    sessions.push_back(*joined);
-  }
+  Served served = ServeOneTurn(kSites);
+  ASSERT_EQ(served.sessions.size(), static_cast<size_t>(kSites)) << served.failure;
+  const std::vector<float>& initial = served.initial;
+  std::vector<std::unique_ptr<wire::FederationClient>>& clients = served.clients;
+  std::vector<wire::Session>& sessions = served.sessions;
   std::promise<void> others_done;
   std::shared_future<void> resume = others_done.get_future().share();
   std::atomic<int> stalled_chunks{0};
@@ -133,8 +154,8 @@ TEST_F(DownloadTest, ASiteThatStopsReadingDoesNotHoldUpTheOthers) {
   auto [status, model] = stalled.get();
   ASSERT_TRUE(status.ok()) << "the stalled site's download did not finish once it read again: " << status;
   EXPECT_TRUE(model == initial);
-  (*job)->Cancel();
-  (void)serving.get();
+  served.job->Cancel();
+  (void)served.serving.get();
 }
 
 }  // namespace
