@@ -150,10 +150,9 @@ absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
   const SpooledUpdate& first = pending_.front();
   const ChunkCodec* codec = first.codec.get();
   const size_t total = manifest_.total_bytes();
-  const bool whole_chunks = codec != nullptr || first.encoding.compressed();
   const size_t window_bytes = std::min(kWindowBytes, kBatchWindowBytes / pending_.size());
-  const size_t chunk = whole_chunks ? first.chunk_bytes : std::max<size_t>(window_bytes / sizeof(float), 1) * sizeof(float);
-  const size_t window = chunk * std::max<size_t>(1, window_bytes / chunk);
+  const size_t unit = codec != nullptr || first.encoding.compressed() ? first.chunk_bytes : sizeof(float);
+  const size_t window = unit * std::max<size_t>(1, window_bytes / unit);
   const size_t overhead = codec != nullptr ? codec->overhead() : 0;
   const size_t windows = (total + window - 1) / window;
   const int workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads_), std::max<size_t>(windows, 1)));

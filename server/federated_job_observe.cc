@@ -65,21 +65,7 @@ std::string FederatedJob::DashboardState() const {
   const JobSnapshot snapshot = Observe();
   const audit::Writer* log = recorder_->audit_log();
   nlohmann::json tail = log != nullptr ? ReadAuditTail(log->path(), kAuditTailEntries) : nlohmann::json::array();
-  std::string text = server::DashboardState(snapshot, nlohmann::json::array(), metrics_->SiteEpsilon(), std::move(tail))
-                         .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  // Members are dumped sorted by key, and "summary_rounds" sorts last: the text ends in
-  // `"summary_rounds":[]}`, and the rounds go between the brackets.
-  constexpr std::string_view kEmptyRounds = "[]}";
-  if (!text.ends_with(kEmptyRounds)) return text;  // not reached: the layout is fixed above
-  text.resize(text.size() - kEmptyRounds.size());
-  text += '[';
-  const std::vector<std::shared_ptr<const std::string>> rounds = recorder_->round_texts();
-  for (size_t i = 0; i < rounds.size(); ++i) {
-    if (i > 0) text += ',';
-    text += *rounds[i];
-  }
-  text += "]}";
-  return text;
+  return server::DashboardState(snapshot, recorder_->round_texts(), metrics_->SiteEpsilon(), std::move(tail));
 }
 
 void FederatedJob::NoteDownloaded(const std::string& client_id, uint64_t round) {

@@ -11,8 +11,8 @@
 
 namespace cohort::server {
 
-nlohmann::json DashboardState(const JobSnapshot& s, nlohmann::json rounds,
-                              const std::map<std::string, double>& site_epsilon, nlohmann::json audit_tail) {
+std::string DashboardState(const JobSnapshot& s, const std::vector<std::shared_ptr<const std::string>>& rounds,
+                           const std::map<std::string, double>& site_epsilon, nlohmann::json audit_tail) {
   // "held" shows as waiting: the dashboard's states are the job's life, not its controls.
   const std::string status = s.state == JobState::kHeld ? "waiting" : std::string(JobStateName(s.state));
   nlohmann::json round_sites = nlohmann::json::array();
@@ -27,7 +27,8 @@ nlohmann::json DashboardState(const JobSnapshot& s, nlohmann::json rounds,
     entry["epsilon_budget"] = s.epsilon_budget > 0 ? nlohmann::json(s.epsilon_budget) : nlohmann::json(nullptr);
     sites.push_back(std::move(entry));
   }
-  return {{"job",
+  const nlohmann::json state = {
+          {"job",
            {{"name", s.job},
             {"job_type", "horizontal"},
             {"status", status},
@@ -38,9 +39,19 @@ nlohmann::json DashboardState(const JobSnapshot& s, nlohmann::json rounds,
             {"attempt", s.attempt},
             {"phase", std::string(RoundPhaseName(s.phase))},
             {"sites", std::move(round_sites)}}},
-          {"summary_rounds", rounds.is_array() ? std::move(rounds) : nlohmann::json::array()},
           {"sites", std::move(sites)},
           {"audit_tail", std::move(audit_tail)}};
+  // The rounds' texts go in as the last member: the object's closing brace becomes
+  // `,"summary_rounds":[...]}`.
+  std::string text = state.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  text.pop_back();
+  text += ",\"summary_rounds\":[";
+  for (size_t i = 0; i < rounds.size(); ++i) {
+    if (i > 0) text += ',';
+    text += *rounds[i];
+  }
+  text += "]}";
+  return text;
 }
 
 nlohmann::json ReadAuditTail(const std::filesystem::path& path, size_t entries) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,10 +45,12 @@ struct JobSnapshot {
   double epsilon_budget = 0;  // privacy.target_epsilon under dp_sgd (per site), else 0
 };
 
-// GET /api/state. `rounds`: summary.json's "rounds" array; `site_epsilon`: the latest
-// DP-SGD spend each site reported; `audit_tail`: ReadAuditTail's.
-nlohmann::json DashboardState(const JobSnapshot& snapshot, nlohmann::json rounds,
-                              const std::map<std::string, double>& site_epsilon, nlohmann::json audit_tail);
+// GET /api/state, as compact JSON. `rounds`: the texts of summary.json's "rounds" entries,
+// spliced in as they are (server/job_summary.h keeps them as text: a poll parses none of
+// them); `site_epsilon`: the latest DP-SGD spend each site reported; `audit_tail`:
+// ReadAuditTail's.
+std::string DashboardState(const JobSnapshot& snapshot, const std::vector<std::shared_ptr<const std::string>>& rounds,
+                           const std::map<std::string, double>& site_epsilon, nlohmann::json audit_tail);
 
 // The last `entries` entries of the audit log at `path`, each the JSON of its line (as
 // `cohort audit show --json` prints them), oldest first; read from at most the file's last

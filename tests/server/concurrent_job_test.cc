@@ -24,6 +24,7 @@
 #include "crypto/key_agreement.h"
 #include "crypto/seal.h"
 #include "server/federated_job.h"
+#include "tests/temp_dir.h"
 #include "wire/sealing.h"
 
 namespace cohort::server {
@@ -69,12 +70,6 @@ std::vector<double> ExpectedSums(const std::vector<float>& initial, const std::v
 
 class ConcurrentJobTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/cohort-concurrent-job-test-XXXXXX";
-    dir_ = ::mkdtemp(dir_template);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // kSites per round for kRounds rounds, in chunks of kChunkBytes; the evaluator records
   // the sum of each model it tests.
   JobOptions Options(int64_t min_clients, double heartbeat_timeout_s) {
@@ -111,7 +106,8 @@ class ConcurrentJobTest : public ::testing::Test {
     return nlohmann::json::parse(in);
   }
 
-  std::filesystem::path dir_;
+  cohort::testing::TempDir temp_;
+  const std::filesystem::path& dir_ = temp_.path();
   std::mutex evaluated_mu_;
   std::vector<double> evaluated_;  // each tested model's sum, in the order tested
 };

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/server/served_job.h"
+#include "tests/temp_dir.h"
 
 namespace cohort::server {
 namespace {
@@ -19,12 +20,6 @@ constexpr uint32_t kChunks = 16;
 
 class DownloadTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/cohort-download-test-XXXXXX";
-    dir_ = ::mkdtemp(dir_template);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   JobOptions Options(int64_t sites) {
     JobOptions options;
     options.config = testing::SmallJob(/*rounds=*/1, /*per_round=*/sites, /*min_clients=*/sites, 60);
@@ -80,7 +75,8 @@ class DownloadTest : public ::testing::Test {
     return served;
   }
 
-  std::filesystem::path dir_;
+  cohort::testing::TempDir temp_;
+  const std::filesystem::path& dir_ = temp_.path();
 };
 
 // Pulls the round's model; `on_chunk` sees each chunk as it comes.
@@ -101,17 +97,14 @@ TEST_F(DownloadTest, SitesDownloadingAtOnceThroughOneTurnEachGetTheWholeModel) {
   constexpr int kSites = 5;
   Served served = ServeOneTurn(kSites);
   ASSERT_EQ(served.sessions.size(), static_cast<size_t>(kSites)) << served.failure;
-  const std::vector<float>& initial = served.initial;
-  std::vector<std::unique_ptr<wire::FederationClient>>& clients = served.clients;
-  std::vector<wire::Session>& sessions = served.sessions;
   std::vector<std::future<std::pair<absl::Status, std::vector<float>>>> downloads;
   for (int i = 0; i < kSites; ++i) {
-    downloads.push_back(std::async(std::launch::async, [&, i] { return Download(*clients[i], sessions[i]); }));
+    downloads.push_back(std::async(std::launch::async, [&, i] { return Download(*served.clients[i], served.sessions[i]); }));
   }
   for (int i = 0; i < kSites; ++i) {
     auto [status, model] = downloads[i].get();
     ASSERT_TRUE(status.ok()) << "site " << i << ": " << status;
-    EXPECT_TRUE(model == initial) << "site " << i << " got another model";
+    EXPECT_TRUE(model == served.initial) << "site " << i << " got another model";
   }
   served.job->Cancel();
   (void)served.serving.get();
@@ -124,21 +117,18 @@ TEST_F(DownloadTest, ASiteThatStopsReadingDoesNotHoldUpTheOthers) {
   constexpr int kSites = 3;
   Served served = ServeOneTurn(kSites);
   ASSERT_EQ(served.sessions.size(), static_cast<size_t>(kSites)) << served.failure;
-  const std::vector<float>& initial = served.initial;
-  std::vector<std::unique_ptr<wire::FederationClient>>& clients = served.clients;
-  std::vector<wire::Session>& sessions = served.sessions;
   std::promise<void> others_done;
   std::shared_future<void> resume = others_done.get_future().share();
   std::atomic<int> stalled_chunks{0};
   auto stalled = std::async(std::launch::async, [&] {
-    return Download(*clients[0], sessions[0], [&](const v1::Chunk&) {
+    return Download(*served.clients[0], served.sessions[0], [&](const v1::Chunk&) {
       if (++stalled_chunks == 1) resume.wait_for(std::chrono::seconds(60));
     });
   });
   while (stalled_chunks == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const auto start = std::chrono::steady_clock::now();
-  auto first = std::async(std::launch::async, [&] { return Download(*clients[1], sessions[1]); });
-  auto second = std::async(std::launch::async, [&] { return Download(*clients[2], sessions[2]); });
+  auto first = std::async(std::launch::async, [&] { return Download(*served.clients[1], served.sessions[1]); });
+  auto second = std::async(std::launch::async, [&] { return Download(*served.clients[2], served.sessions[2]); });
   // Without the stall rule these would wait as long as hospital-0 does (60 s).
   ASSERT_EQ(first.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "held up by the stalled site";
   ASSERT_EQ(second.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "held up by the stalled site";
@@ -148,12 +138,12 @@ TEST_F(DownloadTest, ASiteThatStopsReadingDoesNotHoldUpTheOthers) {
   for (auto* f : {&first, &second}) {
     auto [status, model] = f->get();
     ASSERT_TRUE(status.ok()) << status;
-    EXPECT_TRUE(model == initial);
+    EXPECT_TRUE(model == served.initial);
   }
   others_done.set_value();
   auto [status, model] = stalled.get();
   ASSERT_TRUE(status.ok()) << "the stalled site's download did not finish once it read again: " << status;
-  EXPECT_TRUE(model == initial);
+  EXPECT_TRUE(model == served.initial);
   served.job->Cancel();
   (void)served.serving.get();
 }

@@ -68,7 +68,8 @@ TEST(DashboardStateTest, FollowsTheDocumentedContract) {
   s.sites = {{"a", "live", 0.25}, {"b", "dropped", 40.0}, {"c", "revoked", std::nullopt}};
   s.epsilon_budget = 8;
   const nlohmann::json rounds = nlohmann::json::array({{{"round", 1}, {"test_accuracy", 0.5}}});
-  const nlohmann::json state = DashboardState(s, rounds, {{"a", 1.5}}, nlohmann::json::array({{{"seq", 1}}}));
+  const nlohmann::json state = nlohmann::json::parse(DashboardState(
+      s, {std::make_shared<const std::string>(rounds[0].dump())}, {{"a", 1.5}}, nlohmann::json::array({{{"seq", 1}}})));
   EXPECT_EQ(state["job"], nlohmann::json({{"name", "mnist"},
                                           {"job_type", "horizontal"},
                                           {"status", "waiting"},
