@@ -57,9 +57,25 @@ def log(message):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range. The server restarts on the same port
+    while its clients keep reconnecting to it; with the port inside the ephemeral range, a
+    client's connect to the dead port can be given that very port as its source and connect
+    to itself (TCP simultaneous open), and the restarted server then fails to bind it
+    ("Address already in use"), as one chaos run did."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low = max(1024, min(20000, ephemeral_low - 2000))
+    for port in random.Random().sample(range(low, ephemeral_low), min(200, ephemeral_low - low)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in [{low}, {ephemeral_low}) for the chaos server")
 
 
 class CheckpointWatch:

@@ -20,19 +20,26 @@
 # Targets: LoRA with at least 20x fewer wire bytes per round than full fine-tuning, and a
 # final next-token accuracy within 1 point of it. Exits 1 when either is missed.
 #
-#   bench/lora/fortunes_lora.sh [--cohort PATH] [--out DIR] [--quick]
+#   bench/lora/fortunes_lora.sh [--cohort PATH] [--out DIR] [--quick] [--set [JOB:]KEY=JSON]...
 # Defaults: build/cli/cohort, runs/lora-bench. --quick: 2 rounds each and fewer steps, to
-# check that the script works (not a measurement).
+# check that the script works (not a measurement). --set changes one key of the job files
+# after they are read from configs/: KEY is a dotted path (model_config.hidden_size,
+# model_config.lora.rank, training_config.learning_rate), JSON its new value, and JOB one of
+# federated, central, full, lora, base (default: every job that has the key's section), e.g.
+#   --set model_config.hidden_size=128 --set model_config.intermediate_size=512
+#   --set lora:model_config.lora.rank=4
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cohort="$root/build/cli/cohort"
 out="$root/runs/lora-bench"
 quick=0
+sets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cohort) cohort="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
+    --set) sets+=("$2"); shift 2 ;;
     *) echo "fortunes_lora.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -42,12 +49,38 @@ mkdir -p "$out"
 py=/usr/bin/python3
 
 # The four job files, from the shipped configs (only names, steps and paths change).
-"$py" - "$root" "$out" "$quick" <<'PY'
+"$py" - "$root" "$out" "$quick" "${sets[@]}" <<'PY'
 import json, sys
 root, out, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+overrides = []
+for arg in sys.argv[4:]:
+    head, eq, value = arg.partition("=")
+    target, _, key = head.rpartition(":")
+    if not eq or not key:
+        sys.exit(f"fortunes_lora.sh: --set {arg}: expected [JOB:]KEY=JSON")
+    try:
+        overrides.append((target, key.split("."), json.loads(value)))
+    except json.JSONDecodeError as e:
+        sys.exit(f"fortunes_lora.sh: --set {arg}: the value is not JSON ({e}); quote strings as '\"text\"'")
+def apply_overrides(config, name):
+    for target, path, value in overrides:
+        if target and target != name:
+            continue
+        node = config
+        for part in path[:-1]:
+            if part not in node:
+                node = None
+                break
+            node = node[part]
+        if node is None:
+            if target:
+                sys.exit(f"fortunes_lora.sh: --set {target}:{'.'.join(path)}: the {name} job has no {'.'.join(path[:-1])}")
+            continue
+        node[path[-1]] = value
 def load(name):
     return json.load(open(f"{root}/configs/{name}"))
 def save(config, name):
+    apply_overrides(config, name)
     if quick:
         config["federation"]["rounds"] = 2
         config["training_config"]["max_steps"] = min(config["training_config"]["max_steps"], 40)
@@ -67,6 +100,7 @@ save(load("fortunes_finetune.json"), "full")
 base = load("fortunes_finetune.json")
 base["job"]["name"] = "fortunes-base-on-finetune-text"
 base["federation"]["rounds"] = 1
+apply_overrides(base, "base")
 base["training_config"].update({"learning_rate": 1e-12, "min_learning_rate": 1e-12, "max_steps": 1})
 json.dump(base, open(f"{out}/base.json", "w"), indent=2)
 lora = load("fortunes_lora.json")

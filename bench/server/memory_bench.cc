@@ -26,7 +26,9 @@
 // changed (bench/server/tuned_server.h: bdp, no-bdp, window=MiB, quota=MB), to show where the
 // per-client memory goes and what a setting would save.
 //
-// Usage: cohort_memory_bench [--clients=4,32] [--repeats=3] [--params=25000000] [--grpc=TUNING] [--tls]
+// --chunk-kib=N sets the job's federation.chunk_bytes (default: a job's default, 512 KiB).
+//
+// Usage: cohort_memory_bench [--clients=4,32] [--repeats=3] [--params=25000000] [--chunk-kib=512] [--grpc=TUNING] [--tls]
 
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -63,6 +65,7 @@ struct Flags {
   size_t params = 25'000'000;
   std::string grpc;  // empty: server::ServeJob as shipped
   bool tls = false;
+  size_t chunk_bytes = static_cast<size_t>(core::FederationConfig{}.chunk_bytes);  // a job's default
 };
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
@@ -84,6 +87,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       ok = absl::SimpleAtoi(value, &flags.repeats) && flags.repeats >= 1;
     } else if (key == "--params") {
       ok = absl::SimpleAtoi(value, &flags.params) && flags.params >= 4 && flags.params % 4 == 0;
+    } else if (key == "--chunk-kib") {
+      size_t kib = 0;
+      ok = absl::SimpleAtoi(value, &kib) && kib >= 64 && kib <= 3072;
+      flags.chunk_bytes = kib << 10;
     } else if (arg == "--tls") {
       flags.tls = true;
     } else if (key == "--grpc") {
@@ -96,7 +103,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad argument \"", arg,
                        "\": expected --clients=4,32 (each 1-256), --repeats=N (>= 1), "
-                       "--params=N (a multiple of 4), --grpc=bdp|no-bdp|window=MiB|quota=MB or --tls"));
+                       "--params=N (a multiple of 4), --chunk-kib=N (64-3072), --grpc=bdp|no-bdp|window=MiB|quota=MB or --tls"));
     }
   }
   return flags;
@@ -189,7 +196,7 @@ int64_t AcceptedUpdates(const server::FederatedJob& job) {
 }
 
 // The server process: one round with n clients; forks the client process first.
-Measurement RunServer(int n, size_t params, const std::string& tuning, bool tls) {
+Measurement RunServer(int n, size_t params, size_t chunk_bytes, const std::string& tuning, bool tls) {
   Measurement m;
   m.start_kib = ProcStatusKiB("VmHWM");
   TempDir out("cohort-memory-bench");
@@ -217,7 +224,7 @@ Measurement RunServer(int n, size_t params, const std::string& tuning, bool tls)
   spdlog::set_level(spdlog::level::err);  // plaintext runs would warn that they are insecure
 
   server::JobOptions options;
-  options.config = OneRoundJob("memory-bench", n, size_t{1} << 20);
+  options.config = OneRoundJob("memory-bench", n, chunk_bytes);
   options.initial_model = core::ParameterSet(FloatManifest(params, 4));
   options.out_dir = out.path();
   absl::StatusOr<std::unique_ptr<server::FederatedJob>> job = server::FederatedJob::Create(std::move(options));
@@ -296,7 +303,7 @@ int Main(int argc, char** argv) {
   const double model_mb = static_cast<double>(flags->params) * 4 / 1e6;
   const std::time_t now = std::time(nullptr);
   std::cout << "cohort_memory_bench: model of " << flags->params << " float32 parameters (" << model_mb
-            << " MB), server: "
+            << " MB) in chunks of " << (flags->chunk_bytes >> 10) << " KiB, server: "
             << (flags->grpc.empty() ? "server::ServeJob" : "ServeJob-equivalent, gRPC " + flags->grpc)
             << (flags->tls ? ", mutual TLS" : ", plaintext") << ", started " << std::asctime(std::gmtime(&now))
             << "load average at start: " << LoadAverage() << "\n";
@@ -309,7 +316,7 @@ int Main(int argc, char** argv) {
       const pid_t server = ::fork();
       if (server == 0) {
         ::close(result_pipe[0]);
-        const Measurement m = RunServer(n, flags->params, flags->grpc, flags->tls);
+        const Measurement m = RunServer(n, flags->params, flags->chunk_bytes, flags->grpc, flags->tls);
         ::_exit(WriteAll(result_pipe[1], &m, sizeof(m)) && m.ok ? 0 : 1);
       }
       ::close(result_pipe[1]);

@@ -8,7 +8,7 @@
 // and opening the 400 MB sealed global model), and streams its update exactly as
 // client/agent.cc does: each chunk sealed (AES-256-GCM, wire/sealing.h) straight into its
 // message. Variants: plaintext transport (the --insecure mode; the chunks are sealed all
-// the same) in chunks of each --chunk-mib size, and mutual TLS with kits from a throwaway
+// the same) in chunks of each --chunk-kib size, and mutual TLS with kits from a throwaway
 // federation (bench/server/bench_pki.h), as a provisioned deployment runs. Upload time
 // runs from opening the PushUpdate call to holding the server's receipt, so it covers
 // sealing, serialization, HTTP/2 (and TLS), parsing, opening each chunk, the server's
@@ -42,13 +42,13 @@
 //   memcpy        each chunk copied into one reused 1 MiB buffer: the price of one copy
 //
 // --grpc=TUNING[,TUNING...] (bdp, no-bdp, window=MiB, quota=MB) adds the same sealed gRPC
-// upload, in chunks of the first --chunk-mib size, against a server with that one setting
+// upload, in chunks of the first --chunk-kib size, against a server with that one setting
 // changed (bench/server/tuned_server.h), to price a memory fix in throughput.
 //
 // --skip=GROUP[,GROUP...] leaves rows out (for profiling one path): raw (the raw TLS
 // baseline; raw TCP always runs), unsealed, plain (sealed uploads without TLS), tls, pieces.
 //
-// Usage: cohort_upload_bench [--params=100000000] [--repeats=3] [--chunk-mib=1] [--grpc=TUNINGS] [--skip=GROUPS]
+// Usage: cohort_upload_bench [--params=100000000] [--repeats=3] [--chunk-kib=1024] [--grpc=TUNINGS] [--skip=GROUPS]
 // Each round of the repeat loop runs every variant once, so load drifts hit all alike;
 // the table gives the median and every run. MB = 10^6 bytes.
 
@@ -100,7 +100,7 @@ constexpr size_t kMiB = size_t{1} << 20;
 struct Flags {
   size_t params = 100'000'000;
   int repeats = 3;
-  std::vector<size_t> chunk_mib = {1};
+  std::vector<size_t> chunk_kib = {1024};
   std::vector<std::string> grpc;  // also run the upload against each of these tuned servers
   std::set<std::string> skip;     // groups of rows left out: raw, unsealed, plain, tls, pieces
 };
@@ -117,12 +117,13 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       ok = absl::SimpleAtoi(value, &flags.params) && flags.params >= 4 && flags.params % 4 == 0;
     } else if (key == "--repeats") {
       ok = absl::SimpleAtoi(value, &flags.repeats) && flags.repeats >= 1;
-    } else if (key == "--chunk-mib") {
-      flags.chunk_mib.clear();
+    } else if (key == "--chunk-kib" || key == "--chunk-mib") {
+      const size_t unit = key == "--chunk-mib" ? 1024 : 1;
+      flags.chunk_kib.clear();
       for (absl::string_view part : absl::StrSplit(value, ',')) {
-        size_t mib = 0;
-        ok = ok && absl::SimpleAtoi(part, &mib) && mib >= 1 && mib <= 3;
-        flags.chunk_mib.push_back(mib);
+        size_t size = 0;
+        ok = ok && absl::SimpleAtoi(part, &size) && size * unit >= 64 && size * unit <= 3072;
+        flags.chunk_kib.push_back(size * unit);
       }
     } else if (key == "--skip") {
       for (absl::string_view part : absl::StrSplit(value, ',')) {
@@ -142,7 +143,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad argument \"", arg,
                        "\": expected --params=N (a multiple of 4), --repeats=N (>= 1), "
-                       "--chunk-mib=1,2,3 (each 1-3), --grpc=T[,T...] with T bdp, no-bdp, window=MiB or quota=MB, "
+                       "--chunk-kib=256,1024 (each 64-3072; or --chunk-mib=1,2,3), --grpc=T[,T...] with T bdp, no-bdp, window=MiB or quota=MB, "
                        "or --skip=G[,G...] with G raw, unsealed, plain, tls, pieces"));
     }
   }
@@ -570,6 +571,11 @@ double MemcpyOnce(const core::ParameterSet& update, size_t chunk_bytes) {
   return SecondsSince(start);
 }
 
+// "1 MiB chunks", "512 KiB chunks": the row names of earlier runs stay as they were.
+std::string ChunkLabel(size_t kib) {
+  return kib % 1024 == 0 ? absl::StrCat(kib / 1024, " MiB chunks") : absl::StrCat(kib, " KiB chunks");
+}
+
 struct Row {
   std::string name;
   std::vector<double> seconds;
@@ -620,37 +626,37 @@ int Main(int argc, char** argv) {
   for (int r = 0; r < flags->repeats; ++r) {
     record("raw TCP, 1 MiB writes", RawTcpOnce(update.bytes(), kMiB));
     struct Variant {
-      size_t mib;
+      size_t kib;
       std::string tuning;
       bool tls;
     };
     std::vector<Variant> variants;
     if (!flags->skip.contains("plain")) {
-      for (size_t mib : flags->chunk_mib) variants.push_back({mib, "", false});
+      for (size_t kib : flags->chunk_kib) variants.push_back({kib, "", false});
     }
-    if (!flags->skip.contains("tls")) variants.push_back({flags->chunk_mib.front(), "", true});
-    for (const std::string& tuning : flags->grpc) variants.push_back({flags->chunk_mib.front(), tuning, false});
+    if (!flags->skip.contains("tls")) variants.push_back({flags->chunk_kib.front(), "", true});
+    for (const std::string& tuning : flags->grpc) variants.push_back({flags->chunk_kib.front(), tuning, false});
     if (!flags->skip.contains("raw")) {
       record("raw TLS 1.3 (OpenSSL, AES-256-GCM), 1 MiB writes",
              RawTlsOnce(update.bytes(), kMiB, pki->kit_dir(std::string(crypto::kServerParticipantName))));
     }
     if (!flags->skip.contains("unsealed")) {
-      absl::StatusOr<std::array<double, 2>> unsealed = UnsealedUploadTwice(update, flags->chunk_mib.front() * kMiB);
+      absl::StatusOr<std::array<double, 2>> unsealed = UnsealedUploadTwice(update, flags->chunk_kib.front() << 10);
       const std::string name =
-          absl::StrCat("gRPC upload, unsealed (before sealing), ", flags->chunk_mib.front(), " MiB chunks");
+          absl::StrCat("gRPC upload, unsealed (before sealing), ", ChunkLabel(flags->chunk_kib.front()));
       for (int i = 0; i < 2; ++i) {
         record(absl::StrCat(name, i == 0 ? ", 1st" : ", 2nd"),
                unsealed.ok() ? absl::StatusOr<double>((*unsealed)[i]) : unsealed.status());
       }
     }
-    for (const auto& [mib, tuning, tls] : variants) {
-      absl::StatusOr<GrpcRun> run = GrpcUploadOnce(update, mib * kMiB, tuning, tls ? &*pki : nullptr);
+    for (const auto& [kib, tuning, tls] : variants) {
+      absl::StatusOr<GrpcRun> run = GrpcUploadOnce(update, kib << 10, tuning, tls ? &*pki : nullptr);
       if (!run.ok()) {
         std::cerr << "gRPC upload failed: " << run.status() << "\n";
         return 1;
       }
       const std::string suffix =
-          absl::StrCat(mib, " MiB chunks", tls ? ", mutual TLS" : ", no TLS", tuning.empty() ? "" : ", server " + tuning);
+          absl::StrCat(ChunkLabel(kib), tls ? ", mutual TLS" : ", no TLS", tuning.empty() ? "" : ", server " + tuning);
       for (int round = 0; round < 2; ++round) {
         const std::string which = round == 0 ? ", round 1" : ", round 2";
         record(absl::StrCat("gRPC upload, sealed, ", suffix, which), run->upload_seconds[round]);

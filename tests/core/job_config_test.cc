@@ -150,7 +150,7 @@ TEST(ParseJobConfigTest, AbsentSectionsTakeTheDocumentedDefaults) {
   EXPECT_EQ(c.federation.max_round_retries, 3);
   EXPECT_EQ(c.federation.strategy, "fedavg");
   EXPECT_EQ(c.federation.max_update_norm, 0.0);
-  EXPECT_EQ(c.federation.chunk_bytes, 1 << 20);
+  EXPECT_EQ(c.federation.chunk_bytes, 512 << 10);
   EXPECT_EQ(c.federation.max_samples_per_site, 10'000'000);
   EXPECT_EQ(c.federation.max_weight_share, 0.5);
   EXPECT_EQ(c.data.dataset, "fashion-mnist");
