@@ -13,13 +13,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/float_scan.h"
-#include "core/spool_io.h"
 
 namespace cohort::core {
 namespace {
 
-using spool_io::ErrnoError;
-using spool_io::ReadAllAt;
+// Reads exactly data.size() bytes at `offset`: a spool file that ends early lost data.
+absl::Status ReadAllAt(const storage::File& file, std::span<std::byte> data, uint64_t offset) {
+  absl::StatusOr<size_t> read = file.PreadAll(offset, data);
+  if (!read.ok()) return read.status();
+  if (*read < data.size()) {
+    return absl::DataLossError(absl::StrCat("spool file ", file.path().string(), " is short: ", offset + *read,
+                                            " bytes where ", offset + data.size(), " were written"));
+  }
+  return absl::OkStatus();
+}
 
 // Floats per block: the block of the accumulator plus one block per input stays in L2.
 constexpr size_t kBlockFloats = 16 * 1024;
@@ -123,29 +130,29 @@ absl::Status StreamingFedAvg::Add(SpooledUpdate update) {
 
 absl::Status StreamingFedAvg::Flush() {
   if (pending_.empty()) return absl::OkStatus();
-  std::vector<int> fds;
+  std::vector<storage::File> files;
   absl::Status status = absl::OkStatus();
   for (const SpooledUpdate& u : pending_) {
-    const int fd = ::open(u.path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      status = ErrnoError("opening spooled update", u.path);
+    absl::StatusOr<storage::File> file = storage::File::Open(u.path, O_RDONLY);
+    if (!file.ok()) {
+      status = file.status();
       break;
     }
-    fds.push_back(fd);
+    files.push_back(std::move(*file));
   }
   if (status.ok()) {
     // The round's first fold (the last accumulator became a model, TakeNext): a fresh,
     // zeroed one, built here on the fold thread while uploads still arrive.
     if (acc_.bytes().size() != manifest_.total_bytes()) acc_ = ParameterSet(manifest_);
-    status = FoldPending(fds);
+    status = FoldPending(files);
   }
-  for (int fd : fds) ::close(fd);
+  files.clear();
   for (const SpooledUpdate& u : pending_) KeepOrRemove(u.path);
   pending_.clear();  // drops the codecs, and with them the keys that opened the chunks
   return status;
 }
 
-absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
+absl::Status StreamingFedAvg::FoldPending(const std::vector<storage::File>& files) {
   // Windows of whole chunks, so that every sealed chunk is opened exactly once.
   const SpooledUpdate& first = pending_.front();
   const ChunkCodec* codec = first.codec.get();
@@ -176,7 +183,7 @@ absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
         std::vector<float>& plain = buffers.windows[k];
         if (plain.size() * sizeof(float) < len) plain.resize(std::min(window, total) / sizeof(float));
         const std::span<std::byte> target = std::as_writable_bytes(std::span(plain)).first(len);
-        absl::Status s = ReadWindow(fds[k], pending_[k], begin, target, overhead, buffers.sealed);
+        absl::Status s = ReadWindow(files[k], pending_[k], begin, target, overhead, buffers.sealed);
         if (!s.ok()) {
           results[static_cast<size_t>(t)] = std::move(s);
           failed = true;
@@ -197,21 +204,17 @@ absl::Status StreamingFedAvg::FoldPending(const std::vector<int>& fds) {
   return absl::OkStatus();
 }
 
-absl::Status StreamingFedAvg::ReadWindow(int fd, const SpooledUpdate& update, size_t begin,
+absl::Status StreamingFedAvg::ReadWindow(const storage::File& file, const SpooledUpdate& update, size_t begin,
                                          std::span<std::byte> plain, size_t overhead, std::vector<std::byte>& sealed) {
-  if (update.encoding.compressed()) return ReadEncodedWindow(fd, update, begin, plain, sealed);
-  if (update.codec == nullptr) {
-    return ReadAllAt(fd, plain.data(), plain.size(), static_cast<off_t>(begin), update.path);
-  }
+  if (update.encoding.compressed()) return ReadEncodedWindow(file, update, begin, plain, sealed);
+  if (update.codec == nullptr) return ReadAllAt(file, plain, begin);
   // The window's chunks lie back to back in the file: one read, then open each.
   const size_t chunk = update.chunk_bytes;
   const size_t first = begin / chunk;
   const size_t chunks = (plain.size() + chunk - 1) / chunk;
   const size_t sealed_size = plain.size() + chunks * overhead;
   if (sealed.size() < sealed_size) sealed.resize(sealed_size);
-  if (absl::Status s = ReadAllAt(fd, sealed.data(), sealed_size, static_cast<off_t>(first * (chunk + overhead)),
-                                 update.path);
-      !s.ok()) {
+  if (absl::Status s = ReadAllAt(file, std::span(sealed).first(sealed_size), first * (chunk + overhead)); !s.ok()) {
     return s;
   }
   size_t in = 0;
@@ -228,7 +231,7 @@ absl::Status StreamingFedAvg::ReadWindow(int fd, const SpooledUpdate& update, si
   return absl::OkStatus();
 }
 
-absl::Status StreamingFedAvg::ReadEncodedWindow(int fd, const SpooledUpdate& update, size_t begin,
+absl::Status StreamingFedAvg::ReadEncodedWindow(const storage::File& file, const SpooledUpdate& update, size_t begin,
                                                 std::span<std::byte> plain, std::vector<std::byte>& sealed) {
   const size_t chunk = update.chunk_bytes;
   const size_t first = begin / chunk;
@@ -243,7 +246,7 @@ absl::Status StreamingFedAvg::ReadEncodedWindow(int fd, const SpooledUpdate& upd
   const uint64_t base = offsets[first];
   const size_t bytes = offsets[first + chunks] - base;
   if (sealed.size() < bytes) sealed.resize(bytes);
-  if (absl::Status s = ReadAllAt(fd, sealed.data(), bytes, static_cast<off_t>(base), update.path); !s.ok()) return s;
+  if (absl::Status s = ReadAllAt(file, std::span(sealed).first(bytes), base); !s.ok()) return s;
   for (size_t c = 0; c < chunks; ++c) {
     const auto index = static_cast<uint32_t>(first + c);
     std::span<std::byte> payload =

@@ -42,6 +42,7 @@
 #include "core/chunking.h"
 #include "core/parameter_set.h"
 #include "core/update_compression.h"
+#include "storage/file.h"
 
 namespace cohort::core {
 
@@ -95,8 +96,9 @@ class UpdateReceiver {
   absl::StatusOr<SpooledUpdate> Finish(double weight, std::string client_id);
 
  private:
-  UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
-                 size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec, UpdateEncoding encoding);
+  UpdateReceiver(ChunkSequence sequence, storage::File file, UpdateLimits limits, size_t chunk_bytes,
+                 std::shared_ptr<const ChunkCodec> codec, UpdateEncoding encoding);
+  absl::Status Spool(std::span<const std::byte> data);
   // `writable`: `data` itself, when it may be opened in place; empty otherwise.
   absl::Status Receive(uint32_t index, uint32_t count, std::span<const std::byte> data, std::span<std::byte> writable);
   absl::Status ReceiveEncoded(uint32_t index, uint32_t count, std::span<const std::byte> data,
@@ -104,7 +106,7 @@ class UpdateReceiver {
 
   ChunkSequence sequence_;
   std::filesystem::path path_;
-  int fd_ = -1;
+  storage::File file_;  // closed by Finish, which keeps the file; removed otherwise
   UpdateLimits limits_;
   size_t chunk_bytes_;
   std::shared_ptr<const ChunkCodec> codec_;
@@ -173,16 +175,16 @@ class StreamingFedAvg {
     const bool whole_chunks = u.codec != nullptr || u.encoding.compressed();
     return {whole_chunks ? u.chunk_bytes : 0, u.codec == nullptr ? 0 : u.codec->overhead(), u.encoding.method};
   }
-  absl::Status FoldPending(const std::vector<int>& fds);
+  absl::Status FoldPending(const std::vector<storage::File>& files);
   // Flushes; FailedPrecondition when nothing was added or `global` is another layout.
   absl::Status CheckReadyFor(const ParameterSet& global);
   // Keeps a spool file that is done with for ReuseSpoolFile, or removes it.
   void KeepOrRemove(const std::filesystem::path& path);
-  static absl::Status ReadWindow(int fd, const SpooledUpdate& update, size_t begin, std::span<std::byte> plain,
-                                 size_t overhead, std::vector<std::byte>& sealed);
+  static absl::Status ReadWindow(const storage::File& file, const SpooledUpdate& update, size_t begin,
+                                 std::span<std::byte> plain, size_t overhead, std::vector<std::byte>& sealed);
   // The same for a compressed update: reads the window's chunks, opens and decodes each.
-  static absl::Status ReadEncodedWindow(int fd, const SpooledUpdate& update, size_t begin, std::span<std::byte> plain,
-                                        std::vector<std::byte>& sealed);
+  static absl::Status ReadEncodedWindow(const storage::File& file, const SpooledUpdate& update, size_t begin,
+                                        std::span<std::byte> plain, std::vector<std::byte>& sealed);
 
   Manifest manifest_;
   // The running sum, float32 in manifest order; made by the first fold of a round (so a

@@ -6,23 +6,18 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/fedavg.h"
 #include "core/float_scan.h"
-#include "core/spool_io.h"
 
 namespace cohort::core {
 
-using spool_io::ErrnoError;
-using spool_io::WriteAll;
-
-UpdateReceiver::UpdateReceiver(ChunkSequence sequence, std::filesystem::path path, int fd, UpdateLimits limits,
-                               size_t chunk_bytes, std::shared_ptr<const ChunkCodec> codec, UpdateEncoding encoding)
+UpdateReceiver::UpdateReceiver(ChunkSequence sequence, storage::File file, UpdateLimits limits, size_t chunk_bytes,
+                               std::shared_ptr<const ChunkCodec> codec, UpdateEncoding encoding)
     : sequence_(sequence),
-      path_(std::move(path)),
-      fd_(fd),
+      path_(file.path()),
+      file_(std::move(file)),
       limits_(limits),
       chunk_bytes_(chunk_bytes),
       codec_(std::move(codec)),
@@ -31,7 +26,7 @@ UpdateReceiver::UpdateReceiver(ChunkSequence sequence, std::filesystem::path pat
 UpdateReceiver::UpdateReceiver(UpdateReceiver&& other) noexcept
     : sequence_(other.sequence_),
       path_(std::move(other.path_)),
-      fd_(std::exchange(other.fd_, -1)),
+      file_(std::move(other.file_)),
       limits_(other.limits_),
       chunk_bytes_(other.chunk_bytes_),
       codec_(std::move(other.codec_)),
@@ -47,7 +42,7 @@ UpdateReceiver::UpdateReceiver(UpdateReceiver&& other) noexcept
 }
 
 UpdateReceiver::~UpdateReceiver() {
-  if (fd_ >= 0) ::close(fd_);
+  file_ = storage::File();  // closed before the file is removed
   if (!kept_ && !path_.empty()) {
     std::error_code ignored;
     std::filesystem::remove(path_, ignored);
@@ -66,9 +61,15 @@ absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, ui
   ChunkSequence sequence(manifest.total_bytes(), declared_count, chunk_bytes);
   // No O_TRUNC: a recycled spool file (StreamingFedAvg::ReuseSpoolFile) is written over in
   // place, in page-cache pages that already exist; Finish cuts off what is left past the end.
-  const int fd = ::open(spool_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError("creating spool file", spool_path);
-  return UpdateReceiver(sequence, std::move(spool_path), fd, limits, chunk_bytes, std::move(codec), encoding);
+  absl::StatusOr<storage::File> file = storage::File::Open(spool_path, O_WRONLY | O_CREAT, 0600);
+  if (!file.ok()) return file.status();
+  return UpdateReceiver(sequence, std::move(*file), limits, chunk_bytes, std::move(codec), encoding);
+}
+
+absl::Status UpdateReceiver::Spool(std::span<const std::byte> data) {
+  absl::Status written = file_.WriteAll(data);
+  if (!written.ok()) refused_ = true;  // the file no longer holds a prefix of the update
+  return written;
 }
 
 absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data) {
@@ -94,10 +95,7 @@ absl::Status UpdateReceiver::Receive(uint32_t index, uint32_t count, std::span<c
   if (codec_ != nullptr && !writable.empty()) {
     // Spooled as it arrived, sealed at rest, before opening overwrites it; a chunk refused
     // after this leaves the receiver refusing the rest, and its file is removed with it.
-    if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) {
-      refused_ = true;
-      return s;
-    }
+    if (absl::Status s = Spool(data); !s.ok()) return s;
     spooled = true;
     absl::StatusOr<std::span<std::byte>> opened = codec_->OpenInPlace(index, writable);
     if (!opened.ok()) {
@@ -119,10 +117,7 @@ absl::Status UpdateReceiver::Receive(uint32_t index, uint32_t count, std::span<c
   sum_squares_ += *sum_squares;
   // Spooled as it arrived: sealed at rest, opened again only by the fold.
   if (!spooled) {
-    if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) {
-      refused_ = true;
-      return s;
-    }
+    if (absl::Status s = Spool(data); !s.ok()) return s;
   }
   sequence_.Advance(*size);
   return absl::OkStatus();
@@ -140,7 +135,7 @@ absl::Status UpdateReceiver::ReceiveEncoded(uint32_t index, uint32_t count, std:
   // Spooled as it arrived, before opening in place overwrites it; any refusal after this
   // leaves the receiver refusing the rest, and the file is removed with it.
   refused_ = true;
-  if (absl::Status s = WriteAll(fd_, data.data(), data.size(), path_); !s.ok()) return s;
+  if (absl::Status s = Spool(data); !s.ok()) return s;
   chunk_offsets_.push_back(spooled_bytes_);
   spooled_bytes_ += data.size();
   std::span<const std::byte> payload = data;
@@ -176,13 +171,14 @@ absl::StatusOr<SpooledUpdate> UpdateReceiver::Finish(double weight, std::string 
     return absl::InvalidArgumentError(absl::StrCat("num_samples: expected > 0, got ", weight));
   }
   // Cut what a reused file held past this update (only files have a length to cut).
-  struct stat info {};
-  if (::fstat(fd_, &info) != 0) return ErrnoError("examining", path_);
-  if (S_ISREG(info.st_mode)) {
-    const off_t written = ::lseek(fd_, 0, SEEK_CUR);
-    if (written < 0 || ::ftruncate(fd_, written) != 0) return ErrnoError("truncating", path_);
+  absl::StatusOr<struct stat> info = file_.Stat();
+  if (!info.ok()) return info.status();
+  if (S_ISREG(info->st_mode)) {
+    const off_t written = ::lseek(file_.fd(), 0, SEEK_CUR);
+    if (written < 0) return storage::ErrnoStatus(errno, "cannot find the end of the update in", path_);
+    if (absl::Status s = file_.Truncate(static_cast<uint64_t>(written)); !s.ok()) return s;
   }
-  if (::close(std::exchange(fd_, -1)) != 0) return ErrnoError("closing", path_);
+  if (absl::Status s = file_.Close(); !s.ok()) return s;
   kept_ = true;
   opened_ = {};  // the last opened chunk is plaintext: give it back now, not with the receiver
   if (encoding_.compressed()) chunk_offsets_.push_back(spooled_bytes_);  // the end of the last chunk

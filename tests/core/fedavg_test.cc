@@ -132,6 +132,47 @@ TEST(UpdateReceiverTest, FinishReportsTheUpdatesL2NormAndKeepsItsSpoolFile) {
   EXPECT_EQ(fs::file_size(spool), m.total_bytes()) << "the spool file holds exactly the update's bytes";
 }
 
+// A spool file that lost its tail between the upload and the fold (a disk fault, someone
+// cleaning the directory) must fail the fold with DataLoss naming the file, never fold the
+// zeros or garbage a short read would leave in the window.
+TEST(StreamingFedAvgTest, ASpoolFileCutShortBeforeTheFoldIsDataLossNamingTheFile) {
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const fs::path spool = dir.path() / "u.update";
+  absl::StatusOr<SpooledUpdate> u = Receive(m, RandomValues(1000, 3), spool, 10, "site-1");
+  ASSERT_TRUE(u.ok()) << u.status();
+  fs::resize_file(spool, m.total_bytes() - 4);
+  StreamingFedAvg avg(m);
+  ASSERT_TRUE(avg.Add(std::move(*u)).ok());
+  ParameterSet global = SetOf(m, RandomValues(1000, 9));
+  const std::vector<float> before(global.floats().begin(), global.floats().end());
+  const absl::Status applied = avg.ApplyTo(global);
+  EXPECT_EQ(applied.code(), absl::StatusCode::kDataLoss) << applied;
+  EXPECT_THAT(applied.message(), ::testing::HasSubstr(spool.string()));
+  EXPECT_THAT(applied.message(), ::testing::HasSubstr("short"));
+  EXPECT_EQ(std::vector<float>(global.floats().begin(), global.floats().end()), before)
+      << "a failed fold changed the global model";
+}
+
+// A full disk under the spool: the chunk is refused with ResourceExhausted naming the file,
+// the rest of the upload is refused too (the file no longer holds a prefix of the update).
+TEST(UpdateReceiverTest, AFullDiskRefusesTheChunkAndTheRestOfTheUpload) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
+  TempDir dir;
+  const Manifest m = ModelManifest();
+  const fs::path spool = dir.path() / "full.update";
+  fs::create_symlink("/dev/full", spool);
+  const std::vector<float> values = RandomValues(1000, 4);
+  const uint32_t count = ChunkCount(m.total_bytes(), 400);
+  absl::StatusOr<UpdateReceiver> r = UpdateReceiver::Open(m, count, 400, spool, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const absl::Status first = r->AddChunk(0, count, ChunkOf(AsBytes(values), 0, 400));
+  EXPECT_EQ(first.code(), absl::StatusCode::kResourceExhausted) << first;
+  EXPECT_THAT(first.message(), ::testing::HasSubstr(spool.string()));
+  const absl::Status second = r->AddChunk(1, count, ChunkOf(AsBytes(values), 1, 400));
+  EXPECT_EQ(second.code(), absl::StatusCode::kFailedPrecondition) << second;
+}
+
 TEST(UpdateReceiverTest, TheScanFindsEachNanAndInfWhereverItLiesAndTheNormMatchesADoubleSum) {
   TempDir dir;
   const Manifest m = ModelManifest();  // 1,000 floats: chunks of 256, the last of 232
