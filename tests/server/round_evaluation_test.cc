@@ -179,6 +179,11 @@ TEST_F(RoundEvaluationTest, ADownloadInFlightAcrossTheCloseReadsItsOwnVersionAnd
   options.config.federation.clients_per_round = 2;
   options.config.federation.min_clients = 1;
   options.config.federation.round_timeout_s = 1.0;
+  // Round 2 never gets an update (hospital-a stops after round 1, hospital-b is still
+  // reading round 1's model): with the default 3 retries of 1 s the job failed and the
+  // server went away 4.7 s in, before the 6.4 s download ended. The test cancels the job
+  // itself once the download is checked.
+  options.config.federation.max_round_retries = 60;
   // 32 MB in 32 chunks of 1 MiB: more than gRPC's window and the socket buffers hold, so
   // the server is still reading the model it serves when the round closes.
   options.config.federation.chunk_bytes = 1 << 20;
