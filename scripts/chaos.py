@@ -61,7 +61,7 @@ def free_port():
     while its clients keep reconnecting to it; with the port inside the ephemeral range, a
     client's connect to the dead port can be given that very port as its source and connect
     to itself (TCP simultaneous open), and the restarted server then fails to bind it
-    ("Address already in use"), as one chaos run did."""
+    ("Address already in use"): the likely cause of one chaos run's stop."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             ephemeral_low = int(f.read().split()[0])
