@@ -132,9 +132,13 @@
   }
 
   // Stacked bars: series k is drawn from 0 to the sum of phases 0..k, the tallest first, so
-  // each phase shows as its own band; the legend shows each phase's own seconds.
+  // each phase shows as its own band; the legend shows each phase's own seconds. The server
+  // tests round r's model while the sites train round r + 1 (server/round_evaluation.h), so
+  // its seconds are not part of round r's wall time: a line beside the bars, not a band.
   function drawRoundTimes(rounds, x) {
-    const phases = PHASES.filter((p) => rounds.some((r) => r.phase_seconds && num(r.phase_seconds[p]) !== null));
+    const phases = PHASES.filter((p) => p !== "evaluation" &&
+                                        rounds.some((r) => r.phase_seconds && num(r.phase_seconds[p]) !== null));
+    const evaluation = rounds.map((r) => (r.phase_seconds ? num(r.phase_seconds.evaluation) : null));
     const bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({size: [0.6, 80]}) : undefined;
     const opts = {scales: {x: {time: false, range: (u, min, max) => [min - 0.5, max + 0.5]}}};
     if (phases.length === 0) {
@@ -152,7 +156,13 @@
                    value: (u, v, si, i) => (i === null || i === undefined ? "" : formatSeconds(own[i]))});
       data.push(stacked[k]);
     }
+    if (evaluation.some((v) => v !== null)) {
+      series.push({label: "evaluation (beside the next round)", stroke: PHASE_COLORS.evaluation, width: 2,
+                   points: {show: true, size: 6}, value: (u, v) => (v === null || v === undefined ? "" : formatSeconds(v))});
+      data.push(evaluation);
+    }
     drawChart("chart-time", series, data, opts);
+    $("chart-time").dataset.evaluation = evaluation.some((v) => v !== null) ? "beside" : "none";
   }
 
   // ---- tables and facts ----------------------------------------------------------------

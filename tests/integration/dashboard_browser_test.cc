@@ -287,8 +287,13 @@ TEST_F(DashboardBrowserTest, ARunningJobShowsItsStateRoundsCurvesAndSites) {
     EXPECT_GT(IntegerOr(a, "data-series-pixels", 0), kDrawn)
         << chart << " drew no curve: " << OpeningTag(dom.output, chart);
   }
-  EXPECT_GT(IntegerOr(Attributes(OpeningTag(dom.output, "chart-time")), "data-series-pixels", 0), kDrawn)
+  const std::map<std::string, std::string> time_chart = Attributes(OpeningTag(dom.output, "chart-time"));
+  EXPECT_GT(IntegerOr(time_chart, "data-series-pixels", 0), kDrawn)
       << "no bar of round time: " << OpeningTag(dom.output, "chart-time");
+  // The server tests each model beside the next round: a line beside the bars, not a band
+  // stacked on the round's own time.
+  EXPECT_EQ(time_chart.contains("data-evaluation") ? time_chart.at("data-evaluation") : "", "beside")
+      << OpeningTag(dom.output, "chart-time");
   EXPECT_NE(dom.output.find("<canvas"), std::string::npos);
 
   const std::string sites = ElementOf(dom.output, "sites", "table");
