@@ -36,6 +36,7 @@ address_core_programs=(
 )
 address_torch_programs=(
   cohort_training_tests cohort_transformer_tests cohort_lora_tests cohort_dp_sgd_tests cohort_split_learning_tests
+  cohort_evaluation_tests
   cohort_device_tests cohort_data_parallel_tests cohort_client_tests cohort_integration_tests
   cohort_vertical_integration_tests cohort_metrics_tests cohort_report_tests cohort_dashboard_browser_tests
 )

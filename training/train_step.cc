@@ -57,7 +57,7 @@ torch::Tensor SummedCrossEntropy(const torch::Tensor& logits, const torch::Tenso
 
 int64_t PredictionsIn(const torch::Tensor& labels) { return labels.numel(); }
 
-core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size) {
+core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size, bool channels_last) {
   c10::InferenceMode inference;  // no autograd bookkeeping at all, cheaper than NoGradGuard
   net->eval();
   const torch::Tensor x = FeaturesOf(data), y = LabelsOf(data);
@@ -68,7 +68,9 @@ core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size)
   int64_t correct = 0, predictions = 0;
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t end = std::min(n, begin + batch_size);
-    const torch::Tensor logits = net->forward(x.slice(0, begin, end).to(device));
+    torch::Tensor batch = x.slice(0, begin, end).to(device);
+    if (channels_last && batch.dim() == 4) batch = batch.contiguous(torch::MemoryFormat::ChannelsLast);
+    const torch::Tensor logits = net->forward(batch);
     const torch::Tensor target = y.slice(0, begin, end).to(device);
     loss_sum += SummedCrossEntropy(logits, target).item<double>();
     correct += logits.argmax(-1).eq(target).sum().item<int64_t>();

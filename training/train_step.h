@@ -36,7 +36,9 @@ int64_t PredictionsIn(const torch::Tensor& labels);
 
 // Mean cross-entropy and accuracy per prediction (per example, or per token), over `data`
 // in batches of `batch_size`, in eval mode, on the device the model lives on.
-core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size);
+// With `channels_last`, 4-D inputs are laid out channels-last batch by batch (for a net whose
+// convolution weights are already: TestSetEvaluator).
+core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size, bool channels_last = false);
 
 // `requested` examples per evaluation batch, cut so that one batch's logits stay within 2^25
 // floats (128 MiB): a language model's are [batch, T, vocab], and with the seeds' vocab of
