@@ -1,4 +1,5 @@
-// training/evaluation.h: a model's loss and accuracy on a test set, without a copy of it.
+// training/evaluation.h: a model's loss and accuracy on a test set, without a copy of it
+// (but for small convolution kernels, laid out channels-last).
 #include "training/evaluation.h"
 
 #include <vector>
