@@ -109,19 +109,17 @@ run full --initial-model "$out/base/model.pt"
 run lora
 run base_on_b --initial-model "$out/base/model.pt"
 
-"$py" - "$out" <<'PY'
-import glob, json, re, sys
+"$py" - "$out" "$root/bench/lora" <<'PY'
+import json, sys
 out = sys.argv[1]
-line = re.compile(r"round=(\d+) site=\S+ update sent: (\d+) bytes for (\d+) parameters")
+sys.path.insert(0, sys.argv[2])
+from lora_runs import read_run
 result = {}
 for name in ("base", "full", "lora", "base_on_b"):
-    rounds = json.load(open(f"{out}/{name}/summary.json"))["rounds"]
-    up = params = updates = 0
-    for log in glob.glob(f"{out}/{name}/logs/site-*.log"):
-        for m in line.finditer(open(log, errors="replace").read()):
-            up += int(m.group(2)); params = int(m.group(3)); updates += 1
-    result[name] = {"federated_parameters": params,
-                    "wire_bytes_per_round": (up + updates * 4 * params) / max(1, len(rounds)),
+    run = read_run(f"{out}/{name}")
+    rounds = run["rounds"]
+    result[name] = {"federated_parameters": run["federated_parameters"],
+                    "wire_bytes_per_round": run["wire_bytes_per_round"],
                     "test_accuracy": rounds[-1]["test_accuracy"],
                     "accuracy_per_round": [r["test_accuracy"] for r in rounds]}
 print(f"{'run':10} {'params':>8} {'wire B/round':>13} {'test acc':>9}  per round")

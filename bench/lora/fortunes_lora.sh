@@ -124,26 +124,20 @@ run full --initial-model "$out/federated/model.pt"
 run lora
 run base --initial-model "$out/federated/model.pt"
 
-"$py" - "$out" <<'PY'
-import glob, json, math, re, sys
+"$py" - "$out" "$root/bench/lora" <<'PY'
+import json, math, sys
 out = sys.argv[1]
-line = re.compile(r"round=(\d+) site=\S+ update sent: (\d+) bytes for (\d+) parameters")
+sys.path.insert(0, sys.argv[2])
+from lora_runs import read_run
 result = {}
 for name in ("federated", "central", "full", "lora", "base"):
-    summary = json.load(open(f"{out}/{name}/summary.json"))
-    rounds = summary["rounds"]
-    up = params = updates = 0
-    for log in glob.glob(f"{out}/{name}/logs/site-*.log"):
-        for m in line.finditer(open(log, errors="replace").read()):
-            up += int(m.group(2)); params = int(m.group(3)); updates += 1
+    run = read_run(f"{out}/{name}")
+    rounds = run["rounds"]
     last = rounds[-1]
-    # Per round: every reporting site uploads its update and downloads the model (4 bytes
-    # per float32 parameter, sealed in chunks; the chunk overhead is under 0.1%).
-    wire_per_round = (up + updates * 4 * params) / max(1, len(rounds))
     result[name] = {
         "rounds": len(rounds),
-        "federated_parameters": params,
-        "wire_bytes_per_round": wire_per_round,
+        "federated_parameters": run["federated_parameters"],
+        "wire_bytes_per_round": run["wire_bytes_per_round"],
         "test_accuracy": last["test_accuracy"],
         "test_loss": last["test_loss"],
         "perplexity": math.exp(last["test_loss"]),
