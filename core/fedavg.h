@@ -114,7 +114,7 @@ class UpdateReceiver {
   std::vector<float> opened_;  // one opened chunk, reused for every chunk of the upload
   std::vector<std::byte> payload_;  // compressed, copied in: one opened payload, reused
   std::vector<uint64_t> chunk_offsets_;  // compressed: where each spooled chunk starts
-  uint64_t spooled_bytes_ = 0;
+  uint64_t spooled_bytes_ = 0;  // written to the spool so far: where Finish cuts a reused file
   double sum_squares_ = 0;
   bool kept_ = false;
   bool refused_ = false;  // a chunk was refused after its bytes reached the spool

@@ -85,7 +85,7 @@ struct FederationConfig {
   // 512 KiB: each upload in flight holds about two chunks in gRPC's receive path, so the
   // chunk size sets what every extra concurrent upload costs the server (1 MiB chunks:
   // 0.60 model sizes from 2 to 32 clients of a 92 MB model, 512 KiB: 0.34; the sealed
-  // upload over mutual TLS 3-5% slower; docs/benchmarks.md).
+  // upload over mutual TLS 2-5% slower; docs/benchmarks.md).
   int64_t chunk_bytes = 512 << 10;
   // How sites compress their updates before sealing them (core/update_compression.h);
   // fixed for the life of a job, like the chunk size.

@@ -1,10 +1,8 @@
 // core/fedavg.h's UpdateReceiver: one update stream, checked chunk by chunk and spooled.
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -68,8 +66,12 @@ absl::StatusOr<UpdateReceiver> UpdateReceiver::Open(const Manifest& manifest, ui
 
 absl::Status UpdateReceiver::Spool(std::span<const std::byte> data) {
   absl::Status written = file_.WriteAll(data);
-  if (!written.ok()) refused_ = true;  // the file no longer holds a prefix of the update
-  return written;
+  if (!written.ok()) {
+    refused_ = true;  // the file no longer holds a prefix of the update
+    return written;
+  }
+  spooled_bytes_ += data.size();
+  return absl::OkStatus();
 }
 
 absl::Status UpdateReceiver::AddChunk(uint32_t index, uint32_t count, std::span<const std::byte> data) {
@@ -135,9 +137,8 @@ absl::Status UpdateReceiver::ReceiveEncoded(uint32_t index, uint32_t count, std:
   // Spooled as it arrived, before opening in place overwrites it; any refusal after this
   // leaves the receiver refusing the rest, and the file is removed with it.
   refused_ = true;
-  if (absl::Status s = Spool(data); !s.ok()) return s;
   chunk_offsets_.push_back(spooled_bytes_);
-  spooled_bytes_ += data.size();
+  if (absl::Status s = Spool(data); !s.ok()) return s;
   std::span<const std::byte> payload = data;
   if (codec_ != nullptr && !writable.empty()) {
     absl::StatusOr<std::span<std::byte>> opened = codec_->OpenInPlace(index, writable);
@@ -174,9 +175,7 @@ absl::StatusOr<SpooledUpdate> UpdateReceiver::Finish(double weight, std::string 
   absl::StatusOr<struct stat> info = file_.Stat();
   if (!info.ok()) return info.status();
   if (S_ISREG(info->st_mode)) {
-    const off_t written = ::lseek(file_.fd(), 0, SEEK_CUR);
-    if (written < 0) return storage::ErrnoStatus(errno, "cannot find the end of the update in", path_);
-    if (absl::Status s = file_.Truncate(static_cast<uint64_t>(written)); !s.ok()) return s;
+    if (absl::Status s = file_.Truncate(spooled_bytes_); !s.ok()) return s;
   }
   if (absl::Status s = file_.Close(); !s.ok()) return s;
   kept_ = true;
