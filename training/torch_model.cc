@@ -69,6 +69,39 @@ CohortNetImpl::CohortNetImpl(const ModelSpec& spec) {
 
 namespace {
 
+// Max pooling over windows that tile the input (kernel == stride, no padding, dilation 1,
+// floor mode), or nullopt for any other pool. Rows and columns past the last whole window
+// are dropped, as max_pool2d drops them.
+std::optional<torch::Tensor> TiledMaxPool(const torch::nn::MaxPool2dImpl& pool, const torch::Tensor& x) {
+  const torch::nn::MaxPool2dOptions& o = pool.options;
+  const auto& kernel = *o.kernel_size();
+  const auto& stride = *o.stride();
+  const auto& padding = *o.padding();
+  const auto& dilation = *o.dilation();
+  if (o.ceil_mode() || x.dim() < 3) return std::nullopt;
+  for (int d = 0; d < 2; ++d) {
+    if (kernel[d] != stride[d] || padding[d] != 0 || dilation[d] != 1) return std::nullopt;
+  }
+  const int64_t kh = kernel[0], kw = kernel[1];
+  const int64_t oh = x.size(-2) / kh, ow = x.size(-1) / kw;
+  if (oh == 0 || ow == 0 || kh * kw < 2) return std::nullopt;  // max_pool2d's own error, or a copy
+  torch::Tensor out;
+  int64_t windows = 0;
+  for (int64_t i = 0; i < kh; ++i) {
+    for (int64_t j = 0; j < kw; ++j) {
+      const torch::Tensor window = x.slice(-2, i, i + oh * kh, kh).slice(-1, j, j + ow * kw, kw);
+      if (++windows == 1) {
+        out = window;  // a view of x: never written
+      } else if (windows == 2) {
+        out = torch::maximum(out, window);  // from here on a tensor of this pass's own
+      } else {
+        torch::maximum_out(out, out, window);
+      }
+    }
+  }
+  return out;
+}
+
 // named_parameters() less the frozen ones: the trained tensors in state_dict order.
 std::vector<std::pair<std::string, torch::Tensor>> NamedTrainable(CohortNet& net) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -105,6 +138,44 @@ void CohortNetImpl::FreezeBaseAndLoad(const ModelSpec& spec) {
                 "LoRA base model: no tensor ", item.key(), " ", item.value().sizes());
     CopyInto(item.value(), base.tensor_bytes(static_cast<size_t>(i)));
   }
+}
+
+torch::Tensor CohortNetImpl::InferenceForward(torch::Tensor x) {
+  if (transformer_) return forward(x);
+  const auto max_pool = [&x](torch::nn::MaxPool2dImpl& pool) {
+    std::optional<torch::Tensor> tiled = TiledMaxPool(pool, x);
+    x = tiled ? *std::move(tiled) : pool.forward(x);
+  };
+  // Whether x was computed by this pass (so it may be overwritten), rather than the
+  // caller's input or a view of it.
+  bool owned = false;
+  const size_t n = layers_->size();
+  for (size_t i = 0; i < n; ++i) {
+    if (layers_->ptr(i)->as<torch::nn::ReLU>() != nullptr) {
+      if (i + 1 < n) {
+        if (auto* pool = layers_->ptr(i + 1)->as<torch::nn::MaxPool2d>(); pool != nullptr) {
+          ++i;  // pool first, then the ReLU over a quarter (for 2x2) of the values
+          max_pool(*pool);
+          owned = true;
+        }
+      }
+      if (owned) {
+        x.clamp_min_(0);
+      } else {
+        x = torch::relu(x);
+        owned = true;
+      }
+    } else if (auto* pool = layers_->ptr(i)->as<torch::nn::MaxPool2d>(); pool != nullptr) {
+      max_pool(*pool);
+      owned = true;
+    } else {
+      const torch::Tensor in = x;
+      x = (layers_->begin() + static_cast<std::ptrdiff_t>(i))->forward(x);
+      // Flatten gives a view and eval-mode dropout its input: neither makes x this pass's.
+      owned = owned || !x.is_alias_of(in);
+    }
+  }
+  return x;
 }
 
 std::vector<torch::Tensor> TrainableParameters(CohortNet& net) {

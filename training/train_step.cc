@@ -70,7 +70,7 @@ core::EvalMetrics EvaluateNet(CohortNet& net, Dataset& data, int64_t batch_size,
     const int64_t end = std::min(n, begin + batch_size);
     torch::Tensor batch = x.slice(0, begin, end).to(device);
     if (channels_last && batch.dim() == 4) batch = batch.contiguous(torch::MemoryFormat::ChannelsLast);
-    const torch::Tensor logits = net->forward(batch);
+    const torch::Tensor logits = net->InferenceForward(batch);
     const torch::Tensor target = y.slice(0, begin, end).to(device);
     loss_sum += SummedCrossEntropy(logits, target).item<double>();
     correct += logits.argmax(-1).eq(target).sum().item<int64_t>();

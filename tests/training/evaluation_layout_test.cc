@@ -47,5 +47,85 @@ TEST(EvaluationLayoutTest, TheChannelsLastTestGivesThePlainLayoutsMetrics) {
   EXPECT_GT(std::abs(reference.loss - std::log(10.0)), 0.05) << "a near-uniform guess would make this a weak check";
 }
 
+ModelSpec SpecOf(const std::string& json) {
+  absl::StatusOr<ModelSpec> spec = ParseModelSpec(nlohmann::json::parse(json));
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return spec.ok() ? *spec : ModelSpec{};
+}
+
+// InferenceForward (tiled max pools as strided maxima, ReLU after the pool, in place where
+// the pass owns the tensor) must give forward's logits bit for bit, and leave its input as
+// it was, on the layer orders where each shortcut applies or must not.
+void ExpectInferenceForwardIsForward(const std::string& model_json, bool channels_last) {
+  SCOPED_TRACE(model_json + (channels_last ? " channels-last" : " contiguous"));
+  const ModelSpec spec = SpecOf(model_json);
+  torch::manual_seed(7);
+  CohortNet net(spec);
+  net->eval();
+  const std::vector<int64_t> shape = {37, spec.input_shape[0], spec.input_shape[1], spec.input_shape[2]};
+  torch::Tensor input = torch::randn(shape);
+  if (channels_last) input = input.contiguous(torch::MemoryFormat::ChannelsLast);
+  const torch::Tensor kept = input.clone();
+  c10::InferenceMode inference;
+  const torch::Tensor reference = net->forward(input);
+  const torch::Tensor fast = net->InferenceForward(input);
+  EXPECT_TRUE(torch::equal(input, kept)) << "the caller's input was written";
+  ASSERT_EQ(fast.sizes(), reference.sizes());
+  EXPECT_TRUE(torch::equal(fast, reference)) << "largest difference "
+                                              << (fast - reference).abs().max().item<float>();
+}
+
+constexpr char kCnn[] = R"({"input_shape": [1, 28, 28], "num_classes": 10, "layers": [
+  {"type": "normalize", "mean": 0.286, "std": 0.353},
+  {"type": "conv2d", "out_channels": 6, "kernel_size": 5}, {"type": "relu"}, {"type": "max_pool2d", "kernel_size": 2},
+  {"type": "conv2d", "out_channels": 16, "kernel_size": 5}, {"type": "relu"}, {"type": "max_pool2d", "kernel_size": 2},
+  {"type": "flatten"}, {"type": "linear", "out_features": 120}, {"type": "relu"},
+  {"type": "linear", "out_features": 10}]})";
+
+TEST(InferenceForwardTest, TheReadmeCnnGivesForwardsLogitsBitForBit) {
+  ExpectInferenceForwardIsForward(kCnn, /*channels_last=*/false);
+  ExpectInferenceForwardIsForward(kCnn, /*channels_last=*/true);
+}
+
+TEST(InferenceForwardTest, OddSizesDropThePartialWindowAsMaxPoolDoes) {
+  // 27 -> conv 4 -> 24 ... and pools of 3 (tiled) and 2 over odd sizes.
+  const std::string odd = R"({"input_shape": [2, 27, 29], "num_classes": 5, "layers": [
+    {"type": "conv2d", "out_channels": 3, "kernel_size": 2}, {"type": "relu"}, {"type": "max_pool2d", "kernel_size": 3},
+    {"type": "max_pool2d", "kernel_size": 2}, {"type": "relu"},
+    {"type": "flatten"}, {"type": "linear", "out_features": 5}]})";
+  ExpectInferenceForwardIsForward(odd, false);
+  ExpectInferenceForwardIsForward(odd, true);
+}
+
+TEST(InferenceForwardTest, OverlappingPoolsTakeLibTorchsOwnPool) {
+  const std::string overlapping = R"({"input_shape": [1, 12, 12], "num_classes": 3, "layers": [
+    {"type": "conv2d", "out_channels": 4, "kernel_size": 3}, {"type": "relu"},
+    {"type": "max_pool2d", "kernel_size": 3, "stride": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 3}]})";
+  ExpectInferenceForwardIsForward(overlapping, false);
+}
+
+TEST(InferenceForwardTest, AReluOnTheInputOrAViewOfItLeavesTheInputAlone) {
+  ExpectInferenceForwardIsForward(R"({"input_shape": [1, 8, 8], "num_classes": 3, "layers": [
+    {"type": "relu"}, {"type": "max_pool2d", "kernel_size": 2}, {"type": "relu"},
+    {"type": "flatten"}, {"type": "linear", "out_features": 3}]})", false);
+  ExpectInferenceForwardIsForward(R"({"input_shape": [1, 8, 8], "num_classes": 3, "layers": [
+    {"type": "flatten"}, {"type": "dropout", "p": 0.1}, {"type": "relu"}, {"type": "linear", "out_features": 3}]})", false);
+  ExpectInferenceForwardIsForward(R"({"input_shape": [1, 8, 8], "num_classes": 3, "layers": [
+    {"type": "max_pool2d", "kernel_size": 1}, {"type": "relu"}, {"type": "flatten"},
+    {"type": "linear", "out_features": 3}]})", false);
+}
+
+TEST(InferenceForwardTest, NanPropagatesAsThroughForward) {
+  const ModelSpec spec = SpecOf(kCnn);
+  CohortNet net(spec);
+  net->eval();
+  torch::Tensor input = torch::randn({4, 1, 28, 28});
+  input.index_put_({1, 0, 3, 3}, std::nanf(""));
+  c10::InferenceMode inference;
+  const torch::Tensor reference = net->forward(input), fast = net->InferenceForward(input);
+  EXPECT_TRUE(torch::equal(fast.isnan(), reference.isnan()));
+  EXPECT_TRUE(fast[1].isnan().any().item<bool>());
+}
+
 }  // namespace
 }  // namespace cohort::training
