@@ -58,6 +58,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -157,9 +158,19 @@ std::string LoadAverage() {
   return absl::StrCat(a, " ", b, " ", c);
 }
 
+// CPU time of this whole process (every thread: the client's, the server's, gRPC's and
+// the kernel's work on their behalf), for the CPU a transfer costs beside its wall time.
+double ProcessCpuSeconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 // Seconds per round of one run: [0] round 1 on a fresh server, [1] round 2.
 struct GrpcRun {
   double upload_seconds[2] = {};
+  double upload_cpu_seconds[2] = {};
   double download_seconds[2] = {};
 };
 
@@ -229,10 +240,12 @@ absl::StatusOr<GrpcRun> GrpcUploadOnce(const core::ParameterSet& update, size_t 
     }
     run.download_seconds[round] = task->download_seconds;
     const Clock::time_point start = Clock::now();
+    const double cpu_start = ProcessCpuSeconds();
     if (absl::Status s = client.PushUpdate(*session, wire::UpdateInfoFor(task->header, 1000), update); !s.ok()) {
       return fail(s);
     }
     run.upload_seconds[round] = SecondsSince(start);
+    run.upload_cpu_seconds[round] = ProcessCpuSeconds() - cpu_start;
   }
   server_thread.join();
   if (!served.ok()) return served;
@@ -270,8 +283,9 @@ absl::StatusOr<int> ListenOnLoopback(sockaddr_in* addr) {
   return listener;
 }
 
-// Seconds from the first write() to the receiver holding the last byte.
-absl::StatusOr<double> RawTcpOnce(std::span<const std::byte> data, size_t piece) {
+// Seconds from the first write() to the receiver holding the last byte; `cpu_seconds`
+// gets the process's CPU time over the same transfer (both ends).
+absl::StatusOr<double> RawTcpOnce(std::span<const std::byte> data, size_t piece, double* cpu_seconds) {
   sockaddr_in addr{};
   absl::StatusOr<int> listening = ListenOnLoopback(&addr);
   if (!listening.ok()) return listening.status();
@@ -295,12 +309,14 @@ absl::StatusOr<double> RawTcpOnce(std::span<const std::byte> data, size_t piece)
                           ? absl::OkStatus()
                           : Errno("connect");
   const Clock::time_point start = Clock::now();
+  const double cpu_start = ProcessCpuSeconds();
   for (size_t off = 0; sent.ok() && off < data.size(); off += piece) {
     sent = WriteFully(fd, data.data() + off, std::min(piece, data.size() - off));
   }
   if (fd >= 0) ::shutdown(fd, SHUT_WR);
   if (!sent.ok()) ::shutdown(listener, SHUT_RDWR);  // wakes the receiver if it never got a connection
   receiver.join();
+  *cpu_seconds = ProcessCpuSeconds() - cpu_start;
   if (fd >= 0) ::close(fd);
   ::close(listener);
   if (!sent.ok()) return sent;
@@ -382,7 +398,9 @@ double ProtobufOnce(const core::ParameterSet& update, size_t chunk_bytes) {
 
 // The unsealed path of issue 2: two plaintext uploads to one bench-only server, timed
 // apart (as the two rounds of a sealed run).
-absl::StatusOr<std::array<double, 2>> UnsealedUploadTwice(const core::ParameterSet& update, size_t chunk_bytes) {
+// `cpu_seconds` gets each upload's CPU time (the process's, both ends).
+absl::StatusOr<std::array<double, 2>> UnsealedUploadTwice(const core::ParameterSet& update, size_t chunk_bytes,
+                                                          std::array<double, 2>* cpu_seconds) {
   TempDir spool("cohort-upload-bench-unsealed");
   absl::StatusOr<std::unique_ptr<UnsealedUploadServer>> server =
       UnsealedUploadServer::Start(update.manifest(), spool.path());
@@ -396,10 +414,12 @@ absl::StatusOr<std::array<double, 2>> UnsealedUploadTwice(const core::ParameterS
   info.num_samples = 1000;
   info.chunk_bytes = chunk_bytes;
   std::array<double, 2> seconds{};
-  for (double& taken : seconds) {
+  for (size_t i = 0; i < seconds.size(); ++i) {
     const Clock::time_point start = Clock::now();
+    const double cpu_start = ProcessCpuSeconds();
     if (absl::Status s = client.PushUnsealedUpdate("bench-site", info, update); !s.ok()) return s;
-    taken = SecondsSince(start);
+    seconds[i] = SecondsSince(start);
+    (*cpu_seconds)[i] = ProcessCpuSeconds() - cpu_start;
   }
   return seconds;
 }
@@ -407,7 +427,8 @@ absl::StatusOr<std::array<double, 2>> UnsealedUploadTwice(const core::ParameterS
 // Raw TLS 1.3 over one loopback socket: the server's kit certificate and key, the client
 // verifying nothing (only the transport is priced). Timed from the first SSL_write after
 // the handshake to the receiver holding the last byte.
-absl::StatusOr<double> RawTlsOnce(std::span<const std::byte> data, size_t piece, const std::filesystem::path& kit) {
+absl::StatusOr<double> RawTlsOnce(std::span<const std::byte> data, size_t piece, const std::filesystem::path& kit,
+                                  double* cpu_seconds) {
   SSL_CTX* server_ctx = SSL_CTX_new(TLS_server_method());
   SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
   auto free_contexts = [&] {
@@ -459,6 +480,7 @@ absl::StatusOr<double> RawTlsOnce(std::span<const std::byte> data, size_t piece,
     }
   }
   const Clock::time_point start = Clock::now();
+  const double cpu_start = ProcessCpuSeconds();
   for (size_t off = 0; sent.ok() && off < data.size(); off += piece) {
     const int n = static_cast<int>(std::min(piece, data.size() - off));
     if (SSL_write(ssl, data.data() + off, n) != n) sent = absl::InternalError("SSL_write failed");
@@ -467,6 +489,7 @@ absl::StatusOr<double> RawTlsOnce(std::span<const std::byte> data, size_t piece,
   if (fd >= 0) ::shutdown(fd, SHUT_WR);
   if (!sent.ok()) ::shutdown(listener, SHUT_RDWR);
   receiver.join();
+  *cpu_seconds = ProcessCpuSeconds() - cpu_start;
   if (fd >= 0) ::close(fd);
   ::close(listener);
   free_contexts();
@@ -579,6 +602,7 @@ std::string ChunkLabel(size_t kib) {
 struct Row {
   std::string name;
   std::vector<double> seconds;
+  std::vector<double> cpu_seconds;  // the transfers' rows only
 };
 
 int Main(int argc, char** argv) {
@@ -598,7 +622,7 @@ int Main(int argc, char** argv) {
   std::vector<std::string> order;
   std::map<std::string, Row> rows;
   std::map<std::string, std::vector<double>> downloads;
-  auto record = [&](const std::string& name, absl::StatusOr<double> seconds) {
+  auto record = [&](const std::string& name, absl::StatusOr<double> seconds, double cpu_seconds = -1) {
     if (!seconds.ok()) {
       std::cerr << name << " failed: " << seconds.status() << "\n";
       std::exit(1);
@@ -606,6 +630,7 @@ int Main(int argc, char** argv) {
     if (!rows.contains(name)) order.push_back(name);
     rows[name].name = name;
     rows[name].seconds.push_back(*seconds);
+    if (cpu_seconds >= 0) rows[name].cpu_seconds.push_back(cpu_seconds);
   };
   TempDir scratch("cohort-upload-bench-scratch");
   absl::StatusOr<BenchPki> pki = BenchPki::Provision(scratch.path() / "pki", {"bench-site"});
@@ -624,7 +649,9 @@ int Main(int argc, char** argv) {
     return 1;
   }
   for (int r = 0; r < flags->repeats; ++r) {
-    record("raw TCP, 1 MiB writes", RawTcpOnce(update.bytes(), kMiB));
+    double cpu = 0;
+    absl::StatusOr<double> raw_tcp = RawTcpOnce(update.bytes(), kMiB, &cpu);
+    record("raw TCP, 1 MiB writes", raw_tcp, cpu);
     struct Variant {
       size_t kib;
       std::string tuning;
@@ -637,16 +664,19 @@ int Main(int argc, char** argv) {
     if (!flags->skip.contains("tls")) variants.push_back({flags->chunk_kib.front(), "", true});
     for (const std::string& tuning : flags->grpc) variants.push_back({flags->chunk_kib.front(), tuning, false});
     if (!flags->skip.contains("raw")) {
-      record("raw TLS 1.3 (OpenSSL, AES-256-GCM), 1 MiB writes",
-             RawTlsOnce(update.bytes(), kMiB, pki->kit_dir(std::string(crypto::kServerParticipantName))));
+      absl::StatusOr<double> raw_tls =
+          RawTlsOnce(update.bytes(), kMiB, pki->kit_dir(std::string(crypto::kServerParticipantName)), &cpu);
+      record("raw TLS 1.3 (OpenSSL, AES-256-GCM), 1 MiB writes", raw_tls, cpu);
     }
     if (!flags->skip.contains("unsealed")) {
-      absl::StatusOr<std::array<double, 2>> unsealed = UnsealedUploadTwice(update, flags->chunk_kib.front() << 10);
+      std::array<double, 2> unsealed_cpu{};
+      absl::StatusOr<std::array<double, 2>> unsealed =
+          UnsealedUploadTwice(update, flags->chunk_kib.front() << 10, &unsealed_cpu);
       const std::string name =
           absl::StrCat("gRPC upload, unsealed (before sealing), ", ChunkLabel(flags->chunk_kib.front()));
       for (int i = 0; i < 2; ++i) {
         record(absl::StrCat(name, i == 0 ? ", 1st" : ", 2nd"),
-               unsealed.ok() ? absl::StatusOr<double>((*unsealed)[i]) : unsealed.status());
+               unsealed.ok() ? absl::StatusOr<double>((*unsealed)[i]) : unsealed.status(), unsealed_cpu[i]);
       }
     }
     for (const auto& [kib, tuning, tls] : variants) {
@@ -659,7 +689,8 @@ int Main(int argc, char** argv) {
           absl::StrCat(ChunkLabel(kib), tls ? ", mutual TLS" : ", no TLS", tuning.empty() ? "" : ", server " + tuning);
       for (int round = 0; round < 2; ++round) {
         const std::string which = round == 0 ? ", round 1" : ", round 2";
-        record(absl::StrCat("gRPC upload, sealed, ", suffix, which), run->upload_seconds[round]);
+        record(absl::StrCat("gRPC upload, sealed, ", suffix, which), run->upload_seconds[round],
+               run->upload_cpu_seconds[round]);
         downloads[absl::StrCat("gRPC download (sealed model), ", suffix, which)].push_back(run->download_seconds[round]);
       }
     }
@@ -681,18 +712,25 @@ int Main(int argc, char** argv) {
   }
   for (auto& [name, seconds] : downloads) {
     order.push_back(name);
-    rows[name] = {name, seconds};
+    rows[name] = {name, seconds, {}};
   }
 
   const double raw = total / Median(rows["raw TCP, 1 MiB writes"].seconds) / 1e6;
-  std::cout << absl::StrFormat("%-66s %10s %9s  %s\n", "variant", "MB/s (med)", "vs raw", "runs (MB/s)");
+  // CPU: the process's CPU-seconds over the transfer (median), and that over its wall time:
+  // how many of the machine's cores it kept busy on average.
+  std::cout << absl::StrFormat("%-66s %10s %9s %15s  %s\n", "variant", "MB/s (med)", "vs raw", "CPU s (cores)",
+                               "runs (MB/s)");
   for (const std::string& name : order) {
     const Row& row = rows[name];
     const double mbps = total / Median(row.seconds) / 1e6;
     std::string runs;
     for (double s : row.seconds)
       absl::StrAppend(&runs, runs.empty() ? "" : " ", absl::StrFormat("%.0f", total / s / 1e6));
-    std::cout << absl::StrFormat("%-66s %10.0f %8.0f%%  %s\n", name, mbps, 100 * mbps / raw, runs);
+    const std::string cpu =
+        row.cpu_seconds.empty()
+            ? "-"
+            : absl::StrFormat("%.3f (%.2f)", Median(row.cpu_seconds), Median(row.cpu_seconds) / Median(row.seconds));
+    std::cout << absl::StrFormat("%-66s %10.0f %8.0f%% %15s  %s\n", name, mbps, 100 * mbps / raw, cpu, runs);
   }
   std::cout << "load average at end: " << LoadAverage() << "\n";
   return 0;
