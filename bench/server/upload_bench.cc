@@ -30,7 +30,8 @@
 // the first write to the last byte read. The same through OpenSSL TLS 1.3 (the server's
 // kit certificate, TLS_AES_256_GCM_SHA384, handshake not timed): what TLS costs alone.
 //
-// Pieces alone, on the same bytes in 1 MiB chunks (no network, one thread each):
+// Pieces alone, on the same bytes in chunks of the first --chunk-kib size (no network,
+// one thread each):
 //   seal          SealedSession::SealChunk of every chunk into a reused message field
 //   open          the server's codec opening every sealed chunk into a reused buffer
 //   AddChunk      core::UpdateReceiver Open + AddChunk per chunk + Finish: plaintext
@@ -39,7 +40,7 @@
 //   checks+scan   AddChunk with its spool file a symlink to /dev/null: the order and size
 //                 checks and the NaN/Inf count and sum of squares, in the library's own code
 //   protobuf      set_data + SerializeToString + ParseFromString of each chunk message
-//   memcpy        each chunk copied into one reused 1 MiB buffer: the price of one copy
+//   memcpy        each chunk copied into one reused buffer: the price of one copy
 //
 // --grpc=TUNING[,TUNING...] (bdp, no-bdp, window=MiB, quota=MB) adds the same sealed gRPC
 // upload, in chunks of the first --chunk-kib size, against a server with that one setting
@@ -643,7 +644,10 @@ int Main(int argc, char** argv) {
     std::cerr << "agreeing local session keys failed: " << sessions.status() << "\n";
     return 1;
   }
-  const absl::StatusOr<std::vector<std::string>> sealed = SealAll(update, kMiB, *sessions->client);
+  // The pieces timed alone run in chunks of the first --chunk-kib size, as its uploads do.
+  const size_t piece = flags->chunk_kib.front() << 10;
+  const std::string piece_label = ChunkLabel(flags->chunk_kib.front());
+  const absl::StatusOr<std::vector<std::string>> sealed = SealAll(update, piece, *sessions->client);
   if (!sealed.ok()) {
     std::cerr << "sealing the update failed: " << sealed.status() << "\n";
     return 1;
@@ -698,16 +702,16 @@ int Main(int argc, char** argv) {
       std::cerr << "repeat " << r + 1 << "/" << flags->repeats << " done\n";
       continue;
     }
-    record("seal alone (SealedSession::SealChunk), 1 MiB", SealOnce(update, kMiB, *sessions->client));
-    record("open alone (the server's codec), 1 MiB", OpenOnce(*sealed, kMiB, *sessions->server));
+    record(absl::StrCat("seal alone (SealedSession::SealChunk), ", piece_label), SealOnce(update, piece, *sessions->client));
+    record(absl::StrCat("open alone (the server's codec), ", piece_label), OpenOnce(*sealed, piece, *sessions->server));
     record("AddChunk sealed (open, checks, scan, spool write)",
-           AddSealedChunksOnce(update.manifest(), *sealed, kMiB, *sessions->server, scratch.path() / "sealed.update"));
+           AddSealedChunksOnce(update.manifest(), *sealed, piece, *sessions->server, scratch.path() / "sealed.update"));
     record("AddChunk plaintext (checks, scan, spool write)",
-           AddChunkOnce(update, kMiB, scratch.path() / "addchunk.update"));
-    record("  spool write() alone", SpoolWriteOnce(update, kMiB, scratch.path()));
-    record("  AddChunk with its spool at /dev/null (checks, scan)", AddChunkToNullOnce(update, kMiB, scratch.path()));
-    record("protobuf set_data+serialize+parse, 1 MiB", ProtobufOnce(update, kMiB));
-    record("memcpy into a reused 1 MiB buffer (one copy)", MemcpyOnce(update, kMiB));
+           AddChunkOnce(update, piece, scratch.path() / "addchunk.update"));
+    record("  spool write() alone", SpoolWriteOnce(update, piece, scratch.path()));
+    record("  AddChunk with its spool at /dev/null (checks, scan)", AddChunkToNullOnce(update, piece, scratch.path()));
+    record(absl::StrCat("protobuf set_data+serialize+parse, ", piece_label), ProtobufOnce(update, piece));
+    record(absl::StrCat("memcpy of each chunk into one reused buffer, ", piece_label), MemcpyOnce(update, piece));
     std::cerr << "repeat " << r + 1 << "/" << flags->repeats << " done\n";
   }
   for (auto& [name, seconds] : downloads) {
