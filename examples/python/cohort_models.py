@@ -81,15 +81,21 @@ class ByteTokenizer:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
 
+def _attach_adapter(module: nn.Module, a_columns: int, b_rows: int, rank: int, alpha: float) -> None:
+    """lora_A [rank, a_columns] (Kaiming-uniform, as nn.Linear's weight) and lora_B
+    [b_rows, rank] (zeros: a fresh adapter leaves the base model's output unchanged)."""
+    module.lora_A = nn.Parameter(torch.empty(rank, a_columns))
+    module.lora_B = nn.Parameter(torch.zeros(b_rows, rank))
+    nn.init.kaiming_uniform_(module.lora_A, a=math.sqrt(5))
+    module.scaling = alpha / rank
+
+
 class LoRALinear(nn.Linear):
     """nn.Linear plus a low-rank adapter: W x + b + (alpha / rank) * B (A x)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
         super().__init__(in_features, out_features)
-        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.scaling = alpha / rank
+        _attach_adapter(self, in_features, out_features, rank, alpha)
 
     def forward(self, x):
         return super().forward(x) + self.scaling * (x @ self.lora_A.t()) @ self.lora_B.t()
@@ -102,10 +108,7 @@ class LoRAEmbedding(nn.Embedding):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, rank: int, alpha: float):
         super().__init__(num_embeddings, embedding_dim)
-        self.lora_A = nn.Parameter(torch.empty(rank, embedding_dim))
-        self.lora_B = nn.Parameter(torch.zeros(num_embeddings, rank))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.scaling = alpha / rank
+        _attach_adapter(self, embedding_dim, num_embeddings, rank, alpha)
 
     def forward(self, ids):
         return super().forward(ids) + self.scaling * nn.functional.embedding(ids, self.lora_B) @ self.lora_A
