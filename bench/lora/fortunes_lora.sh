@@ -20,7 +20,11 @@
 # Targets: LoRA with at least 20x fewer wire bytes per round than full fine-tuning, and a
 # final next-token accuracy within 1 point of it. Exits 1 when either is missed.
 #
-#   bench/lora/fortunes_lora.sh [--cohort PATH] [--out DIR] [--quick] [--set [JOB:]KEY=JSON]...
+# --base PATH: fine-tune this model.pt (same model_config as the jobs, after --set) instead
+# of (1)'s model, and skip (1) and (2). For a base pretrained on more text than four
+# categories: configs/fortunes_pretrain.json, one site holding the other 39 categories.
+#
+#   bench/lora/fortunes_lora.sh [--cohort PATH] [--out DIR] [--quick] [--base PATH] [--set [JOB:]KEY=JSON]...
 # Defaults: build/cli/cohort, runs/lora-bench. --quick: 2 rounds each and fewer steps, to
 # check that the script works (not a measurement). --set changes one key of the job files
 # after they are read from configs/: KEY is a dotted path (model_config.hidden_size,
@@ -33,27 +37,31 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 cohort="$root/build/cli/cohort"
 out="$root/runs/lora-bench"
 quick=0
+base_model=""
 sets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cohort) cohort="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
+    --base) base_model="$(realpath "$2")"; shift 2 ;;
     --set) sets+=("$2"); shift 2 ;;
     *) echo "fortunes_lora.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ -x "$cohort" ]] || { echo "fortunes_lora.sh: no cohort binary at $cohort (build it, or pass --cohort)" >&2; exit 2; }
+[[ -z "$base_model" || -f "$base_model" ]] || { echo "fortunes_lora.sh: --base $base_model: no such file" >&2; exit 2; }
 [[ -d /usr/share/games/fortunes ]] || { echo "fortunes_lora.sh: install the fortunes package" >&2; exit 2; }
 mkdir -p "$out"
 py=/usr/bin/python3
 
 # The four job files, from the shipped configs (only names, steps and paths change).
-"$py" - "$root" "$out" "$quick" "${sets[@]}" <<'PY'
+base_model="${base_model:-$out/federated/model.pt}"
+"$py" - "$root" "$out" "$quick" "$base_model" "${sets[@]}" <<'PY'
 import json, sys
-root, out, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+root, out, quick, base_model = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
 overrides = []
-for arg in sys.argv[4:]:
+for arg in sys.argv[5:]:
     head, eq, value = arg.partition("=")
     target, _, key = head.rpartition(":")
     if not eq or not key:
@@ -104,7 +112,7 @@ apply_overrides(base, "base")
 base["training_config"].update({"learning_rate": 1e-12, "min_learning_rate": 1e-12, "max_steps": 1})
 json.dump(base, open(f"{out}/base.json", "w"), indent=2)
 lora = load("fortunes_lora.json")
-lora["model_config"]["lora"]["base_model"] = f"{out}/federated/model.pt"
+lora["model_config"]["lora"]["base_model"] = base_model
 save(lora, "lora")
 PY
 
@@ -118,19 +126,25 @@ run() {  # run NAME [extra cohort run flags...]
   echo "$(( $(date +%s) - start ))" > "$out/$name.seconds"
   tail -n 2 "$out/$name.stdout" >&2
 }
-run federated
-run central --clients 1
-run full --initial-model "$out/federated/model.pt"
+lm_runs="federated central"
+if [[ "$base_model" == "$out/federated/model.pt" ]]; then
+  run federated
+  run central --clients 1
+else
+  lm_runs=""
+  rm -rf "$out/federated" "$out/central"
+fi
+run full --initial-model "$base_model"
 run lora
-run base --initial-model "$out/federated/model.pt"
+run base --initial-model "$base_model"
 
-"$py" - "$out" "$root/bench/lora" <<'PY'
+"$py" - "$out" "$root/bench/lora" $lm_runs <<'PY'
 import json, math, sys
 out = sys.argv[1]
 sys.path.insert(0, sys.argv[2])
 from lora_runs import read_run
 result = {}
-for name in ("federated", "central", "full", "lora", "base"):
+for name in sys.argv[3:] + ["full", "lora", "base"]:
     run = read_run(f"{out}/{name}")
     rounds = run["rounds"]
     last = rounds[-1]
@@ -153,8 +167,10 @@ gap = 100 * (lora["test_accuracy"] - full["test_accuracy"])
 for name in ("full", "lora"):
     gain = 100 * (result[name]["test_accuracy"] - base["test_accuracy"])
     print(f"{name}: {gain:+.2f} points of next-token accuracy over the base model on the fine-tuning text")
-fed_gap = 100 * (result["federated"]["test_accuracy"] - result["central"]["test_accuracy"])
-print(f"federated - central: {fed_gap:+.2f} points of next-token accuracy")
+fed_gap = None
+if "federated" in result:
+    fed_gap = 100 * (result["federated"]["test_accuracy"] - result["central"]["test_accuracy"])
+    print(f"federated - central: {fed_gap:+.2f} points of next-token accuracy")
 print(f"lora: {ratio:.1f}x fewer wire bytes per round than full fine-tuning, {gap:+.2f} points of accuracy")
 json.dump({"results": result, "lora_wire_ratio": ratio, "lora_accuracy_gap_points": gap,
            "federated_minus_central_points": fed_gap}, open(f"{out}/result.json", "w"), indent=2)
