@@ -152,19 +152,13 @@ torch::Tensor CohortNetImpl::InferenceForward(torch::Tensor x) {
   const size_t n = layers_->size();
   for (size_t i = 0; i < n; ++i) {
     if (layers_->ptr(i)->as<torch::nn::ReLU>() != nullptr) {
-      if (i + 1 < n) {
-        if (auto* pool = layers_->ptr(i + 1)->as<torch::nn::MaxPool2d>(); pool != nullptr) {
-          ++i;  // pool first, then the ReLU over a quarter (for 2x2) of the values
-          max_pool(*pool);
-          owned = true;
-        }
-      }
-      if (owned) {
-        x.clamp_min_(0);
-      } else {
-        x = torch::relu(x);
+      if (auto* next_pool = i + 1 < n ? layers_->ptr(i + 1)->as<torch::nn::MaxPool2d>() : nullptr) {
+        ++i;  // pool first, then the ReLU over a quarter (for 2x2) of the values
+        max_pool(*next_pool);
         owned = true;
       }
+      x = owned ? x.clamp_min_(0) : torch::relu(x);
+      owned = true;
     } else if (auto* pool = layers_->ptr(i)->as<torch::nn::MaxPool2d>(); pool != nullptr) {
       max_pool(*pool);
       owned = true;

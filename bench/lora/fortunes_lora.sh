@@ -44,7 +44,7 @@ while [[ $# -gt 0 ]]; do
     --cohort) cohort="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
-    --base) base_model="$(realpath "$2")"; shift 2 ;;
+    --base) base_model="$(realpath -m "$2")"; shift 2 ;;
     --set) sets+=("$2"); shift 2 ;;
     *) echo "fortunes_lora.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -56,7 +56,9 @@ mkdir -p "$out"
 py=/usr/bin/python3
 
 # The four job files, from the shipped configs (only names, steps and paths change).
-base_model="${base_model:-$out/federated/model.pt}"
+# Without --base, (1) trains the base and (2) is its central comparison.
+lm_runs=""
+[[ -n "$base_model" ]] || { lm_runs="federated central"; base_model="$out/federated/model.pt"; }
 "$py" - "$root" "$out" "$quick" "$base_model" "${sets[@]}" <<'PY'
 import json, sys
 root, out, quick, base_model = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
@@ -126,12 +128,10 @@ run() {  # run NAME [extra cohort run flags...]
   echo "$(( $(date +%s) - start ))" > "$out/$name.seconds"
   tail -n 2 "$out/$name.stdout" >&2
 }
-lm_runs="federated central"
-if [[ "$base_model" == "$out/federated/model.pt" ]]; then
+if [[ -n "$lm_runs" ]]; then
   run federated
   run central --clients 1
 else
-  lm_runs=""
   rm -rf "$out/federated" "$out/central"
 fi
 run full --initial-model "$base_model"

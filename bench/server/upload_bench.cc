@@ -59,7 +59,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,6 +87,7 @@
 #include "core/fedavg.h"
 #include "crypto/key_agreement.h"
 #include "crypto/provisioning.h"
+#include "observe/process_stats.h"
 #include "proto/cohort.pb.h"
 #include "wire/sealing.h"
 #include "server/federated_job.h"
@@ -161,12 +161,7 @@ std::string LoadAverage() {
 
 // CPU time of this whole process (every thread: the client's, the server's, gRPC's and
 // the kernel's work on their behalf), for the CPU a transfer costs beside its wall time.
-double ProcessCpuSeconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
+double ProcessCpuSeconds() { return observe::ReadProcessStats().cpu_seconds; }
 
 // Seconds per round of one run: [0] round 1 on a fresh server, [1] round 2.
 struct GrpcRun {
